@@ -1,0 +1,181 @@
+//! May this PUT proceed? (SPEC 3) The one decision behind every upload, whether the web server
+//! writes the file (nginx `auth_request`, Apache `FcgidAccessChecker`) or the program does.
+//!
+//! Checks, in order: the slot exists, the URL's name is the slot's, the file is not there yet,
+//! the slot is younger than `put_timeout`, the length is declared (not chunked) and equals the
+//! slot's size exactly, the media type matches the slot's.
+
+use crate::App;
+use crate::files::is_token;
+use crate::name::url_name_matches;
+use crate::refusal::{Outcome, Refusal, RefusalKind};
+use crate::request::Request;
+use crate::store::Slot;
+
+/// The slot a PUT to `<put_prefix>/<token>/<raw_name>` may fill, or why not. `now` is unix seconds.
+pub fn check_put(
+    app: &App,
+    req: &Request,
+    token: &str,
+    raw_name: &str,
+    now: i64,
+) -> Result<Slot, Outcome> {
+    let unknown = || Refusal::not_found(format!("no upload slot at {:?}", req.path));
+    if !is_token(token) {
+        return Err(unknown().into());
+    }
+    let slot = app.store.slot(token)?.ok_or_else(unknown)?;
+    if !url_name_matches(raw_name, &slot.name) {
+        return Err(unknown().into());
+    }
+    if slot.uploaded.is_some() || app.uploads.exists(token, &slot.name) {
+        return Err(Refusal::new(
+            RefusalKind::Conflict,
+            format!(
+                "{:?} has been uploaded already; files are never overwritten",
+                slot.name
+            ),
+        )
+        .into());
+    }
+    let age = now.saturating_sub(slot.created);
+    if age >= i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX) {
+        return Err(Refusal::new(
+            RefusalKind::Gone,
+            format!(
+                "slot expired: created {age} s ago, PUT timeout is {} s",
+                app.config.put_timeout
+            ),
+        )
+        .into());
+    }
+    check_length(req, slot.size)?;
+    check_media_type(req, slot.content_type.as_deref())?;
+    Ok(slot)
+}
+
+/// The body must be announced with a Content-Length equal to the slot's size.
+fn check_length(req: &Request, expected: u64) -> Result<(), Refusal> {
+    if req
+        .transfer_encoding
+        .as_deref()
+        .is_some_and(|te| !te.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(Refusal::new(
+            RefusalKind::LengthRequired,
+            "chunked uploads are not accepted: send Content-Length",
+        ));
+    }
+    let Some(text) = req.content_length.as_deref() else {
+        return Err(Refusal::new(
+            RefusalKind::LengthRequired,
+            "Content-Length is required",
+        ));
+    };
+    let declared = text
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| Refusal::bad_request(format!("invalid Content-Length {text:?}")))?;
+    if declared > expected {
+        return Err(Refusal::new(
+            RefusalKind::TooLarge,
+            format!("Content-Length {declared} is larger than the slot's size {expected}"),
+        ));
+    }
+    if declared < expected {
+        return Err(Refusal::bad_request(format!(
+            "Content-Length {declared} is smaller than the slot's size {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// When the slot named a type, the PUT must send the same media type (parameters aside).
+/// `application/octet-stream` is what ejabberd sends when the client gave no type: any goes.
+fn check_media_type(req: &Request, slot_type: Option<&str>) -> Result<(), Refusal> {
+    let Some(expected) = slot_type.map(media_type) else {
+        return Ok(());
+    };
+    if expected == "application/octet-stream" {
+        return Ok(());
+    }
+    match req.content_type.as_deref().map(media_type) {
+        Some(sent) if sent == expected => Ok(()),
+        sent => Err(Refusal::new(
+            RefusalKind::UnsupportedMediaType,
+            format!(
+                "Content-Type {:?} does not match the slot's type {expected:?}",
+                sent.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// `Text/Plain; charset=UTF-8` → `text/plain`.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(length: Option<&str>, content_type: Option<&str>) -> Request {
+        Request {
+            method: "PUT".into(),
+            content_length: length.map(str::to_string),
+            content_type: content_type.map(str::to_string),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn exact_length_only() {
+        assert!(check_length(&put(Some("5"), None), 5).is_ok());
+        assert_eq!(
+            check_length(&put(Some("6"), None), 5).unwrap_err().kind,
+            RefusalKind::TooLarge
+        );
+        assert_eq!(
+            check_length(&put(Some("4"), None), 5).unwrap_err().kind,
+            RefusalKind::BadRequest
+        );
+        assert_eq!(
+            check_length(&put(None, None), 5).unwrap_err().kind,
+            RefusalKind::LengthRequired
+        );
+        assert_eq!(
+            check_length(&put(Some("-5"), None), 5).unwrap_err().kind,
+            RefusalKind::BadRequest
+        );
+        let mut chunked = put(Some("5"), None);
+        chunked.transfer_encoding = Some("chunked".into());
+        assert_eq!(
+            check_length(&chunked, 5).unwrap_err().kind,
+            RefusalKind::LengthRequired
+        );
+    }
+
+    #[test]
+    fn media_types() {
+        let typed = |t| put(Some("1"), t);
+        assert!(
+            check_media_type(
+                &typed(Some("Text/Plain; charset=utf-8")),
+                Some("text/plain")
+            )
+            .is_ok()
+        );
+        assert!(check_media_type(&typed(Some("image/png")), Some("text/plain")).is_err());
+        assert!(check_media_type(&typed(None), Some("text/plain")).is_err());
+        assert!(check_media_type(&typed(None), None).is_ok());
+        assert!(
+            check_media_type(&typed(Some("image/png")), Some("application/octet-stream")).is_ok()
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! xmpp-http-upload: the HTTP side of XMPP HTTP File Upload (XEP-0363) as a FastCGI program.
+//!
+//! # The request path
+//!
+//! 1. A front end (`fcgi`, `cgi` or `devserver`) turns what the web server sent into a
+//!    transport-neutral [`request::Request`] and hands it, with the body, to [`route::handle`].
+//! 2. `route` finds the endpoint: the slot API (`slot`), a PUT to decide (`authorize`) or to
+//!    receive (`transfer`), or a download (`transfer`).
+//! 3. `slot` asks `rules` which rule decides for the JID and lets `store` check the quotas and
+//!    record the slot in one transaction; `authorize` checks a PUT against its slot; `files`
+//!    is the only module that touches the upload directory.
+//! 4. Each endpoint returns a [`request::Response`] or a [`refusal::Refusal`] (a normal "no"
+//!    with a status and one line); `route` logs one line per decision; the front end writes it.
+//!
+//! # Modules
+//!
+//! - `config`: TOML file → `Config`, every error with key and line.
+//! - `request`: `Request` / `Response`, the seam between front ends and logic.
+//! - `refusal`: `Refusal` (status + message) and `Error` (I/O, SQLite).
+//! - `fcgi`, `cgi`, `devserver`: the three front ends.
+//! - `route`: dispatch.
+//! - `slot`, `authorize`, `transfer`: the endpoints.
+//! - `rules`, `name`: pure logic (access rules and quotas; file names and URL decoding).
+//! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
+
+pub mod authorize;
+pub mod cgi;
+pub mod cleanup;
+pub mod config;
+pub mod devserver;
+pub mod fcgi;
+pub mod files;
+pub mod name;
+pub mod refusal;
+pub mod request;
+pub mod route;
+pub mod rules;
+pub mod slot;
+pub mod store;
+pub mod transfer;
+
+use config::Config;
+use files::UploadDir;
+use refusal::Error;
+use store::Store;
+
+/// Everything a request needs: the configuration, the database and the upload directory.
+/// Shared by all request threads.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub uploads: UploadDir,
+}
+
+impl App {
+    /// Opens the database (migrating it) and the upload directory named by `config`.
+    pub fn open(config: Config) -> Result<App, Error> {
+        let store = Store::open(&config.database)?;
+        let uploads = UploadDir::open(&config.upload_root)?;
+        Ok(App {
+            config,
+            store,
+            uploads,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,154 @@
+//! The normal "no" of a decision, and the `Error` type for what went wrong on our side.
+//!
+//! A `Refusal` is not a failure: it is an answer (status + one line for the client) that the
+//! request path returns when input is bad or a rule says no. `Error` is for I/O and SQLite
+//! failures; it carries the operation or path it concerns and becomes a 500 (or 507 when the
+//! disk is full) with a generic message, the detail going only to the log.
+
+use std::fmt;
+
+/// Why a request was refused; each kind maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    BadRequest,
+    Unauthorized,
+    QuotaExceeded,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    Gone,
+    LengthRequired,
+    TooLarge,
+    UnsupportedMediaType,
+}
+
+impl RefusalKind {
+    /// The HTTP status code and reason phrase for this kind.
+    pub fn status(self) -> u16 {
+        match self {
+            RefusalKind::BadRequest => 400,
+            RefusalKind::Unauthorized => 401,
+            RefusalKind::QuotaExceeded => 402,
+            RefusalKind::Forbidden => 403,
+            RefusalKind::NotFound => 404,
+            RefusalKind::MethodNotAllowed => 405,
+            RefusalKind::Conflict => 409,
+            RefusalKind::Gone => 410,
+            RefusalKind::LengthRequired => 411,
+            RefusalKind::TooLarge => 413,
+            RefusalKind::UnsupportedMediaType => 415,
+        }
+    }
+}
+
+/// A refusal: what kind, and one line saying what is wrong (quoting the bad input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of the given kind with a one-line message.
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        let mut message = message.into();
+        // One line, always: a message may quote client input.
+        message.retain(|c| c != '\n' && c != '\r');
+        Refusal { kind, message }
+    }
+    /// 400: a parameter is missing or malformed.
+    pub fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::BadRequest, message)
+    }
+    /// 403: the rules or the slot say no.
+    pub fn forbidden(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Forbidden, message)
+    }
+    /// 404: no such slot or file.
+    pub fn not_found(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::NotFound, message)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.status(), self.message)
+    }
+}
+
+/// A failure on our side: I/O or database, with the operation it concerns.
+#[derive(Debug)]
+pub struct Error {
+    pub context: String,
+    pub source: ErrorSource,
+}
+
+/// What failed underneath an `Error`.
+#[derive(Debug)]
+pub enum ErrorSource {
+    Io(std::io::Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl Error {
+    /// An I/O error while doing `context` (e.g. "creating /srv/up/abc").
+    pub fn io(context: impl Into<String>, err: std::io::Error) -> Error {
+        Error {
+            context: context.into(),
+            source: ErrorSource::Io(err),
+        }
+    }
+    /// A SQLite error while doing `context`.
+    pub fn sqlite(context: impl Into<String>, err: rusqlite::Error) -> Error {
+        Error {
+            context: context.into(),
+            source: ErrorSource::Sqlite(err),
+        }
+    }
+    /// True when the disk (or quota of the file system) is full: the client gets 507, not 500.
+    pub fn is_storage_full(&self) -> bool {
+        match &self.source {
+            ErrorSource::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            ErrorSource::Sqlite(_) => false,
+        }
+    }
+    /// True when the database stayed locked past the busy timeout: the client gets 503.
+    pub fn is_busy(&self) -> bool {
+        matches!(&self.source, ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            ErrorSource::Io(e) => write!(f, "{}: {}", self.context, e),
+            ErrorSource::Sqlite(e) => write!(f, "{}: {}", self.context, e),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The outcome of a decision: `Ok(T)`, `Err(Outcome::Refused)` for a normal "no", or a failure.
+#[derive(Debug)]
+pub enum Outcome {
+    Refused(Refusal),
+    Failed(Error),
+}
+
+impl From<Refusal> for Outcome {
+    fn from(r: Refusal) -> Outcome {
+        Outcome::Refused(r)
+    }
+}
+
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Outcome {
+        Outcome::Failed(e)
+    }
+}

@@ -1,0 +1,205 @@
+//! The seam between the front ends (FastCGI, CGI, development server) and the logic:
+//! a transport-neutral `Request` built from CGI-style parameters, and the `Response` every
+//! endpoint returns. Only this module and the front ends know CGI parameter names.
+
+use std::io::{self, Read, Write};
+
+use crate::files::StoredFile;
+use crate::refusal::{Error, Refusal};
+
+/// What the logic needs to know about one HTTP request. The body is passed beside it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `GET`, `PUT`, ... as sent.
+    pub method: String,
+    /// The raw (still percent-encoded) path, without the query.
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// The declared body size as sent (`None` when absent or empty).
+    pub content_length: Option<String>,
+    /// The body's media type as sent.
+    pub content_type: Option<String>,
+    /// `Transfer-Encoding` as sent: `chunked` uploads are refused.
+    pub transfer_encoding: Option<String>,
+    /// `Host` header, to build URLs when no `base_url` is configured.
+    pub host: Option<String>,
+    /// Whether the client spoke HTTPS to the web server.
+    pub https: bool,
+    /// The client's address as the web server saw it.
+    pub remote_addr: Option<String>,
+    /// The `Authorization` header as sent.
+    pub authorization: Option<String>,
+    /// Decide whether this PUT may proceed, without receiving it (nginx `auth_request` with
+    /// `XHU_AUTHORIZE=1`, or the FastCGI Authorizer role).
+    pub decide_only: bool,
+}
+
+impl Request {
+    /// Builds a request from CGI/FastCGI parameters. `param` returns a parameter's value;
+    /// `authorizer_role` is true for the FastCGI Authorizer role (Apache `FcgidAccessChecker`).
+    pub fn from_params(param: impl Fn(&str) -> Option<String>, authorizer_role: bool) -> Request {
+        let non_empty = |key: &str| param(key).filter(|v| !v.is_empty());
+        let uri = non_empty("REQUEST_URI").unwrap_or_default();
+        let (path, uri_query) = match uri.split_once('?') {
+            Some((path, query)) => (path.to_string(), query.to_string()),
+            None => (uri.clone(), String::new()),
+        };
+        // nginx's auth_request subrequest has the query only inside REQUEST_URI (SPEC 8).
+        let query = non_empty("QUERY_STRING").unwrap_or(uri_query);
+        let https = non_empty("HTTPS").is_some_and(|v| v.eq_ignore_ascii_case("on"))
+            || non_empty("REQUEST_SCHEME").is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        Request {
+            method: non_empty("REQUEST_METHOD").unwrap_or_default(),
+            path,
+            query,
+            content_length: non_empty("CONTENT_LENGTH")
+                .or_else(|| non_empty("HTTP_CONTENT_LENGTH")),
+            content_type: non_empty("CONTENT_TYPE").or_else(|| non_empty("HTTP_CONTENT_TYPE")),
+            transfer_encoding: non_empty("HTTP_TRANSFER_ENCODING"),
+            host: non_empty("HTTP_HOST"),
+            https,
+            remote_addr: non_empty("REMOTE_ADDR"),
+            authorization: non_empty("HTTP_AUTHORIZATION"),
+            decide_only: authorizer_role || non_empty("XHU_AUTHORIZE").is_some_and(|v| v == "1"),
+        }
+    }
+}
+
+/// What a response carries after its head.
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    File(StoredFile),
+}
+
+/// An HTTP response, written by each front end in its own framing.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+    /// HEAD: send the head (with the body's Content-Length) but not the body.
+    pub head_only: bool,
+}
+
+impl Response {
+    /// A response with a text body (one line for messages, or a slot answer).
+    pub fn text(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: Body::Bytes(body.into()),
+            head_only: false,
+        }
+    }
+
+    /// An empty response with this status.
+    pub fn empty(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body::Empty,
+            head_only: false,
+        }
+    }
+
+    /// The answer for a refusal: its status and its one line.
+    pub fn refusal(refusal: &Refusal) -> Response {
+        Response::text(
+            refusal.kind.status(),
+            "text/plain; charset=utf-8",
+            format!("{}\n", refusal.message),
+        )
+    }
+
+    /// The answer for a failure on our side: no detail for the client (that goes to the log).
+    pub fn failure(error: &Error) -> Response {
+        let (status, message) = if error.is_storage_full() {
+            (507, "insufficient storage on the server\n")
+        } else if error.is_busy() {
+            (503, "server busy, try again\n")
+        } else {
+            (500, "internal error; the server log says more\n")
+        };
+        Response::text(status, "text/plain; charset=utf-8", message)
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The body's length, known for every kind of body.
+    pub fn body_len(&self) -> u64 {
+        match &self.body {
+            Body::Empty => 0,
+            Body::Bytes(bytes) => bytes.len() as u64,
+            Body::File(file) => file.len,
+        }
+    }
+
+    /// The head in CGI form (`Status:` line, headers, `Content-Length`, blank line), built in
+    /// one buffer so that FastCGI sends it as one record.
+    pub fn cgi_head(&self) -> Vec<u8> {
+        let mut head = format!("Status: {} {}\r\n", self.status, reason_phrase(self.status));
+        for (name, value) in &self.headers {
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body_len()));
+        head.into_bytes()
+    }
+
+    /// The body as a reader (for front ends that pull), with its length.
+    pub fn into_body_reader(self) -> (Box<dyn Read + Send>, u64) {
+        let len = self.body_len();
+        let reader: Box<dyn Read + Send> = match self.body {
+            Body::Empty => Box::new(io::empty()),
+            Body::Bytes(bytes) => Box::new(io::Cursor::new(bytes)),
+            Body::File(stored) => Box::new(stored.file.take(stored.len)),
+        };
+        (reader, len)
+    }
+
+    /// Writes the body (unless HEAD) to `out`.
+    pub fn write_body(self, out: &mut dyn Write) -> io::Result<()> {
+        if self.head_only {
+            return Ok(());
+        }
+        match self.body {
+            Body::Empty => Ok(()),
+            Body::Bytes(bytes) => out.write_all(&bytes),
+            Body::File(stored) => {
+                let mut limited = stored.file.take(stored.len);
+                io::copy(&mut limited, out).map(|_| ())
+            }
+        }
+    }
+}
+
+/// The reason phrase for the statuses we send.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        507 => "Insufficient Storage",
+        _ => "Unknown",
+    }
+}

@@ -1,0 +1,135 @@
+//! One `match` from a `Request` to its endpoint, and from the outcome to a `Response`, with one
+//! log line per decision. The front ends call `handle`; nothing here knows the transport.
+
+use std::io::Read;
+
+use crate::refusal::{Outcome, Refusal, RefusalKind};
+use crate::request::{Request, Response};
+use crate::{App, authorize, slot, transfer, unix_now};
+
+/// Where a request path points.
+#[derive(Debug, PartialEq, Eq)]
+enum Endpoint<'a> {
+    Slot,
+    MaxSize,
+    /// `<prefix>/<token>/<name>` under the PUT prefix, the GET prefix, or both.
+    File {
+        token: &'a str,
+        raw_name: &'a str,
+        put: bool,
+        get: bool,
+    },
+    Unknown,
+}
+
+/// Answers one request. `body` is the request body (empty for decide-only requests).
+pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
+    let outcome = dispatch(app, req, body);
+    match outcome {
+        Ok(response) => {
+            if req.decide_only {
+                log::info!("PUT allowed: {}", req.path);
+            }
+            response
+        }
+        Err(Outcome::Refused(refusal)) => {
+            log::info!("refused {} {}: {}", req.method, req.path, refusal);
+            if req.decide_only {
+                // nginx turns any status but 2xx/401/403 into a 500 for the client (SPEC 8).
+                Response::refusal(&Refusal::new(RefusalKind::Forbidden, refusal.message))
+            } else {
+                Response::refusal(&refusal)
+            }
+        }
+        Err(Outcome::Failed(error)) => {
+            log::error!("failed {} {}: {error}", req.method, req.path);
+            Response::failure(&error)
+        }
+    }
+}
+
+fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, Outcome> {
+    let now = unix_now();
+    let method = req.method.as_str();
+    if req.decide_only {
+        return match endpoint(app, &req.path) {
+            Endpoint::File {
+                token,
+                raw_name,
+                put: true,
+                ..
+            } if method == "PUT" => {
+                authorize::check_put(app, req, token, raw_name, now)?;
+                app.store.mark_authorized(token, now)?;
+                Ok(Response::empty(200))
+            }
+            _ => {
+                Err(Refusal::forbidden(format!("not an upload URL: {method} {}", req.path)).into())
+            }
+        };
+    }
+    match (method, endpoint(app, &req.path)) {
+        ("GET", Endpoint::Slot) => slot::request_slot(app, req, now),
+        ("GET", Endpoint::MaxSize) => slot::max_size(app, req),
+        (_, Endpoint::Slot | Endpoint::MaxSize) => Err(method_not_allowed(method)),
+        (
+            "PUT",
+            Endpoint::File {
+                token,
+                raw_name,
+                put: true,
+                ..
+            },
+        ) => transfer::receive(app, req, token, raw_name, body, now),
+        (
+            "GET" | "HEAD",
+            Endpoint::File {
+                token,
+                raw_name,
+                get: true,
+                ..
+            },
+        ) => transfer::serve(app, req, token, raw_name),
+        ("OPTIONS", Endpoint::File { .. }) => Ok(transfer::preflight()),
+        (_, Endpoint::File { .. }) => Err(method_not_allowed(method)),
+        (_, Endpoint::Unknown) => {
+            Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
+        }
+    }
+}
+
+fn method_not_allowed(method: &str) -> Outcome {
+    Refusal::new(
+        RefusalKind::MethodNotAllowed,
+        format!("method {method:?} not allowed here"),
+    )
+    .into()
+}
+
+fn endpoint<'a>(app: &App, path: &'a str) -> Endpoint<'a> {
+    let config = &app.config;
+    if let Some(rest) = path.strip_prefix(config.slot_prefix.as_str()) {
+        match rest {
+            "/slot" | "/slot/" => return Endpoint::Slot,
+            "/max_size" | "/max_size/" => return Endpoint::MaxSize,
+            _ => {}
+        }
+    }
+    let file_under = |prefix: &str| {
+        let rest = path.strip_prefix(prefix)?.strip_prefix('/')?;
+        let (token, raw_name) = rest.split_once('/')?;
+        (!token.is_empty() && !raw_name.is_empty() && !raw_name.contains('/'))
+            .then_some((token, raw_name))
+    };
+    let put = file_under(&config.put_prefix);
+    let get = file_under(&config.get_prefix);
+    match put.or(get) {
+        Some((token, raw_name)) => Endpoint::File {
+            token,
+            raw_name,
+            put: put.is_some(),
+            get: get.is_some(),
+        },
+        None => Endpoint::Unknown,
+    }
+}

@@ -1,0 +1,371 @@
+//! The SQLite database: the only module that speaks SQL.
+//!
+//! One table of slots. Quota decisions run in one `BEGIN IMMEDIATE` transaction (read usage,
+//! check, insert), so several processes sharing the file (mod_fcgid spawns many) cannot both
+//! pass a limit. WAL lets readers run beside the one writer; the busy timeout makes writers wait
+//! for each other instead of failing. The schema version lives in `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::refusal::{Error, Outcome};
+use crate::rules::{Limits, Usage, check_quota};
+
+/// How long a writer waits for another process's transaction before giving up (→ 503).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: slots.
+    "CREATE TABLE slot (
+        token        TEXT PRIMARY KEY,
+        jid          TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        content_type TEXT,
+        created      INTEGER NOT NULL, -- unix seconds
+        authorized   INTEGER,          -- first PUT allowed; counts for quotas from then on
+        uploaded     INTEGER           -- the file is known to be complete on disk
+    );
+    CREATE INDEX slot_jid_created ON slot (jid, created);
+    CREATE INDEX slot_created ON slot (created);",
+];
+
+/// A slot as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub token: String,
+    pub jid: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub created: i64,
+    pub authorized: Option<i64>,
+    pub uploaded: Option<i64>,
+}
+
+/// A handle on the database with a few pooled connections; shared by all request threads.
+pub struct Store {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let store = Store {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        };
+        store.with_connection(migrate)?;
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<Connection, Error> {
+        let context = || format!("opening database {}", self.path.display());
+        let conn = Connection::open(&self.path).map_err(|e| Error::sqlite(context(), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| Error::sqlite(context(), e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| Error::sqlite(context(), e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| Error::sqlite(context(), e))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pooled connection (opening one if none is idle) and returns it to the pool.
+    fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&mut conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result
+    }
+
+    /// Records a new slot if `limits` allow it next to what `slot.jid` already holds.
+    /// Usage counts slots that were authorized (uploads) and unused slots younger than
+    /// `put_timeout`; read, check and insert happen in one `BEGIN IMMEDIATE` transaction.
+    pub fn reserve_slot(
+        &self,
+        slot: &Slot,
+        limits: &Limits,
+        put_timeout: u64,
+    ) -> Result<(), Outcome> {
+        self.with_connection(|conn| {
+            let fail = |e| Error::sqlite("reserving a slot", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let needs_usage = limits.max_total_size.is_some()
+                || limits.bytes_per_window.is_some()
+                || limits.uploads_per_window.is_some();
+            if needs_usage {
+                let usage = usage(&tx, slot, limits, put_timeout).map_err(fail)?;
+                if let Err(refusal) = check_quota(limits, slot.size, usage) {
+                    return Ok(Err(refusal));
+                }
+            }
+            tx.execute(
+                "INSERT INTO slot (token, jid, name, size, content_type, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    slot.token,
+                    slot.jid,
+                    slot.name,
+                    slot.size as i64,
+                    slot.content_type,
+                    slot.created
+                ],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            Ok(Ok(()))
+        })?
+        .map_err(Outcome::Refused)
+    }
+
+    /// The slot with this token, if any.
+    pub fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
+        self.with_connection(|conn| {
+            conn.query_row(
+                "SELECT token, jid, name, size, content_type, created, authorized, uploaded
+                 FROM slot WHERE token = ?1",
+                [token],
+                slot_from_row,
+            )
+            .optional()
+            .map_err(|e| Error::sqlite("looking up a slot", e))
+        })
+    }
+
+    /// Notes the first time a PUT for this slot was allowed (from then on it counts as an upload).
+    pub fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
+        self.execute(
+            "marking a slot authorized",
+            "UPDATE slot SET authorized = COALESCE(authorized, ?2) WHERE token = ?1",
+            params![token, now],
+        )
+    }
+
+    /// Notes that the slot's file is complete on disk.
+    pub fn mark_uploaded(&self, token: &str, when: i64) -> Result<(), Error> {
+        self.execute(
+            "marking a slot uploaded",
+            "UPDATE slot SET authorized = COALESCE(authorized, ?2), uploaded = COALESCE(uploaded, ?2)
+             WHERE token = ?1",
+            params![token, when],
+        )
+    }
+
+    /// Forgets a slot.
+    pub fn delete_slot(&self, token: &str) -> Result<(), Error> {
+        self.execute(
+            "deleting a slot",
+            "DELETE FROM slot WHERE token = ?1",
+            params![token],
+        )
+    }
+
+    /// Slots created at or before `cutoff` whose upload was never confirmed: unused ones
+    /// (never authorized) and ones whose authorized PUT may or may not have landed.
+    pub fn unconfirmed_before(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+        self.with_connection(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT token, jid, name, size, content_type, created, authorized, uploaded
+                     FROM slot WHERE uploaded IS NULL AND created <= ?1",
+                )
+                .map_err(|e| Error::sqlite("listing expired slots", e))?;
+            let rows = stmt
+                .query_map([cutoff], slot_from_row)
+                .map_err(|e| Error::sqlite("listing expired slots", e))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::sqlite("listing expired slots", e))
+        })
+    }
+
+    /// Deletes the slots of uploads confirmed at or before `cutoff` (their files are past
+    /// retention); returns how many.
+    pub fn delete_uploaded_before(&self, cutoff: i64) -> Result<usize, Error> {
+        self.with_connection(|conn| {
+            conn.execute("DELETE FROM slot WHERE uploaded <= ?1", [cutoff])
+                .map_err(|e| Error::sqlite("deleting old uploads", e))
+        })
+    }
+
+    fn execute(&self, what: &str, sql: &str, params: impl rusqlite::Params) -> Result<(), Error> {
+        self.with_connection(|conn| {
+            conn.execute(sql, params)
+                .map(|_| ())
+                .map_err(|e| Error::sqlite(what, e))
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let fail = |e| Error::sqlite("migrating the database schema", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(fail)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(fail)?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(Error::io(
+            "checking the database schema",
+            std::io::Error::other(format!(
+                "database schema version {version} is newer than this program knows ({}); \
+                 upgrade the program",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(fail)?;
+    }
+    tx.commit().map_err(fail)
+}
+
+/// What `slot.jid` holds now: summed in Rust with saturating arithmetic (sizes go up to 2^63-1,
+/// SQLite's SUM would overflow).
+fn usage(
+    tx: &rusqlite::Transaction,
+    slot: &Slot,
+    limits: &Limits,
+    put_timeout: u64,
+) -> rusqlite::Result<Usage> {
+    let now = slot.created;
+    let since = |seconds: u64| now.saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX));
+    let unused_cutoff = since(put_timeout);
+    let bytes_since = limits.bytes_per_window.map(|w| since(w.seconds));
+    let uploads_since = limits.uploads_per_window.map(|w| since(w.seconds));
+    let mut stmt = tx.prepare_cached(
+        "SELECT size, created FROM slot
+         WHERE jid = ?1 AND (authorized IS NOT NULL OR created > ?2)",
+    )?;
+    let mut rows = stmt.query(params![slot.jid, unused_cutoff])?;
+    let mut usage = Usage::default();
+    while let Some(row) = rows.next()? {
+        let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+        let created: i64 = row.get(1)?;
+        usage.total_bytes = usage.total_bytes.saturating_add(size);
+        if bytes_since.is_some_and(|t| created > t) {
+            usage.window_bytes = usage.window_bytes.saturating_add(size);
+        }
+        if uploads_since.is_some_and(|t| created > t) {
+            usage.window_uploads += 1;
+        }
+    }
+    Ok(usage)
+}
+
+fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
+    Ok(Slot {
+        token: row.get(0)?,
+        jid: row.get(1)?,
+        name: row.get(2)?,
+        size: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        content_type: row.get(4)?,
+        created: row.get(5)?,
+        authorized: row.get(6)?,
+        uploaded: row.get(7)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refusal::RefusalKind;
+    use crate::rules::Window;
+
+    fn temp_db(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xhu-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("db.sqlite3")
+    }
+
+    fn slot(token: &str, size: u64, created: i64) -> Slot {
+        Slot {
+            token: token.into(),
+            jid: "a@b".into(),
+            name: "f".into(),
+            size,
+            content_type: None,
+            created,
+            authorized: None,
+            uploaded: None,
+        }
+    }
+
+    #[test]
+    fn quota_counts_uploads_and_fresh_slots_only() {
+        let path = temp_db("quota");
+        let store = Store::open(&path).unwrap();
+        let limits = Limits {
+            max_total_size: Some(10),
+            ..Limits::default()
+        };
+        store
+            .reserve_slot(&slot("t1", 6, 1000), &limits, 360)
+            .unwrap();
+        // 6 + 5 > 10 while t1 is fresh.
+        let refused = store.reserve_slot(&slot("t2", 5, 1100), &limits, 360);
+        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Forbidden));
+        // t1 expired unused: it no longer counts.
+        store
+            .reserve_slot(&slot("t3", 10, 2000), &limits, 360)
+            .unwrap();
+        store.mark_authorized("t3", 2001).unwrap();
+        let refused = store.reserve_slot(&slot("t4", 1, 9000), &limits, 360);
+        assert!(refused.is_err());
+        // Reopening migrates nothing twice.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.slot("t3").unwrap().unwrap().authorized, Some(2001));
+        assert!(store.slot("t2").unwrap().is_none());
+    }
+
+    #[test]
+    fn window_quota() {
+        let store = Store::open(&temp_db("window")).unwrap();
+        let limits = Limits {
+            uploads_per_window: Some(Window {
+                seconds: 100,
+                amount: 2,
+            }),
+            ..Limits::default()
+        };
+        store
+            .reserve_slot(&slot("w1", 1, 1000), &limits, 360)
+            .unwrap();
+        store
+            .reserve_slot(&slot("w2", 1, 1010), &limits, 360)
+            .unwrap();
+        let refused = store.reserve_slot(&slot("w3", 1, 1020), &limits, 360);
+        assert!(
+            matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::QuotaExceeded)
+        );
+        store
+            .reserve_slot(&slot("w4", 1, 1101), &limits, 360)
+            .unwrap();
+    }
+}
