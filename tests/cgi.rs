@@ -1,0 +1,334 @@
+//! The other ways the binary is started: plain CGI (environment + stdin pipe, `Status:` on
+//! stdout), FastCGI on fd 0 (mod_fcgid, spawn-fcgi, systemd), FastCGI over TCP, and that one
+//! stalled connection does not hold up the others.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::fcgi::{self, Address, Body, Role};
+use common::*;
+
+const JID: &str = "bob@example.org";
+
+/// Runs one CGI request: `args` (none = how Apache starts a CGI program), `vars` on top of a
+/// typical CGI environment, `stdin` piped in. Returns the parsed CGI answer.
+fn cgi(env: &Env, args: &[&str], vars: &[(&str, &str)], stdin: &[u8]) -> fcgi::Response {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env("XMPP_HTTP_UPLOAD_CONFIG", &env.config)
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("SERVER_PROTOCOL", "HTTP/1.1")
+        .env("SERVER_NAME", "upload.example.org")
+        .env("SERVER_PORT", "443")
+        .env("HTTPS", "on")
+        .env("HTTP_HOST", "upload.example.org")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start the binary as CGI");
+    let mut input = child.stdin.take().unwrap();
+    let body = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        // the program may answer before reading everything
+        let _ = input.write_all(&body);
+    });
+    let output = wait_output(child, Duration::from_secs(30));
+    writer.join().unwrap();
+    let text = output_text(&output);
+    assert!(!text.contains("panicked"), "{text}");
+    fcgi::parse_cgi_output(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not CGI output ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
+    // read both pipes while waiting: a large answer would otherwise fill the pipe and hang
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("CGI process did not finish");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+fn cgi_get(env: &Env, args: &[&str], uri: &str) -> fcgi::Response {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    cgi(
+        env,
+        args,
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", uri),
+            ("SCRIPT_NAME", path),
+            ("QUERY_STRING", query),
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn cgi_slot_put_get() {
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let config = env.config.to_str().unwrap().to_string();
+    let content = body_of(300_000, 9);
+    let size = content.len().to_string();
+    for args in [vec![], vec!["serve", "--config", config.as_str()]] {
+        let uri = format!(
+            "/http_upload/slot/?jid={JID}&name={}&size={size}",
+            pct("доклад 1.pdf")
+        );
+        let slot = parse_text_slot(&cgi_get(&env, &args, &uri));
+        assert_eq!(slot.name, "доклад_1.pdf");
+
+        let put_path = format!("/upload/{}/{}", slot.token, pct(&slot.name));
+        let r = cgi(
+            &env,
+            &args,
+            &[
+                ("REQUEST_METHOD", "PUT"),
+                ("REQUEST_URI", &put_path),
+                ("SCRIPT_NAME", &put_path),
+                ("QUERY_STRING", ""),
+                ("CONTENT_LENGTH", &size),
+                ("CONTENT_TYPE", "application/pdf"),
+            ],
+            &content,
+        );
+        assert_eq!(r.status, 201, "CGI PUT: {r}");
+        let stored = std::fs::read(env.stored(&slot.token, &slot.name)).unwrap();
+        assert!(stored == content, "wrong bytes stored through CGI");
+
+        let r = cgi_get(&env, &args, &put_path);
+        assert_eq!(r.status, 200, "CGI GET: {}", r.status);
+        assert!(r.body == content, "wrong bytes served through CGI");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{:?}",
+            r.headers
+        );
+
+        // the same slot again: refused, file untouched
+        let r = cgi(
+            &env,
+            &args,
+            &[
+                ("REQUEST_METHOD", "PUT"),
+                ("REQUEST_URI", &put_path),
+                ("CONTENT_LENGTH", &size),
+            ],
+            &body_of(content.len(), 10),
+        );
+        assert_eq!(r.status, 409, "second CGI PUT: {r}");
+        assert!(std::fs::read(env.stored(&slot.token, &slot.name)).unwrap() == content);
+    }
+}
+
+#[test]
+fn cgi_refusals_are_statuses_not_crashes() {
+    let env = Env::new(&standard_config(
+        "[[rules]]\nmatch = '^bob@'\nmax_file_size = 10\n",
+    ));
+    let r = cgi_get(&env, &[], "/http_upload/slot/?jid=bob@x&name=a&size=11");
+    assert_eq!(r.status, 413, "{r}");
+    assert!(
+        r.header("Content-Type")
+            .unwrap_or("")
+            .starts_with("text/plain"),
+        "{r}"
+    );
+    let r = cgi_get(&env, &[], "/http_upload/slot/?jid=eve@x&name=a&size=1");
+    assert_eq!(r.status, 403, "{r}");
+    let r = cgi_get(&env, &[], "/http_upload/slot/?jid=bob@x&size=1");
+    assert_eq!(r.status, 400, "{r}");
+
+    // a self-written CGI PUT whose body is shorter than declared leaves nothing
+    let slot = parse_text_slot(&cgi_get(
+        &env,
+        &[],
+        "/http_upload/slot/?jid=bob@x&name=a&size=10",
+    ));
+    let put = |vars: &[(&str, &str)], body: &[u8]| {
+        let mut all = vec![
+            ("REQUEST_METHOD", "PUT"),
+            ("REQUEST_URI", slot.put_path.as_str()),
+        ];
+        all.extend_from_slice(vars);
+        cgi(&env, &[], &all, body)
+    };
+    let r = put(&[("CONTENT_LENGTH", "10")], b"short");
+    assert!((400..500).contains(&r.status), "short CGI body: {r}");
+    let leftovers: Vec<_> = std::fs::read_dir(env.upload_root.join(&slot.token))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // decide-only through CGI
+    let decide = [("CONTENT_LENGTH", ""), ("XHU_AUTHORIZE", "1")];
+    let r = put(&[decide[0], decide[1], ("HTTP_CONTENT_LENGTH", "11")], b"");
+    assert_eq!(r.status, 403, "decide-only CGI with a wrong length: {r}");
+    let r = put(&[decide[0], decide[1], ("HTTP_CONTENT_LENGTH", "10")], b"");
+    assert!((200..300).contains(&r.status), "decide-only CGI: {r}");
+}
+
+/// A started process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn slot_over(address: &Address) -> Slot {
+    let params = fcgi::request_params(
+        "GET",
+        &format!("/http_upload/slot/?jid={JID}&name=fd0.txt&size=3"),
+        &[],
+    );
+    let r = fcgi::request(address, Role::Responder, &params, Body::Empty).expect("FastCGI request");
+    parse_text_slot(&r)
+}
+
+fn wait_for(address: &Address) {
+    let ok = wait_until(Duration::from_secs(20), || {
+        let params = fcgi::request_params("GET", "/", &[]);
+        fcgi::request(address, Role::Responder, &params, Body::Empty).is_ok()
+    });
+    assert!(ok, "no FastCGI answer on {address:?}");
+}
+
+#[test]
+fn fastcgi_on_fd_0_like_mod_fcgid() {
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let socket = env.dir.path.join("fd0.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let fd: OwnedFd = listener.into();
+    for args in [vec![], vec!["serve"]] {
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("XMPP_HTTP_UPLOAD_CONFIG", &env.config)
+            .env_remove("GATEWAY_INTERFACE")
+            .stdin(Stdio::from(fd.try_clone().unwrap()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = Killed(child);
+        let address = Address::Unix(socket.clone());
+        wait_for(&address);
+        let slot = slot_over(&address);
+        let params = fcgi::request_params("PUT", &slot.put_path, &[("Content-Length", "3")]);
+        let r = fcgi::request(&address, Role::Responder, &params, Body::Bytes(b"fd0")).unwrap();
+        assert_eq!(r.status, 201, "{args:?}: {r}");
+        drop(child);
+    }
+}
+
+#[test]
+fn fastcgi_over_tcp() {
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            env.config.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Killed(child);
+    let address = Address::Tcp(listen.parse().unwrap());
+    wait_for(&address);
+    let slot = slot_over(&address);
+    assert_eq!(slot.name, "fd0.txt");
+}
+
+#[test]
+fn a_stalled_connection_does_not_block_others() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let Address::Unix(path) = &server.address else {
+        unreachable!()
+    };
+    // a web server that sent BEGIN_REQUEST and then nothing
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = UnixStream::connect(path).unwrap();
+        s.write_all(&[1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        stalled.push(s);
+    }
+    // a self-written upload half sent
+    let slot = server.slot(JID, "slow.bin", 100_000);
+    let mut slow = UnixStream::connect(path).unwrap();
+    let params = fcgi::request_params("PUT", &slot.put_path, &[("Content-Length", "100000")]);
+    let mut head = vec![1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    let encoded = fcgi::encode_params(&params);
+    head.extend_from_slice(&[1, 4, 0, 1]);
+    head.extend_from_slice(&(encoded.len() as u16).to_be_bytes());
+    head.extend_from_slice(&[0, 0]);
+    head.extend_from_slice(&encoded);
+    head.extend_from_slice(&[1, 4, 0, 1, 0, 0, 0, 0]);
+    head.extend_from_slice(&[1, 5, 0, 1, 0, 100, 0, 0]);
+    head.extend_from_slice(&[7; 100]);
+    slow.write_all(&head).unwrap();
+
+    let started = Instant::now();
+    let other = server.slot(JID, "fast.txt", 1);
+    assert!(other.token != slot.token);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a slot request waited {:?} behind stalled connections",
+        started.elapsed()
+    );
+    drop(stalled);
+    drop(slow);
+}

@@ -1,0 +1,505 @@
+//! Slot → PUT → GET over FastCGI in the three ways a PUT reaches the program (nginx
+//! `auth_request`, Apache's Authorizer role, receiving the body itself), and every check of SPEC
+//! section 3: age, exact length, no chunking, content type, one file per slot, token and name,
+//! traversal, encodings, and that a failed self-written upload leaves nothing behind.
+
+mod common;
+
+use std::io::Read;
+use std::thread;
+use std::time::Duration;
+
+use common::fcgi::{self, Body, Role};
+use common::*;
+
+const JID: &str = "bob@example.org";
+
+/// The path a client sends after ejabberd percent-encoded the text answer's URL.
+fn encoded_put_path(slot: &Slot) -> String {
+    format!("/upload/{}/{}", slot.token, pct(&slot.name))
+}
+
+fn encoded_get_path(slot: &Slot) -> String {
+    format!("/upload/{}/{}", slot.token, pct(&slot.name))
+}
+
+/// Asserts that nothing but `expected` (relative paths) exists under the upload root.
+fn assert_upload_tree(env: &Env, expected: &[String], what: &str) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    let tree: Vec<String> = env
+        .upload_tree()
+        .into_iter()
+        .filter(|p| !expected.contains(p))
+        .filter(|p| {
+            // a token directory of an expected file is fine
+            !expected.iter().any(|e| e.starts_with(&format!("{p}/")))
+        })
+        .collect();
+    assert!(
+        tree.is_empty(),
+        "{what}: unexpected paths under the upload root: {tree:?}"
+    );
+}
+
+#[test]
+fn upload_and_download_in_every_mode_for_every_script() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let names = [
+        ("notes.txt", "notes.txt"),
+        ("my holiday notes.txt", "my_holiday_notes.txt"),
+        ("заметки отпуск.txt", "заметки_отпуск.txt"),
+        ("ملاحظات.txt", "ملاحظات.txt"),
+        ("😀.png", "_.png"),
+    ];
+    let mut seed = 0;
+    for mode in ALL_MODES {
+        for (input, sanitised) in names {
+            seed += 1;
+            let body = body_of(1000 + seed as usize * 37, seed);
+            let slot = server.slot(JID, input, body.len() as u64);
+            assert_eq!(slot.name, sanitised, "{input:?}");
+            let put_path = encoded_put_path(&slot);
+            let response = server.put(mode, &put_path, &Put::of(&body));
+            assert_allowed(mode, &response, &format!("PUT {put_path}"));
+            let stored = env.stored(&slot.token, sanitised);
+            if mode == PutMode::SelfWrite {
+                let on_disk =
+                    std::fs::read(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
+                assert!(on_disk == body, "{}: wrong bytes on disk", stored.display());
+            } else {
+                assert!(
+                    !stored.exists(),
+                    "decide-only must not write {}",
+                    stored.display()
+                );
+                std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+                std::fs::write(&stored, &body).unwrap();
+            }
+
+            let get = server.get(&encoded_get_path(&slot));
+            assert_eq!(get.status, 200, "GET {}: {get}", slot.get_path);
+            assert!(get.body == body, "GET {}: wrong bytes", slot.get_path);
+            assert_eq!(
+                get.header("Content-Length"),
+                Some(body.len().to_string().as_str()),
+                "{get}"
+            );
+            assert_eq!(
+                get.header("X-Content-Type-Options"),
+                Some("nosniff"),
+                "{get}"
+            );
+            assert!(get.header("Content-Security-Policy").is_some(), "{get}");
+            assert!(get.header("Content-Disposition").is_some(), "{get}");
+
+            let head = server.call("HEAD", &encoded_get_path(&slot), &[]);
+            assert_eq!(head.status, 200, "HEAD: {head}");
+            assert!(head.body.is_empty(), "HEAD with a body: {head}");
+            assert_eq!(
+                head.header("Content-Length"),
+                Some(body.len().to_string().as_str()),
+                "{head}"
+            );
+        }
+    }
+}
+
+#[test]
+fn download_of_unknown_files_is_404() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let slot = server.slot(JID, "never-uploaded.txt", 3);
+    for uri in [
+        slot.get_path.clone(),
+        format!("/upload/{}/x.txt", "0".repeat(40)),
+        "/upload/nothing/x.txt".to_string(),
+    ] {
+        let r = server.get(&uri);
+        assert_eq!(r.status, 404, "GET {uri}: {r}");
+    }
+}
+
+/// A reader yielding `len` bytes of [`body_of`]-like data without holding them.
+struct Generated {
+    left: u64,
+    state: u32,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for b in &mut buf[..n] {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 17;
+            self.state ^= self.state << 5;
+            *b = self.state as u8;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_large_self_written_upload_is_streamed() {
+    const SIZE: u64 = 96 * 1024 * 1024;
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let slot = server.slot(JID, "big.bin", SIZE);
+    let length = SIZE.to_string();
+    let params = fcgi::request_params(
+        "PUT",
+        &slot.put_path,
+        &[
+            ("Content-Length", &length),
+            ("Content-Type", "application/octet-stream"),
+        ],
+    );
+    let mut reader = Generated {
+        left: SIZE,
+        state: 7,
+    };
+    let r = server.request(Role::Responder, &params, Body::Reader(&mut reader));
+    assert_eq!(r.status, 201, "{r}");
+
+    let mut file = std::fs::File::open(env.stored(&slot.token, "big.bin")).unwrap();
+    let mut expected = Generated {
+        left: SIZE,
+        state: 7,
+    };
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut total = 0u64;
+    loop {
+        let n = expected.read(&mut a).unwrap();
+        if n == 0 {
+            break;
+        }
+        file.read_exact(&mut b[..n]).unwrap();
+        assert!(a[..n] == b[..n], "stored bytes differ near offset {total}");
+        total += n as u64;
+    }
+    assert_eq!(file.read(&mut b).unwrap(), 0, "stored file is longer");
+    if let Some(peak) = server.peak_rss() {
+        assert!(
+            peak < 48 * 1024 * 1024,
+            "server peaked at {} MiB RSS for a {} MiB upload",
+            peak >> 20,
+            SIZE >> 20
+        );
+    }
+}
+
+#[test]
+fn expired_slots_are_refused() {
+    let config = standard_config(ALLOW_ALL).replace(
+        "webserver_download = false",
+        "webserver_download = false\nput_timeout = \"1s\"",
+    );
+    let (env, server) = start(&config);
+    let body = b"late";
+    let slots: Vec<Slot> = ALL_MODES
+        .iter()
+        .map(|_| server.slot(JID, "late.txt", body.len() as u64))
+        .collect();
+    thread::sleep(Duration::from_millis(2100));
+    for (mode, slot) in ALL_MODES.into_iter().zip(&slots) {
+        let r = server.put(mode, &slot.put_path, &Put::of(body));
+        assert_refused(mode, &r, "PUT after put_timeout");
+    }
+    assert_upload_tree(&env, &[], "expired");
+    // a fresh slot on the same server still works
+    let slot = server.slot(JID, "late.txt", body.len() as u64);
+    let r = server.put(PutMode::SelfWrite, &slot.put_path, &Put::of(body));
+    assert_allowed(PutMode::SelfWrite, &r, "fresh slot");
+}
+
+#[test]
+fn the_length_must_be_declared_and_exact() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let body = body_of(100, 1);
+    let more = body_of(101, 2);
+    for mode in ALL_MODES {
+        let slot = server.slot(JID, "exact.bin", 100);
+        let cases: Vec<(&str, Put<'_>)> = vec![
+            ("one byte more", Put::of(&more)),
+            ("one byte less", Put::of(&body[..99])),
+            (
+                "no Content-Length",
+                Put {
+                    length: None,
+                    ..Put::of(&body)
+                },
+            ),
+            (
+                "empty Content-Length",
+                Put {
+                    length: Some(String::new()),
+                    ..Put::of(&body)
+                },
+            ),
+            (
+                "non-numeric Content-Length",
+                Put {
+                    length: Some("1e2".into()),
+                    ..Put::of(&body)
+                },
+            ),
+            (
+                "chunked",
+                Put {
+                    length: None,
+                    chunked: true,
+                    ..Put::of(&body)
+                },
+            ),
+            (
+                "chunked with a length",
+                Put {
+                    chunked: true,
+                    ..Put::of(&body)
+                },
+            ),
+        ];
+        for (what, put) in cases {
+            let r = server.put(mode, &slot.put_path, &put);
+            assert_refused(mode, &r, what);
+        }
+        assert_upload_tree(&env, &[], &format!("{mode:?} after refusals"));
+        // the slot is still good for the right length
+        let r = server.put(mode, &slot.put_path, &Put::of(&body));
+        assert_allowed(mode, &r, "exact length after refusals");
+        if mode == PutMode::SelfWrite {
+            assert!(std::fs::read(env.stored(&slot.token, "exact.bin")).unwrap() == body);
+        }
+    }
+}
+
+#[test]
+fn a_self_written_body_that_does_not_match_its_length_leaves_no_file() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let slot = server.slot(JID, "partial.bin", 1000);
+    let long = body_of(1500, 3);
+    for (what, sent) in [("shorter", &long[..500]), ("longer", &long[..])] {
+        let put = Put {
+            length: Some("1000".into()),
+            content_type: None,
+            chunked: false,
+            body: sent,
+        };
+        let r = server.put(PutMode::SelfWrite, &slot.put_path, &put);
+        assert!(
+            (400..500).contains(&r.status),
+            "body {what} than Content-Length: {r}"
+        );
+        assert!(!env.stored(&slot.token, "partial.bin").exists(), "{what}");
+        let token_dir = env.upload_root.join(&slot.token);
+        let leftovers: Vec<_> = std::fs::read_dir(&token_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{what}: left behind {leftovers:?}");
+    }
+}
+
+#[test]
+fn the_content_type_must_match_the_slots() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"\x89PNG....";
+    let n = body.len() as u64;
+    for mode in ALL_MODES {
+        // ejabberd's `content_type`
+        let slot = server.typed_slot(JID, "a.png", n, "image/png");
+        for wrong in ["text/plain", "image/jpeg", "image/png-evil"] {
+            let r = server.put(mode, &slot.put_path, &Put::of(body).typed(wrong));
+            assert_refused(
+                mode,
+                &r,
+                &format!("Content-Type {wrong} for an image/png slot"),
+            );
+        }
+        let r = server.put(mode, &slot.put_path, &Put::of(body).typed("IMAGE/PNG"));
+        assert_allowed(mode, &r, "same type, other case");
+
+        // the Django app's `type`
+        let response =
+            server.slot_request(&format!("jid={JID}&name=b.png&size={n}&type=image%2Fpng"));
+        let slot = parse_text_slot(&response);
+        let r = server.put(mode, &slot.put_path, &Put::of(body).typed("text/html"));
+        assert_refused(mode, &r, "`type=image/png` slot, text/html PUT");
+        let r = server.put(mode, &slot.put_path, &Put::of(body).typed("image/png"));
+        assert_allowed(mode, &r, "`type=image/png` slot, image/png PUT");
+    }
+}
+
+#[test]
+fn type_parameters_like_charset_are_ignored() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"hello";
+    let n = body.len() as u64;
+    for mode in ALL_MODES {
+        // what ejabberd really sends for a text file
+        let slot = server.typed_slot(JID, "a.txt", n, "text/plain; charset=utf-8");
+        let r = server.put(mode, &slot.put_path, &Put::of(body).typed("text/plain"));
+        assert_allowed(mode, &r, "slot with charset, PUT without");
+
+        let slot = server.typed_slot(JID, "b.txt", n, "text/plain");
+        let r = server.put(
+            mode,
+            &slot.put_path,
+            &Put::of(body).typed("Text/Plain; charset=UTF-8"),
+        );
+        assert_allowed(mode, &r, "slot without charset, PUT with");
+    }
+}
+
+#[test]
+fn a_slot_gives_at_most_one_file_and_never_overwrites() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let first = b"first!";
+    let second = b"second";
+    for mode in ALL_MODES {
+        let slot = server.slot(JID, "once.txt", first.len() as u64);
+        server.upload(&env, mode, &slot, &Put::of(first));
+        let r = server.put(mode, &slot.put_path, &Put::of(second));
+        assert_refused(mode, &r, "second PUT to a used slot");
+        if mode == PutMode::SelfWrite {
+            assert_eq!(r.status, 409, "reused slot: {r}");
+        }
+        let stored = std::fs::read(env.stored(&slot.token, "once.txt")).unwrap();
+        assert_eq!(stored, first, "the first upload was overwritten");
+    }
+    // A file that exists on disk (written by the web server) is never overwritten.
+    for mode in ALL_MODES {
+        let slot = server.slot(JID, "there.txt", second.len() as u64);
+        let dir = env.upload_root.join(&slot.token);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("there.txt"), b"theirs").unwrap();
+        let r = server.put(mode, &slot.put_path, &Put::of(second));
+        assert_refused(mode, &r, "PUT over an existing file");
+        assert_eq!(std::fs::read(dir.join("there.txt")).unwrap(), b"theirs");
+    }
+}
+
+#[test]
+fn unknown_tokens_and_wrong_names_are_refused() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"abc";
+    let slot = server.slot(JID, "real.txt", 3);
+    let other = server.slot(JID, "other.txt", 3);
+    let paths = [
+        format!("/upload/{}/real.txt", "a".repeat(40)),
+        format!("/upload/{}/real.txt", &slot.token[..39]),
+        format!("/upload/{}0/real.txt", slot.token),
+        format!("/upload/{}/real.txt", slot.token.to_uppercase()),
+        format!("/upload/{}/fake.txt", slot.token),
+        format!("/upload/{}/real.txt", other.token),
+        format!("/upload/{}/", slot.token),
+        format!("/upload/{}", slot.token),
+        "/upload/real.txt".to_string(),
+        format!("/elsewhere/{}/real.txt", slot.token),
+    ];
+    for mode in ALL_MODES {
+        for path in &paths {
+            let r = server.put(mode, path, &Put::of(body));
+            assert_refused(mode, &r, &format!("PUT {path}"));
+        }
+    }
+    assert_upload_tree(&env, &[], "after unknown tokens");
+}
+
+#[test]
+fn traversal_in_the_url_is_refused_and_writes_nothing() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"evil";
+    let slot = server.slot(JID, "x", 4);
+    let t = &slot.token;
+    let paths = [
+        format!("/upload/{t}/../x"),
+        format!("/upload/{t}/../../x"),
+        format!("/upload/{t}/%2e%2e"),
+        format!("/upload/{t}/%2E%2E/x"),
+        format!("/upload/{t}/..%2fx"),
+        format!("/upload/{t}/..%2Fx"),
+        format!("/upload/{t}/%2e%2e%2fx"),
+        format!("/upload/{t}%2fx"),
+        format!("/upload/{t}/x/../x/.."),
+        format!("/upload/../{t}/x"),
+        format!("/upload/{t}/.x"),
+        format!("/upload/{t}/x%00"),
+        format!("/upload/{t}/x/"),
+        format!("/upload/{t}/x/y"),
+        "/upload/../../etc/passwd".to_string(),
+    ];
+    for mode in ALL_MODES {
+        for path in &paths {
+            let r = server.put(mode, path, &Put::of(body));
+            assert_refused(mode, &r, &format!("PUT {path}"));
+        }
+    }
+    assert_upload_tree(&env, &[], "after traversal attempts");
+    let mut stray: Vec<String> = env.all_files();
+    stray.retain(|p| {
+        let ours = p.starts_with("files")
+            || p.starts_with("uploads.sqlite3")
+            || p.ends_with(".sock")
+            || p.ends_with(".log")
+            || p == "config.toml";
+        !ours
+    });
+    assert!(stray.is_empty(), "files outside the upload root: {stray:?}");
+    // and the slot itself is intact
+    let r = server.put(PutMode::SelfWrite, &slot.put_path, &Put::of(body));
+    assert_allowed(PutMode::SelfWrite, &r, "the real path after the attempts");
+}
+
+#[test]
+fn names_may_arrive_raw_encoded_once_or_twice() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"payload";
+    let n = body.len() as u64;
+    type Spelling = fn(&str) -> String;
+    let spellings: [(&str, Spelling); 3] = [
+        ("raw UTF-8", |name| name.to_string()),
+        ("encoded once", pct),
+        ("encoded twice", |name| pct(&pct(name))),
+    ];
+    for mode in ALL_MODES {
+        for (what, spell) in spellings {
+            let slot = server.slot(JID, "файл 1.txt", n);
+            assert_eq!(slot.name, "файл_1.txt");
+            let path = format!("/upload/{}/{}", slot.token, spell(&slot.name));
+            let r = server.put(mode, &path, &Put::of(body));
+            assert_allowed(mode, &r, &format!("{what}: PUT {path}"));
+            if mode == PutMode::SelfWrite {
+                let stored = env.stored(&slot.token, "файл_1.txt");
+                assert_eq!(std::fs::read(&stored).unwrap(), body, "{what}");
+            }
+        }
+        // encoded three times no longer decodes to the slot's name
+        let slot = server.slot(JID, "файл 1.txt", n);
+        let path = format!("/upload/{}/{}", slot.token, pct(&pct(&pct(&slot.name))));
+        let r = server.put(mode, &path, &Put::of(body));
+        assert_refused(mode, &r, &format!("encoded three times: PUT {path}"));
+    }
+}
+
+#[test]
+fn downloads_with_any_spelling_of_the_name() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"cyrillic";
+    let slot = server.slot(JID, "файл.txt", body.len() as u64);
+    let r = server.put(PutMode::SelfWrite, &encoded_put_path(&slot), &Put::of(body));
+    assert_eq!(r.status, 201, "{r}");
+    for path in [slot.get_path.clone(), encoded_get_path(&slot)] {
+        let r = server.get(&path);
+        assert_eq!(r.status, 200, "GET {path}: {r}");
+        assert_eq!(r.body, body);
+    }
+}
+
+#[test]
+fn other_methods_on_upload_urls_are_not_500() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let slot = server.slot(JID, "m.txt", 3);
+    for method in ["DELETE", "POST", "PATCH", "MKCOL"] {
+        let r = server.call(method, &slot.put_path, &[("Content-Length", "3")]);
+        assert!((400..500).contains(&r.status), "{method}: {r}");
+    }
+}
