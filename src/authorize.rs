@@ -6,7 +6,7 @@
 //! slot's size exactly, the media type matches the slot's.
 
 use crate::App;
-use crate::files::is_token;
+use crate::files::{SafePath, is_token};
 use crate::name::url_name_matches;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::Request;
@@ -28,7 +28,8 @@ pub fn check_put(
     if !url_name_matches(raw_name, &slot.name) {
         return Err(unknown().into());
     }
-    if slot.uploaded.is_some() || app.uploads.exists(token, &slot.name) {
+    let path = SafePath::slot(token, &slot.name)?;
+    if slot.uploaded.is_some() || app.uploads.exists(&path) {
         return Err(Refusal::new(
             RefusalKind::Conflict,
             format!(
@@ -56,6 +57,24 @@ pub fn check_put(
 
 /// The body must be announced with a Content-Length equal to the slot's size.
 fn check_length(req: &Request, expected: u64) -> Result<(), Refusal> {
+    let declared = declared_length(req)?;
+    if declared > expected {
+        return Err(Refusal::new(
+            RefusalKind::TooLarge,
+            format!("Content-Length {declared} is larger than the slot's size {expected}"),
+        ));
+    }
+    if declared < expected {
+        return Err(Refusal::bad_request(format!(
+            "Content-Length {declared} is smaller than the slot's size {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// The body size the PUT declares. Chunked or unannounced bodies are refused: every check
+/// of an upload is made on its length before a byte is written.
+pub fn declared_length(req: &Request) -> Result<u64, Refusal> {
     if req
         .transfer_encoding
         .as_deref()
@@ -72,22 +91,9 @@ fn check_length(req: &Request, expected: u64) -> Result<(), Refusal> {
             "Content-Length is required",
         ));
     };
-    let declared = text
-        .trim()
+    text.trim()
         .parse::<u64>()
-        .map_err(|_| Refusal::bad_request(format!("invalid Content-Length {text:?}")))?;
-    if declared > expected {
-        return Err(Refusal::new(
-            RefusalKind::TooLarge,
-            format!("Content-Length {declared} is larger than the slot's size {expected}"),
-        ));
-    }
-    if declared < expected {
-        return Err(Refusal::bad_request(format!(
-            "Content-Length {declared} is smaller than the slot's size {expected}"
-        )));
-    }
-    Ok(())
+        .map_err(|_| Refusal::bad_request(format!("invalid Content-Length {text:?}")))
 }
 
 /// When the slot named a type, the PUT must send the same media type (parameters aside).

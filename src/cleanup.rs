@@ -1,11 +1,12 @@
-//! Expiry: slots nobody used, uploads that never landed, files past retention, and the token
-//! directories they leave empty. Safe to run while the server serves: it only removes what no
-//! request can still complete, and `files` never removes a directory that is not empty.
+//! Expiry: slots nobody used, uploads that never landed, files past retention (slot uploads
+//! and external-protocol uploads alike), and the directories they leave empty. Safe to run
+//! while the server serves: it only removes what no request can still complete, and never a
+//! directory that is not empty.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::App;
-use crate::files::PART_SUFFIX;
+use crate::files::{Entry, SafePath};
 use crate::refusal::Error;
 
 /// How long an authorized upload may take to land before its slot is given up, and how long a
@@ -19,7 +20,7 @@ pub struct Report {
     pub unused_slots: Vec<String>,
     /// Authorized PUTs whose file never appeared.
     pub failed_uploads: Vec<String>,
-    /// Files past retention, as `token/name`.
+    /// Files past retention, as paths under the upload root.
     pub expired_files: Vec<String>,
     /// Temporary files of interrupted uploads.
     pub stale_parts: Vec<String>,
@@ -57,13 +58,15 @@ impl std::fmt::Display for Report {
 pub fn run(app: &App, now: i64) -> Result<Report, Error> {
     let mut report = Report::default();
     let put_timeout = i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX);
-    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
+    let retention_cutoff =
+        now.saturating_sub(i64::try_from(app.config.retention).unwrap_or(i64::MAX));
 
     for slot in app
         .store
         .unconfirmed_before(now.saturating_sub(put_timeout))?
     {
-        if let Some(modified) = app.uploads.modified(&slot.token, &slot.name) {
+        let path = SafePath::slot(&slot.token, &slot.name).ok();
+        if let Some(modified) = path.and_then(|p| app.uploads.modified(&p)) {
             // The web server wrote it after our authorization: from now on retention counts.
             app.store
                 .mark_uploaded(&slot.token, unix_seconds(modified))?;
@@ -82,26 +85,58 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         app.uploads.remove_dir_if_empty(&slot.token);
     }
 
-    let retention_cutoff = now.saturating_sub(retention);
-    for (token, name, modified) in app.uploads.list()? {
-        let modified = unix_seconds(modified);
-        if name.starts_with('.') && name.ends_with(PART_SUFFIX) {
-            if modified <= now.saturating_sub(TRANSFER_GRACE) {
-                app.uploads.remove_listed(&token, &name)?;
-                report.stale_parts.push(format!("{token}/{name}"));
-            }
-        } else if modified <= retention_cutoff {
-            app.uploads.remove_listed(&token, &name)?;
-            app.store.delete_slot(&token)?;
-            report.expired_files.push(format!("{token}/{name}"));
-        } else {
-            continue;
+    for entry in app.uploads.slot_files()? {
+        if expire(app, &entry, "", now, retention_cutoff, &mut report)? {
+            app.store.delete_slot(entry.parent_name())?;
         }
-        app.uploads.remove_dir_if_empty(&token);
+    }
+    for external in &app.config.external {
+        for entry in app.uploads.tree_files(&external.dir)? {
+            expire(
+                app,
+                &entry,
+                &external.dir,
+                now,
+                retention_cutoff,
+                &mut report,
+            )?;
+        }
     }
     // Slots of uploads whose file is gone by other means.
     app.store.delete_uploaded_before(retention_cutoff)?;
     Ok(report)
+}
+
+/// Removes `entry` if it is a stale temporary file or a file past retention; true when it
+/// removed a stored file.
+fn expire(
+    app: &App,
+    entry: &Entry,
+    area: &str,
+    now: i64,
+    retention_cutoff: i64,
+    report: &mut Report,
+) -> Result<bool, Error> {
+    let modified = unix_seconds(entry.modified);
+    let shown = entry
+        .path
+        .strip_prefix(app.uploads.root())
+        .unwrap_or(&entry.path)
+        .display()
+        .to_string();
+    if entry.is_partial() {
+        if modified <= now.saturating_sub(TRANSFER_GRACE) {
+            app.uploads.remove_entry(entry, area)?;
+            report.stale_parts.push(shown);
+        }
+        return Ok(false);
+    }
+    if modified > retention_cutoff {
+        return Ok(false);
+    }
+    app.uploads.remove_entry(entry, area)?;
+    report.expired_files.push(shown);
+    Ok(true)
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {

@@ -48,6 +48,31 @@ pub struct Config {
     pub slot_api: SlotApiAccess,
     /// The ordered access rules.
     pub rules: Vec<Rule>,
+    /// Prefixes served with the HMAC protocol of `mod_http_upload_external` / `external_secret`.
+    pub external: Vec<ExternalUpload>,
+}
+
+/// One prefix of the HMAC protocol (SPEC 7): the XMPP server signs the URLs, we verify.
+#[derive(Clone)]
+pub struct ExternalUpload {
+    /// URL path prefix, no trailing `/`: uploads are `<prefix>/<path...>?v=<mac>`.
+    pub prefix: String,
+    /// Directory under `upload_root` holding this prefix's files: the prefix without its `/`.
+    pub dir: String,
+    /// The shared secret, as bytes for the HMAC key.
+    pub secret: Vec<u8>,
+    /// Larger PUTs are refused with 413.
+    pub max_file_size: Option<u64>,
+}
+
+impl std::fmt::Debug for ExternalUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("ExternalUpload")
+            .field("prefix", &self.prefix)
+            .field("max_file_size", &self.max_file_size)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who may call the slot API: both conditions that are set must hold.
@@ -87,6 +112,16 @@ struct RawConfig {
     slot_api: Option<RawSlotApi>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    external: Vec<RawExternal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExternal {
+    prefix: Spanned<String>,
+    secret: Spanned<String>,
+    max_file_size: Option<Spanned<Quantity>>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +253,20 @@ impl Config {
         for (index, raw_rule) in raw.rules.into_iter().enumerate() {
             rules.push(rule(&at, index, raw_rule)?);
         }
+        let mut external = Vec::new();
+        for (index, raw_external) in raw.external.into_iter().enumerate() {
+            external.push(external_upload(&at, index, raw_external)?);
+        }
+        let mut taken = vec![slot_prefix.clone(), put_prefix.clone(), get_prefix.clone()];
+        for (index, ext) in external.iter().enumerate() {
+            if let Some(other) = taken.iter().find(|p| paths_overlap(p, &ext.prefix)) {
+                return Err(ConfigError(format!(
+                    "{file}: external[{index}].prefix: {:?} overlaps {other:?}; each protocol needs its own prefix",
+                    ext.prefix
+                )));
+            }
+            taken.push(ext.prefix.clone());
+        }
         Ok(Config {
             upload_root,
             database,
@@ -231,6 +280,7 @@ impl Config {
             listen,
             slot_api,
             rules,
+            external,
         })
     }
 
@@ -256,6 +306,7 @@ impl Config {
                 pattern: Regex::new("").expect("the empty pattern is valid"),
                 action: Action::Allow(Limits::default()),
             }],
+            external: Vec::new(),
         }
     }
 
@@ -304,6 +355,18 @@ impl Config {
                 ""
             }
         );
+        for ext in &self.external {
+            let _ = writeln!(
+                out,
+                "external (HMAC)    {}/<path>?v=..  files in {}/{}{}",
+                ext.prefix,
+                self.upload_root.display(),
+                ext.dir,
+                ext.max_file_size
+                    .map(|m| format!(", max_file_size {m} B"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(out, "rules (first match decides, no match = deny):");
         for (i, rule) in self.rules.iter().enumerate() {
             let _ = write!(out, "  {:>2}. {:?} → ", i + 1, rule.pattern.as_str());
@@ -329,6 +392,45 @@ impl Config {
         }
         out
     }
+}
+
+/// True when one URL prefix equals the other or contains it as a path prefix.
+fn paths_overlap(a: &str, b: &str) -> bool {
+    let within = |outer: &str, inner: &str| {
+        inner == outer || inner.starts_with(&format!("{outer}/")) || outer.is_empty()
+    };
+    within(a, b) || within(b, a)
+}
+
+fn external_upload(
+    at: &Locator,
+    index: usize,
+    raw: RawExternal,
+) -> Result<ExternalUpload, ConfigError> {
+    let key = |field: &str| format!("external[{index}].{field}");
+    let span = raw.prefix.span();
+    let prefix = prefix(at, &key("prefix"), Some(raw.prefix), "")?;
+    let dir = prefix.trim_start_matches('/').to_string();
+    if dir.is_empty() || crate::files::is_token(dir.split('/').next().unwrap_or("")) {
+        return Err(at.error(
+            &span,
+            &key("prefix"),
+            format!("{prefix:?} cannot hold uploads: use a named path like \"/share\""),
+        ));
+    }
+    if raw.secret.get_ref().is_empty() {
+        return Err(at.error(&raw.secret.span(), &key("secret"), "is empty"));
+    }
+    let max_file_size = raw
+        .max_file_size
+        .map(|q| size(at, &key("max_file_size"), q))
+        .transpose()?;
+    Ok(ExternalUpload {
+        prefix,
+        dir,
+        secret: raw.secret.into_inner().into_bytes(),
+        max_file_size,
+    })
 }
 
 fn loopback() -> Vec<IpNet> {
@@ -624,6 +726,32 @@ mod tests {
         .unwrap();
         assert_eq!(c.rules.len(), 4);
         assert_eq!(c.rules[1].action, Action::Deny);
+    }
+
+    #[test]
+    fn external_prefixes() {
+        let text = format!(
+            "{MINIMAL}[[external]]\nprefix = \"/share/\"\nsecret = \"s\"\nmax_file_size = \"1 MiB\"\n"
+        );
+        let c = Config::parse(&text, "c.toml").unwrap();
+        assert_eq!(c.external[0].prefix, "/share");
+        assert_eq!(c.external[0].dir, "share");
+        assert_eq!(c.external[0].max_file_size, Some(1 << 20));
+        assert!(!format!("{:?}", c.external[0]).contains("\"s\""));
+        let clash = format!("{MINIMAL}[[external]]\nprefix = \"/upload/x\"\nsecret = \"s\"\n");
+        assert!(
+            Config::parse(&clash, "c.toml")
+                .unwrap_err()
+                .0
+                .contains("overlaps")
+        );
+        let empty = format!("{MINIMAL}[[external]]\nprefix = \"/share\"\nsecret = \"\"\n");
+        assert!(
+            Config::parse(&empty, "c.toml")
+                .unwrap_err()
+                .0
+                .starts_with("c.toml:5: external[0].secret")
+        );
     }
 
     #[test]

@@ -1,18 +1,86 @@
 //! The upload directory: the only module that touches files under `upload_root`.
 //!
-//! Paths are built only from a token (40 lower-case hex digits) and a name that passed
-//! `name::is_safe_name`, so they cannot leave the root. Uploads the program receives itself are
-//! streamed into a temporary dot-file in the token directory, checked for their exact length,
-//! fsynced, and hard-linked into place: `link` fails if the name exists, so a file is never
-//! overwritten and a half-written file never appears under its real name.
+//! Every path is a `SafePath`: either a slot's `<token>/<name>` (a 40-hex token and a name that
+//! passed `name::is_safe_name`) or the path of an external-protocol upload under its prefix
+//! directory, checked segment by segment. Neither can leave the root or name a dot-file.
+//! Uploads the program receives itself are streamed into a temporary dot-file in the target
+//! directory, checked for their exact length, fsynced, and hard-linked into place: `link`
+//! fails if the name exists, so a file is never overwritten and a half-written file never
+//! appears under its real name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::name::is_safe_name;
+use crate::name::{MAX_NAME_BYTES, is_safe_name};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
+
+/// Most directory levels an external-protocol path may have below its prefix.
+pub const MAX_EXTERNAL_DEPTH: usize = 8;
+
+/// A relative path under the upload root that is known to stay inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafePath {
+    segments: Vec<String>,
+}
+
+impl SafePath {
+    /// `<token>/<name>` of a slot, or a refusal when either is not of the safe shape.
+    pub fn slot(token: &str, name: &str) -> Result<SafePath, Refusal> {
+        if !is_token(token) {
+            return Err(Refusal::not_found(format!("no such slot {token:?}")));
+        }
+        if !is_safe_name(name) {
+            return Err(Refusal::bad_request(format!("invalid file name {name:?}")));
+        }
+        Ok(SafePath {
+            segments: vec![token.to_string(), name.to_string()],
+        })
+    }
+
+    /// `<dir>/<segments...>` of an external-protocol upload. `dir` comes from the configuration;
+    /// each decoded segment must be a plain name: not empty, no `/` or NUL, not starting with
+    /// `.` (no `..`, no hidden or temporary files), at most 255 bytes.
+    pub fn external(dir: &str, segments: &[String]) -> Result<SafePath, Refusal> {
+        if segments.len() < 2 || segments.len() > MAX_EXTERNAL_DEPTH {
+            return Err(Refusal::forbidden(format!(
+                "upload path must have 2 to {MAX_EXTERNAL_DEPTH} segments"
+            )));
+        }
+        for segment in segments {
+            let bad = segment.is_empty()
+                || segment.starts_with('.')
+                || segment.contains(['/', '\0'])
+                || segment.len() > MAX_NAME_BYTES;
+            if bad {
+                return Err(Refusal::forbidden(format!(
+                    "invalid path segment {segment:?}"
+                )));
+            }
+        }
+        let mut all: Vec<String> = dir.split('/').map(str::to_string).collect();
+        all.extend(segments.iter().cloned());
+        Ok(SafePath { segments: all })
+    }
+
+    /// The last segment: the file name.
+    pub fn file_name(&self) -> &str {
+        self.segments.last().map(String::as_str).unwrap_or("")
+    }
+
+    fn under(&self, root: &Path) -> PathBuf {
+        let mut path = root.to_path_buf();
+        path.extend(&self.segments);
+        path
+    }
+
+    fn parent_under(&self, root: &Path) -> PathBuf {
+        let mut path = root.to_path_buf();
+        path.extend(&self.segments[..self.segments.len() - 1]);
+        path
+    }
+}
 
 /// Length of a slot token in hex digits.
 pub const TOKEN_LEN: usize = 40;
@@ -56,40 +124,26 @@ impl UploadDir {
         &self.root
     }
 
-    /// `<root>/<token>/<name>`, or a refusal when the token or name is not of the safe shape.
-    pub fn path_of(&self, token: &str, name: &str) -> Result<PathBuf, Refusal> {
-        if !is_token(token) {
-            return Err(Refusal::not_found(format!("no such slot {token:?}")));
-        }
-        if !is_safe_name(name) {
-            return Err(Refusal::bad_request(format!("invalid file name {name:?}")));
-        }
-        Ok(self.root.join(token).join(name))
+    /// True when the file exists (or anything else stands at its path).
+    pub fn exists(&self, path: &SafePath) -> bool {
+        fs::symlink_metadata(path.under(&self.root)).is_ok()
     }
 
-    /// True when the file of this slot exists (or anything else stands at its path).
-    pub fn exists(&self, token: &str, name: &str) -> bool {
-        self.path_of(token, name)
-            .map(|p| fs::symlink_metadata(p).is_ok())
-            .unwrap_or(false)
-    }
-
-    /// Streams exactly `expected_len` bytes of `body` into `<root>/<token>/<name>`.
+    /// Streams exactly `expected_len` bytes of `body` into `path`.
     /// A body that is shorter or longer, an existing file, or any I/O failure leaves nothing
     /// behind: the temporary file is removed and the real name is never half-written.
     pub fn receive(
         &self,
-        token: &str,
-        name: &str,
+        path: &SafePath,
         expected_len: u64,
         body: &mut dyn Read,
     ) -> Result<(), Outcome> {
-        let final_path = self.path_of(token, name)?;
-        let dir = self.root.join(token);
+        let final_path = path.under(&self.root);
+        let dir = path.parent_under(&self.root);
         fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         if fs::symlink_metadata(&final_path).is_ok() {
-            return Err(exists_refusal(name).into());
+            return Err(exists_refusal(path.file_name()).into());
         }
         let (temp_path, mut temp) = create_temp_file(&dir)?;
         let result = copy_exact(body, &mut temp, expected_len, &temp_path)
@@ -97,7 +151,7 @@ impl UploadDir {
                 temp.sync_all()
                     .map_err(|e| Error::io(format!("syncing {}", temp_path.display()), e).into())
             })
-            .and_then(|()| link_no_overwrite(&temp_path, &final_path, name));
+            .and_then(|()| link_no_overwrite(&temp_path, &final_path, path.file_name()));
         // The temporary name goes in every case: on success the data lives on under its real name.
         let _ = fs::remove_file(&temp_path);
         result?;
@@ -105,36 +159,30 @@ impl UploadDir {
         Ok(())
     }
 
-    /// Opens the file of this slot for reading, or 404.
-    pub fn open_stored(&self, token: &str, name: &str) -> Result<StoredFile, Outcome> {
-        let path = self.path_of(token, name)?;
-        let not_found = || Refusal::not_found(format!("no file {name:?}"));
-        let meta = match fs::symlink_metadata(&path) {
+    /// Opens a stored file for reading, or 404.
+    pub fn open_stored(&self, path: &SafePath) -> Result<StoredFile, Outcome> {
+        let full = path.under(&self.root);
+        let not_found = || Refusal::not_found(format!("no file {:?}", path.file_name()));
+        let meta = match fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_file() => meta,
             Ok(_) => return Err(not_found().into()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found().into()),
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e).into()),
+            Err(e) => return Err(Error::io(format!("reading {}", full.display()), e).into()),
         };
         let file =
-            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            File::open(&full).map_err(|e| Error::io(format!("opening {}", full.display()), e))?;
         Ok(StoredFile {
             file,
             len: meta.len(),
         })
     }
 
-    /// Removes the file of a slot (if there) and its token directory when that is left empty.
-    pub fn remove(&self, token: &str, name: &str) -> Result<bool, Error> {
-        let Ok(path) = self.path_of(token, name) else {
-            return Ok(false);
-        };
-        let removed = match fs::remove_file(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-        };
-        self.remove_dir_if_empty(token);
-        Ok(removed)
+    /// Modification time of the file, if it exists.
+    pub fn modified(&self, path: &SafePath) -> Option<SystemTime> {
+        fs::symlink_metadata(path.under(&self.root))
+            .ok()?
+            .modified()
+            .ok()
     }
 
     /// Removes `<root>/<token>` if it is an empty directory; anything else stays.
@@ -142,50 +190,109 @@ impl UploadDir {
         is_token(token) && fs::remove_dir(self.root.join(token)).is_ok()
     }
 
-    /// Modification time of the slot's file, if it exists.
-    pub fn modified(&self, token: &str, name: &str) -> Option<SystemTime> {
-        let path = self.path_of(token, name).ok()?;
-        fs::symlink_metadata(path).ok()?.modified().ok()
-    }
-
-    /// Every entry `(token, file name, modification time)` in the token directories, for
-    /// cleanup. Directories that are not token-shaped are not ours and are skipped.
-    pub fn list(&self) -> Result<Vec<(String, String, SystemTime)>, Error> {
-        let read = |dir: &Path| {
-            fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))
-        };
+    /// Every file in the token directories (the slot API's uploads), for cleanup.
+    /// Top-level directories that are not token-shaped are not ours and are skipped.
+    pub fn slot_files(&self) -> Result<Vec<Entry>, Error> {
         let mut found = Vec::new();
-        for entry in read(&self.root)?.flatten() {
-            let Some(token) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if !is_token(&token) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            for file in read(&entry.path())?.flatten() {
-                let Some(name) = file.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                if let Ok(modified) = file.metadata().and_then(|m| m.modified()) {
-                    found.push((token.clone(), name, modified));
-                }
+        for entry in read_dir(&self.root)? {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && entry.file_name().to_str().is_some_and(is_token) {
+                collect_files(&entry.path(), 0, &mut found)?;
             }
         }
         Ok(found)
     }
 
-    /// Removes one entry found by `list` (a stored file or a stale temporary file).
-    pub fn remove_listed(&self, token: &str, name: &str) -> Result<(), Error> {
-        if !is_token(token) || name.contains('/') || name == "." || name == ".." {
-            return Ok(());
+    /// Every file below `<root>/<dir>` (an external protocol's uploads), for cleanup.
+    pub fn tree_files(&self, dir: &str) -> Result<Vec<Entry>, Error> {
+        let top = self.root.join(dir);
+        let mut found = Vec::new();
+        if top.is_dir() {
+            collect_files(&top, MAX_EXTERNAL_DEPTH, &mut found)?;
         }
-        let path = self.root.join(token).join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        Ok(found)
+    }
+
+    /// Removes a file found by `slot_files`/`tree_files`, then its parent directories as long
+    /// as they are empty, up to (not including) `<root>/<stop_at>` (`""`: the root).
+    pub fn remove_entry(&self, entry: &Entry, stop_at: &str) -> Result<(), Error> {
+        match fs::remove_file(&entry.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", entry.path.display()), e)),
+        }
+        let stop = self.root.join(stop_at);
+        let mut dir = entry.path.parent();
+        while let Some(current) = dir {
+            if current == stop
+                || !current.starts_with(&self.root)
+                || fs::remove_dir(current).is_err()
+            {
+                break;
+            }
+            dir = current.parent();
+        }
+        Ok(())
+    }
+}
+
+/// A file found under the upload root by cleanup's walks.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Full path (under the root; found by walking it, symlinks not followed).
+    pub path: PathBuf,
+    pub modified: SystemTime,
+}
+
+impl Entry {
+    /// The file name.
+    pub fn name(&self) -> &str {
+        self.path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+    }
+
+    /// The name of the directory holding the file (the token, for slot uploads).
+    pub fn parent_name(&self) -> &str {
+        self.path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+    }
+
+    /// True for the temporary file of an upload in progress (or interrupted).
+    pub fn is_partial(&self) -> bool {
+        let name = self.name();
+        name.starts_with('.') && name.ends_with(PART_SUFFIX)
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
+    let entries =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    Ok(entries.flatten().collect())
+}
+
+/// Files below `dir`, descending at most `depth` more levels; symlinks are neither followed
+/// nor listed.
+fn collect_files(dir: &Path, depth: usize, found: &mut Vec<Entry>) -> Result<(), Error> {
+    for entry in read_dir(dir)? {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            if depth > 0 {
+                collect_files(&entry.path(), depth - 1, found)?;
+            }
+        } else if file_type.is_file()
+            && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+        {
+            found.push(Entry {
+                path: entry.path(),
+                modified,
+            });
         }
     }
+    Ok(())
 }
 
 fn exists_refusal(name: &str) -> Refusal {
@@ -295,15 +402,19 @@ mod tests {
         assert!(!is_token(&TOKEN[1..]));
     }
 
+    fn slot(name: &str) -> SafePath {
+        SafePath::slot(TOKEN, name).unwrap()
+    }
+
     #[test]
     fn receives_exact_length_and_never_overwrites() {
         let up = temp_root("exact");
-        up.receive(TOKEN, "a.txt", 5, &mut &b"hello"[..]).unwrap();
+        up.receive(&slot("a.txt"), 5, &mut &b"hello"[..]).unwrap();
         assert_eq!(
             fs::read(up.root().join(TOKEN).join("a.txt")).unwrap(),
             b"hello"
         );
-        let again = up.receive(TOKEN, "a.txt", 5, &mut &b"HELLO"[..]);
+        let again = up.receive(&slot("a.txt"), 5, &mut &b"HELLO"[..]);
         assert!(matches!(again, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Conflict));
         assert_eq!(
             fs::read(up.root().join(TOKEN).join("a.txt")).unwrap(),
@@ -315,18 +426,38 @@ mod tests {
     #[test]
     fn wrong_length_leaves_nothing() {
         let up = temp_root("wrong");
-        let short = up.receive(TOKEN, "s.txt", 10, &mut &b"hello"[..]);
+        let short = up.receive(&slot("s.txt"), 10, &mut &b"hello"[..]);
         assert!(matches!(short, Err(Outcome::Refused(r)) if r.kind == RefusalKind::BadRequest));
-        let long = up.receive(TOKEN, "l.txt", 3, &mut &b"hello"[..]);
+        let long = up.receive(&slot("l.txt"), 3, &mut &b"hello"[..]);
         assert!(matches!(long, Err(Outcome::Refused(r)) if r.kind == RefusalKind::BadRequest));
         assert!(entries(&up.root().join(TOKEN)).is_empty());
     }
 
     #[test]
     fn refuses_unsafe_paths() {
-        let up = temp_root("unsafe");
-        assert!(up.path_of(TOKEN, "../x").is_err());
-        assert!(up.path_of(TOKEN, ".x.part").is_err());
-        assert!(up.path_of("..", "x").is_err());
+        assert!(SafePath::slot(TOKEN, "../x").is_err());
+        assert!(SafePath::slot(TOKEN, ".x.part").is_err());
+        assert!(SafePath::slot("..", "x").is_err());
+        let ext = |segments: &[&str]| {
+            let owned: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+            SafePath::external("share", &owned)
+        };
+        assert!(ext(&["uuid", "my file (1).jpg"]).is_ok());
+        assert!(ext(&["abc", "def", "Отчёт.pdf"]).is_ok());
+        assert!(ext(&["..", "x"]).is_err());
+        assert!(ext(&["a", ".x"]).is_err());
+        assert!(ext(&["a", "b/c"]).is_err());
+        assert!(ext(&["a", "b\0c"]).is_err());
+        assert!(ext(&["a", ""]).is_err());
+        assert!(ext(&["x"]).is_err());
+    }
+
+    #[test]
+    fn external_uploads_nest() {
+        let up = temp_root("external");
+        let path = SafePath::external("share", &["u1".into(), "a b.txt".into()]).unwrap();
+        up.receive(&path, 2, &mut &b"hi"[..]).unwrap();
+        assert_eq!(fs::read(up.root().join("share/u1/a b.txt")).unwrap(), b"hi");
+        assert!(up.exists(&path));
     }
 }

@@ -19,7 +19,8 @@
 //! - `refusal`: `Refusal` (status + message) and `Error` (I/O, SQLite).
 //! - `fcgi`, `cgi`, `devserver`: the three front ends.
 //! - `route`: dispatch.
-//! - `slot`, `authorize`, `transfer`: the endpoints.
+//! - `slot`, `authorize`, `transfer`: the endpoints of the slot API and its uploads.
+//! - `external`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
 //! - `rules`, `name`: pure logic (access rules and quotas; file names and URL decoding).
 //! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
 
@@ -28,6 +29,7 @@ pub mod cgi;
 pub mod cleanup;
 pub mod config;
 pub mod devserver;
+pub mod external;
 pub mod fcgi;
 pub mod files;
 pub mod name;

@@ -3,12 +3,13 @@
 
 use std::io::Read;
 
+use crate::config::ExternalUpload;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
-use crate::{App, authorize, slot, transfer, unix_now};
+use crate::{App, authorize, external, slot, transfer, unix_now};
 
 /// Where a request path points.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Endpoint<'a> {
     Slot,
     MaxSize,
@@ -18,6 +19,11 @@ enum Endpoint<'a> {
         raw_name: &'a str,
         put: bool,
         get: bool,
+    },
+    /// `<prefix>/<path...>` of an HMAC-protocol prefix.
+    External {
+        ext: &'a ExternalUpload,
+        raw_rest: &'a str,
     },
     Unknown,
 }
@@ -63,6 +69,10 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
                 app.store.mark_authorized(token, now)?;
                 Ok(Response::empty(200))
             }
+            Endpoint::External { ext, raw_rest } if method == "PUT" => {
+                external::check_put(app, ext, req, raw_rest)?;
+                Ok(Response::empty(200))
+            }
             _ => {
                 Err(Refusal::forbidden(format!("not an upload URL: {method} {}", req.path)).into())
             }
@@ -90,8 +100,14 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
                 ..
             },
         ) => transfer::serve(app, req, token, raw_name),
-        ("OPTIONS", Endpoint::File { .. }) => Ok(transfer::preflight()),
-        (_, Endpoint::File { .. }) => Err(method_not_allowed(method)),
+        ("PUT", Endpoint::External { ext, raw_rest }) => {
+            external::receive(app, ext, req, raw_rest, body)
+        }
+        ("GET" | "HEAD", Endpoint::External { ext, raw_rest }) => {
+            external::serve(app, ext, req, raw_rest)
+        }
+        ("OPTIONS", Endpoint::File { .. } | Endpoint::External { .. }) => Ok(transfer::preflight()),
+        (_, Endpoint::File { .. } | Endpoint::External { .. }) => Err(method_not_allowed(method)),
         (_, Endpoint::Unknown) => {
             Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
         }
@@ -106,13 +122,21 @@ fn method_not_allowed(method: &str) -> Outcome {
     .into()
 }
 
-fn endpoint<'a>(app: &App, path: &'a str) -> Endpoint<'a> {
+fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
     let config = &app.config;
     if let Some(rest) = path.strip_prefix(config.slot_prefix.as_str()) {
         match rest {
             "/slot" | "/slot/" => return Endpoint::Slot,
             "/max_size" | "/max_size/" => return Endpoint::MaxSize,
             _ => {}
+        }
+    }
+    for ext in &config.external {
+        if let Some(raw_rest) = path
+            .strip_prefix(ext.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            return Endpoint::External { ext, raw_rest };
         }
     }
     let file_under = |prefix: &str| {

@@ -6,6 +6,7 @@ use std::io::Read;
 
 use crate::App;
 use crate::authorize::{check_put, media_type};
+use crate::files::SafePath;
 use crate::name::{is_safe_name, percent_decode_segment, percent_encode_segment, url_name_matches};
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Body, Request, Response};
@@ -26,7 +27,8 @@ pub fn receive(
     let slot = check_put(app, req, token, raw_name, now)?;
     // From here on the slot counts as an upload even if the transfer takes long.
     app.store.mark_authorized(token, now)?;
-    app.uploads.receive(token, &slot.name, slot.size, body)?;
+    app.uploads
+        .receive(&SafePath::slot(token, &slot.name)?, slot.size, body)?;
     app.store.mark_uploaded(token, crate::unix_now())?;
     Ok(with_cors(Response::text(
         201,
@@ -54,15 +56,29 @@ pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Re
             (name, None)
         }
     };
-    let stored = app.uploads.open_stored(token, &name)?;
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
+    serve_file(app, req, &SafePath::slot(token, &name)?, &content_type)
+}
+
+/// Serves a stored file with the download headers; HEAD sends the head only.
+pub fn serve_file(
+    app: &App,
+    req: &Request,
+    path: &SafePath,
+    content_type: &str,
+) -> Result<Response, Outcome> {
+    let stored = app.uploads.open_stored(path)?;
     let response = Response {
         status: 200,
         headers: Vec::new(),
         body: Body::File(stored),
         head_only: req.method == "HEAD",
     };
-    Ok(with_cors(download_headers(response, &name, &content_type)))
+    Ok(with_cors(download_headers(
+        response,
+        path.file_name(),
+        content_type,
+    )))
 }
 
 /// `OPTIONS` on an upload or download URL: the CORS preflight of browser clients.
