@@ -158,13 +158,18 @@ uploads_per_window = { window = "1h", uploads = 1 }
 max_total_size = 10
 "#;
     let (_env, server) = start(&standard_config(rules));
-    assert_eq!(status(&server, "alice@example.org", 10), 200);
-    assert_eq!(status(&server, "alice@example.org", 1), 402);
+    assert_eq!(status(&server, "alice@example.org", 5), 200);
     assert_eq!(
-        status(&server, "bob@example.org", 10),
+        status(&server, "alice@example.org", 1),
+        402,
+        "second upload in the window"
+    );
+    assert_eq!(
+        status(&server, "bob@example.org", 5),
         200,
         "bob has his own quota"
     );
+    assert_eq!(status(&server, "bob@example.org", 1), 402);
 }
 
 #[test]
@@ -260,13 +265,13 @@ fn race(servers: &[Server], jid: &str, size: u64, threads: usize, loser_status: 
 fn racing_processes_and_threads_cannot_exceed_a_quota() {
     let rules = r#"
 [[rules]]
-match = '^count@'
+match = '^count\d@'
 uploads_per_window = { window = "1h", uploads = 5 }
 [[rules]]
-match = '^bytes@'
+match = '^bytes\d@'
 bytes_per_window = { window = "1h", bytes = 1000 }
 [[rules]]
-match = '^total@'
+match = '^total\d@'
 max_total_size = 700
 "#;
     let env = Env::new(&standard_config(rules));

@@ -152,14 +152,16 @@ fn encode_length(len: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// The PARAMS stream content for these pairs.
-pub fn encode_params(params: &[(String, String)]) -> Vec<u8> {
+/// The PARAMS stream content for these pairs (bytes, so that tests can send non-UTF-8 as a web
+/// server passing a raw URI would).
+pub fn encode_params<N: AsRef<[u8]>, V: AsRef<[u8]>>(params: &[(N, V)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in params {
+        let (name, value) = (name.as_ref(), value.as_ref());
         encode_length(name.len(), &mut out);
         encode_length(value.len(), &mut out);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
     }
     out
 }
@@ -180,10 +182,10 @@ fn write_or_stop(stream: &mut dyn Stream, bytes: &[u8]) -> io::Result<bool> {
     }
 }
 
-fn send_request(
+fn send_request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     stream: &mut dyn Stream,
     role: Role,
-    params: &[(String, String)],
+    params: &[(N, V)],
     body: Body<'_>,
 ) -> io::Result<()> {
     let mut begin = Vec::with_capacity(8);
@@ -331,10 +333,10 @@ pub fn parse_cgi_output(output: &[u8]) -> io::Result<Response> {
 }
 
 /// Sends one request and reads the whole answer.
-pub fn request(
+pub fn request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     address: &Address,
     role: Role,
-    params: &[(String, String)],
+    params: &[(N, V)],
     body: Body<'_>,
 ) -> io::Result<Response> {
     let mut stream = connect(address)?;

@@ -378,7 +378,12 @@ impl Server {
     }
 
     /// One FastCGI request; panics (with the server log) when the exchange itself fails.
-    pub fn request(&self, role: Role, params: &[(String, String)], body: Body<'_>) -> Response {
+    pub fn request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        role: Role,
+        params: &[(N, V)],
+        body: Body<'_>,
+    ) -> Response {
         match fcgi::request(&self.address, role, params, body) {
             Ok(response) => response,
             Err(e) => panic!("FastCGI exchange failed: {e}\nserver log:\n{}", self.log()),
