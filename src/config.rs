@@ -166,6 +166,20 @@ struct Locator<'a> {
 }
 
 impl Locator<'_> {
+    /// The key assigned on the line holding `span`, if that line is a `key = value` line.
+    fn key_on_line(&self, span: &Range<usize>) -> Option<String> {
+        let start = span.start.min(self.source.len());
+        let line_start = self.source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.source[line_start..].lines().next()?;
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        let plain = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        plain.then(|| key.to_string())
+    }
+
     fn line_of(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.source.len());
         self.source.as_bytes()[..end]
@@ -202,8 +216,17 @@ impl Config {
     pub fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
         let at = Locator { file, source };
         let raw: RawConfig = toml::from_str(source).map_err(|e| {
-            let line = e.span().map(|s| at.line_of(&s)).unwrap_or(0);
-            ConfigError(format!("{file}:{line}: {}", e.message().trim()))
+            let message = e.message().trim();
+            match e.span() {
+                // The toml crate does not name the key of a wrong value: take it from the line.
+                Some(span) => match at.key_on_line(&span) {
+                    Some(key) if !message.contains(&format!("`{key}`")) => {
+                        at.error(&span, &key, message)
+                    }
+                    _ => ConfigError(format!("{file}:{}: {message}", at.line_of(&span))),
+                },
+                None => ConfigError(format!("{file}: {message}")),
+            }
         })?;
 
         let upload_root = absolute_path(&at, "upload_root", raw.upload_root)?;
@@ -369,7 +392,7 @@ impl Config {
         }
         let _ = writeln!(out, "rules (first match decides, no match = deny):");
         for (i, rule) in self.rules.iter().enumerate() {
-            let _ = write!(out, "  {:>2}. {:?} → ", i + 1, rule.pattern.as_str());
+            let _ = write!(out, "  {:>2}. {} → ", i + 1, rule.pattern.as_str());
             match &rule.action {
                 Action::Deny => out.push_str("deny"),
                 Action::Allow(l) => {
@@ -789,6 +812,16 @@ mod tests {
         let e = Config::parse(&format!("{MINIMAL}\nput_timout = 3\n"), "c.toml").unwrap_err();
         assert!(e.0.starts_with("c.toml:4:"), "{e}");
         assert!(e.0.contains("put_timout"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let e = Config::parse(
+            &format!("{MINIMAL}webserver_download = \"yes\"\n"),
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("c.toml:3: webserver_download:"), "{e}");
     }
 
     #[test]
