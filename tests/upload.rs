@@ -581,3 +581,29 @@ fn non_utf8_upload_paths_are_refused() {
     }
     assert_upload_tree(&env, &[], "non-UTF-8 paths");
 }
+
+#[test]
+fn a_refused_put_is_logged_with_its_reason() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    for mode in DECIDE_MODES {
+        let slot = server.slot(JID, "logged.txt", 3);
+        let r = server.put(mode, &slot.put_path, &Put::of(b"four"));
+        assert_refused(mode, &r, "wrong length");
+        let reason = r.text().trim().to_string();
+        assert!(
+            !reason.is_empty(),
+            "{mode:?}: a refusal without a reason: {r}"
+        );
+        let logged = wait_until(Duration::from_secs(3), || {
+            server
+                .log()
+                .lines()
+                .any(|l| l.contains(&slot.token) && l.contains(&reason))
+        });
+        assert!(
+            logged,
+            "{mode:?}: no log line with the token and {reason:?}:\n{}",
+            server.log()
+        );
+    }
+}
