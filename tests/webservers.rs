@@ -1,0 +1,398 @@
+//! End to end through real web servers: nginx (`auth_request` + `dav_methods PUT`), Apache with
+//! mod_fcgid (`FcgidAccessChecker` + mod_dav), and Apache with only `.htaccess` + CGI, each
+//! started from the configuration shipped in `nginx/` or `apache/` (paths and ports templated),
+//! with the built program behind it. Every request goes through the web server with `curl`.
+//!
+//! Without nginx or apache2 these tests are skipped with a message; with `CI=true` they fail.
+//! Figures of the 100 MiB uploads are printed (`cargo test --test webservers -- --nocapture`).
+
+#[path = "common/web.rs"]
+mod web;
+
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use web::{
+    Answer, Flavour, Refused, RssSampler, SECRET, Settings, Stack, available, curl,
+    ejabberd_encode, same_contents, write_pattern_file,
+};
+
+const ALICE: &str = "alice@example.org";
+
+#[test]
+fn nginx_uploads_downloads_and_refusals() {
+    uploads_downloads_and_refusals(Flavour::Nginx);
+}
+
+#[test]
+fn nginx_expired_slot() {
+    expired_slot(Flavour::Nginx);
+}
+
+#[test]
+fn nginx_large_upload() {
+    large_upload(Flavour::Nginx);
+}
+
+#[test]
+fn apache_dav_uploads_downloads_and_refusals() {
+    uploads_downloads_and_refusals(Flavour::ApacheDav);
+}
+
+#[test]
+fn apache_dav_expired_slot() {
+    expired_slot(Flavour::ApacheDav);
+}
+
+#[test]
+fn apache_dav_large_upload() {
+    large_upload(Flavour::ApacheDav);
+}
+
+#[test]
+fn apache_cgi_uploads_downloads_and_refusals() {
+    uploads_downloads_and_refusals(Flavour::ApacheCgi);
+}
+
+#[test]
+fn apache_cgi_expired_slot() {
+    expired_slot(Flavour::ApacheCgi);
+}
+
+#[test]
+fn apache_cgi_large_upload() {
+    large_upload(Flavour::ApacheCgi);
+}
+
+/// PUTs `file` to `url` with `extra` curl arguments.
+fn put_file(url: &str, file: &Path, extra: &[&str]) -> Answer {
+    let file = file.display().to_string();
+    let mut args = vec!["-T", file.as_str()];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args)
+}
+
+fn expect_status(stack: &Stack, answer: &Answer, status: u16, what: &str) {
+    if answer.status != status {
+        stack.fail(&format!("{what}: expected {status}, got {answer:?}"));
+    }
+}
+
+fn expect_header(stack: &Stack, answer: &Answer, name: &str, wanted: &str, what: &str) {
+    match answer.header(name) {
+        Some(value) if value.contains(wanted) => {}
+        other => stack.fail(&format!(
+            "{what}: header {name} should contain {wanted:?}, is {other:?} in {answer:?}"
+        )),
+    }
+}
+
+/// The download headers SPEC 5 asks of every shipped configuration.
+fn expect_safe_download(stack: &Stack, answer: &Answer, disposition: &str, what: &str) {
+    expect_header(stack, answer, "x-content-type-options", "nosniff", what);
+    expect_header(
+        stack,
+        answer,
+        "content-security-policy",
+        "default-src 'none'",
+        what,
+    );
+    expect_header(stack, answer, "content-disposition", disposition, what);
+    expect_header(stack, answer, "access-control-allow-origin", "*", what);
+}
+
+fn uploads_downloads_and_refusals(flavour: Flavour) {
+    if !available(flavour) {
+        return;
+    }
+    let stack = Stack::start(flavour);
+    let scratch = stack.dir.path.join("scratch");
+    fs::create_dir_all(&scratch).expect("scratch dir");
+
+    // A small text upload with a Cyrillic name, as ejabberd would hand it on.
+    let text = "Привет, мир! Hello, world!\n".as_bytes();
+    let text_file = scratch.join("text");
+    fs::write(&text_file, text).expect("write text");
+    let slot = stack.slot(
+        ALICE,
+        "Привет мир.txt",
+        text.len() as u64,
+        "text/plain; charset=utf-8",
+    );
+    assert_eq!(slot.name, "Привет_мир.txt", "sanitised name");
+    let put = put_file(
+        &slot.put,
+        &text_file,
+        &["-H", "Content-Type: text/plain; charset=utf-8"],
+    );
+    expect_status(&stack, &put, 201, "first PUT");
+    expect_header(&stack, &put, "access-control-allow-origin", "*", "PUT");
+    let stored = stack.stored(&slot.token, &slot.name);
+    assert_eq!(
+        fs::read(&stored).ok().as_deref(),
+        Some(text),
+        "stored bytes"
+    );
+
+    let get = curl(&[&slot.get]);
+    expect_status(&stack, &get, 200, "GET");
+    assert_eq!(get.body, text, "downloaded bytes");
+    expect_safe_download(&stack, &get, "inline", "GET text/plain");
+    expect_header(&stack, &get, "content-type", "text/plain", "GET text/plain");
+
+    // HTML is never shown inline.
+    let html = b"<script>alert(1)</script>\n";
+    let html_file = scratch.join("html");
+    fs::write(&html_file, html).expect("write html");
+    let html_slot = stack.slot(ALICE, "page.html", html.len() as u64, "text/html");
+    let put = put_file(
+        &html_slot.put,
+        &html_file,
+        &["-H", "Content-Type: text/html"],
+    );
+    expect_status(&stack, &put, 201, "PUT html");
+    let get = curl(&[&html_slot.get]);
+    expect_status(&stack, &get, 200, "GET html");
+    expect_safe_download(&stack, &get, "attachment", "GET text/html");
+
+    // The CORS preflight of a browser client.
+    let fresh = stack.slot(ALICE, "photo.jpg", 4, "image/jpeg");
+    let preflight = curl(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://webclient.example.net",
+        "-H",
+        "Access-Control-Request-Method: PUT",
+        "-H",
+        "Access-Control-Request-Headers: content-type",
+        &fresh.put,
+    ]);
+    if !(preflight.status == 200 || preflight.status == 204) {
+        stack.fail(&format!("preflight: {preflight:?}"));
+    }
+    expect_header(
+        &stack,
+        &preflight,
+        "access-control-allow-origin",
+        "*",
+        "preflight",
+    );
+    expect_header(
+        &stack,
+        &preflight,
+        "access-control-allow-methods",
+        "PUT",
+        "preflight",
+    );
+    let allowed = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("content-type"),
+        "preflight must allow Content-Type: {preflight:?}"
+    );
+    assert!(
+        !stack.stored(&fresh.token, &fresh.name).exists(),
+        "a preflight stores nothing"
+    );
+
+    // The slot reused / the file overwritten: refused, the first bytes stay.
+    let other = scratch.join("other");
+    fs::write(&other, vec![b'x'; text.len()]).expect("write other");
+    let again = put_file(
+        &slot.put,
+        &other,
+        &["-H", "Content-Type: text/plain; charset=utf-8"],
+    );
+    expect_status(
+        &stack,
+        &again,
+        flavour.refused_status(Refused::Exists),
+        "second PUT to the same slot",
+    );
+    assert_eq!(
+        fs::read(&stored).ok().as_deref(),
+        Some(text),
+        "not overwritten"
+    );
+
+    // More bytes than the slot's size.
+    let ten = stack.slot(ALICE, "ten.bin", 10, "application/octet-stream");
+    let eleven = scratch.join("eleven");
+    fs::write(&eleven, [7u8; 11]).expect("write eleven");
+    let too_big = put_file(&ten.put, &eleven, &[]);
+    expect_status(
+        &stack,
+        &too_big,
+        flavour.refused_status(Refused::TooLarge),
+        "PUT larger than the slot",
+    );
+    // Fewer bytes than the slot's size.
+    let nine = scratch.join("nine");
+    fs::write(&nine, [7u8; 9]).expect("write nine");
+    let too_small = put_file(&ten.put, &nine, &[]);
+    if !(400..500).contains(&too_small.status) {
+        stack.fail(&format!("PUT smaller than the slot: {too_small:?}"));
+    }
+    // No length at all.
+    let ten_file = scratch.join("ten");
+    fs::write(&ten_file, [7u8; 10]).expect("write ten");
+    let chunked = put_file(&ten.put, &ten_file, &["-H", "Transfer-Encoding: chunked"]);
+    if !(400..500).contains(&chunked.status) {
+        stack.fail(&format!("chunked PUT: {chunked:?}"));
+    }
+    assert!(
+        !stack.stored(&ten.token, &ten.name).exists(),
+        "refused PUTs store nothing"
+    );
+    // ... and the slot still takes the right size afterwards.
+    let right = put_file(&ten.put, &ten_file, &[]);
+    expect_status(&stack, &right, 201, "PUT of the right size after refusals");
+
+    // A token nobody handed out.
+    let unknown = format!(
+        "{}/upload/{}/ten.bin",
+        stack.public, "0123456789abcdef0123456789abcdef01234567"
+    );
+    let put = put_file(&unknown, &ten_file, &[]);
+    expect_status(
+        &stack,
+        &put,
+        flavour.refused_status(Refused::Unknown),
+        "PUT to an unknown token",
+    );
+    let get = curl(&[&unknown]);
+    expect_status(&stack, &get, 404, "GET of an unknown token");
+
+    // Dot files (the program's temporary files) are neither accepted nor served.
+    let hidden = format!("{}/upload/{}/.secret.part", stack.public, ten.token);
+    fs::write(
+        stack.upload_root.join(&ten.token).join(".secret.part"),
+        b"temp",
+    )
+    .expect("plant a dot file");
+    let get = curl(&[&hidden]);
+    expect_status(&stack, &get, 404, "GET of a dot file");
+    let put = put_file(&hidden, &ten_file, &[]);
+    expect_status(&stack, &put, 404, "PUT of a dot file");
+    let encoded = format!("{}/upload/{}/%2esecret.part", stack.public, ten.token);
+    let get = curl(&[&encoded]);
+    expect_status(&stack, &get, 404, "GET of an encoded dot file");
+
+    // The slot API: only with the secret, only from allowed addresses.
+    let query = format!(
+        "jid={}&name=a.txt&size=3&content_type=text%2Fplain",
+        ejabberd_encode(ALICE)
+    );
+    let without_secret = curl(&[&format!("{}/http_upload/slot/?{query}", stack.slot_api)]);
+    expect_status(&stack, &without_secret, 403, "slot request without secret");
+    let with_secret = format!(
+        "{}/http_upload/slot/?{query}&secret={SECRET}",
+        stack.slot_api
+    );
+    let foreign = curl(&["--interface", "127.0.0.2", &with_secret]);
+    expect_status(&stack, &foreign, 403, "slot request from 127.0.0.2");
+    let public_api = format!("{}/http_upload/slot/?{query}&secret={SECRET}", stack.public);
+    let foreign = curl(&["--interface", "127.0.0.2", &public_api]);
+    expect_status(
+        &stack,
+        &foreign,
+        403,
+        "slot request from 127.0.0.2, public host",
+    );
+    let bearer = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {SECRET}"),
+        &format!("{}/http_upload/slot/?{query}", stack.public),
+    ]);
+    expect_status(&stack, &bearer, 200, "slot request with a Bearer secret");
+    let denied = curl(&[&format!(
+        "{}/http_upload/slot/?jid=mallory%40evil.example&name=a.txt&size=3&secret={SECRET}",
+        stack.slot_api
+    )]);
+    expect_status(&stack, &denied, 403, "slot request for a denied JID");
+}
+
+fn expired_slot(flavour: Flavour) {
+    if !available(flavour) {
+        return;
+    }
+    let stack = Stack::start_with(flavour, &Settings { put_timeout: "1s" });
+    let file = stack.dir.path.join("late");
+    fs::write(&file, b"too late\n").expect("write file");
+    let slot = stack.slot(ALICE, "late.txt", 9, "text/plain");
+    thread::sleep(Duration::from_millis(2200));
+    let put = put_file(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+    expect_status(
+        &stack,
+        &put,
+        flavour.refused_status(Refused::Expired),
+        "PUT after put_timeout",
+    );
+    assert!(
+        !stack.stored(&slot.token, &slot.name).exists(),
+        "an expired slot stores nothing"
+    );
+}
+
+fn large_upload(flavour: Flavour) {
+    if !available(flavour) {
+        return;
+    }
+    let stack = Stack::start(flavour);
+    const LEN: u64 = 100 * 1024 * 1024 + 7;
+    let source = stack.dir.path.join("large.bin");
+    write_pattern_file(&source, LEN).expect("write the large file");
+    let slot = stack.slot(ALICE, "large.bin", LEN, "application/octet-stream");
+
+    let sampler = {
+        let root = stack.dir.path.clone();
+        let own = stack.program_pids();
+        RssSampler::start(move || {
+            if own.is_empty() {
+                web::pids_with_exe_under(&root)
+            } else {
+                own.clone()
+            }
+        })
+    };
+    let started = Instant::now();
+    let put = put_file(
+        &slot.put,
+        &source,
+        &["-H", "Content-Type: application/octet-stream"],
+    );
+    let took = started.elapsed();
+    let sampled = sampler.finish();
+    expect_status(&stack, &put, 201, "100 MiB PUT");
+    let peak = stack.program_peak_rss().max(sampled);
+
+    let stored = stack.stored(&slot.token, &slot.name);
+    assert!(
+        same_contents(&source, &stored).unwrap_or(false),
+        "stored file differs from the uploaded one"
+    );
+    let downloaded = stack.dir.path.join("downloaded.bin");
+    let downloaded_arg = downloaded.display().to_string();
+    let started = Instant::now();
+    let get = curl(&["-o", &downloaded_arg, &slot.get]);
+    let get_took = started.elapsed();
+    expect_status(&stack, &get, 200, "100 MiB GET");
+    assert!(
+        same_contents(&source, &downloaded).unwrap_or(false),
+        "downloaded file differs from the uploaded one"
+    );
+    println!(
+        "FIGURES {:?}: PUT 100 MiB in {:.2} s, GET in {:.2} s, program peak RSS (VmHWM) {}",
+        flavour,
+        took.as_secs_f64(),
+        get_took.as_secs_f64(),
+        peak.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "not seen".into())
+    );
+}
