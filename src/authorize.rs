@@ -98,7 +98,7 @@ pub fn declared_length(req: &Request) -> Result<u64, Refusal> {
 
 /// When the slot named a type, the PUT must send the same media type (parameters aside).
 /// `application/octet-stream` is what ejabberd sends when the client gave no type: any goes.
-fn check_media_type(req: &Request, slot_type: Option<&str>) -> Result<(), Refusal> {
+pub fn check_media_type(req: &Request, slot_type: Option<&str>) -> Result<(), Refusal> {
     let Some(expected) = slot_type.map(media_type) else {
         return Ok(());
     };

@@ -65,8 +65,8 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         .store
         .unconfirmed_before(now.saturating_sub(put_timeout))?
     {
-        let path = SafePath::slot(&slot.token, &slot.name).ok();
-        if let Some(modified) = path.and_then(|p| app.uploads.modified(&p)) {
+        let path = SafePath::for_slot(&slot).ok();
+        if let Some(modified) = path.as_ref().and_then(|p| app.uploads.modified(p)) {
             // The web server wrote it after our authorization: from now on retention counts.
             app.store
                 .mark_uploaded(&slot.token, unix_seconds(modified))?;
@@ -82,7 +82,19 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
             Some(_) => continue,
         }
         app.store.delete_slot(&slot.token)?;
-        app.uploads.remove_dir_if_empty(&slot.token);
+        if let Some(path) = &path {
+            app.uploads.remove_parent_if_empty(path);
+        }
+    }
+
+    // Uploads of the JWT protocol go at their own `expires`.
+    for slot in app.store.expiring_before(now)? {
+        if let Ok(path) = SafePath::for_slot(&slot) {
+            if app.uploads.remove(&path)? {
+                report.expired_files.push(path.to_string());
+            }
+        }
+        app.store.delete_slot(&slot.token)?;
     }
 
     for entry in app.uploads.slot_files()? {
@@ -90,16 +102,14 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
             app.store.delete_slot(entry.parent_name())?;
         }
     }
-    for external in &app.config.external {
-        for entry in app.uploads.tree_files(&external.dir)? {
-            expire(
-                app,
-                &entry,
-                &external.dir,
-                now,
-                retention_cutoff,
-                &mut report,
-            )?;
+    // HMAC uploads have no slot; a JWT upload's slot is named by its directory.
+    let external_dirs = app.config.external.iter().map(|e| (&e.dir, false));
+    let file_share_dirs = app.config.file_share.iter().map(|f| (&f.dir, true));
+    for (dir, has_slots) in external_dirs.chain(file_share_dirs) {
+        for entry in app.uploads.tree_files(dir)? {
+            if expire(app, &entry, dir, now, retention_cutoff, &mut report)? && has_slots {
+                app.store.delete_slot(entry.parent_name())?;
+            }
         }
     }
     // Slots of uploads whose file is gone by other means.

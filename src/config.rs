@@ -49,12 +49,15 @@ pub struct Config {
     /// The ordered access rules.
     pub rules: Vec<Rule>,
     /// Prefixes served with the HMAC protocol of `mod_http_upload_external` / `external_secret`.
-    pub external: Vec<ExternalUpload>,
+    pub external: Vec<SignedPrefix>,
+    /// Prefixes served with the JWT protocol of Prosody's `mod_http_file_share`.
+    pub file_share: Vec<SignedPrefix>,
 }
 
-/// One prefix of the HMAC protocol (SPEC 7): the XMPP server signs the URLs, we verify.
+/// A URL prefix whose uploads the XMPP server authorizes itself by signing them with a secret
+/// it shares with us (the HMAC protocol of SPEC 7 or the JWT protocol of SPEC 7b).
 #[derive(Clone)]
-pub struct ExternalUpload {
+pub struct SignedPrefix {
     /// URL path prefix, no trailing `/`: uploads are `<prefix>/<path...>?v=<mac>`.
     pub prefix: String,
     /// Directory under `upload_root` holding this prefix's files: the prefix without its `/`.
@@ -65,10 +68,10 @@ pub struct ExternalUpload {
     pub max_file_size: Option<u64>,
 }
 
-impl std::fmt::Debug for ExternalUpload {
+impl std::fmt::Debug for SignedPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret.
-        f.debug_struct("ExternalUpload")
+        f.debug_struct("SignedPrefix")
             .field("prefix", &self.prefix)
             .field("max_file_size", &self.max_file_size)
             .finish_non_exhaustive()
@@ -114,6 +117,8 @@ struct RawConfig {
     rules: Vec<RawRule>,
     #[serde(default)]
     external: Vec<RawExternal>,
+    #[serde(default)]
+    file_share: Vec<RawExternal>,
 }
 
 #[derive(Deserialize)]
@@ -278,17 +283,34 @@ impl Config {
         }
         let mut external = Vec::new();
         for (index, raw_external) in raw.external.into_iter().enumerate() {
-            external.push(external_upload(&at, index, raw_external)?);
+            external.push(signed_prefix(
+                &at,
+                &format!("external[{index}]"),
+                raw_external,
+            )?);
+        }
+        let mut file_share = Vec::new();
+        for (index, raw_share) in raw.file_share.into_iter().enumerate() {
+            file_share.push(signed_prefix(
+                &at,
+                &format!("file_share[{index}]"),
+                raw_share,
+            )?);
         }
         let mut taken = vec![slot_prefix.clone(), put_prefix.clone(), get_prefix.clone()];
-        for (index, ext) in external.iter().enumerate() {
-            if let Some(other) = taken.iter().find(|p| paths_overlap(p, &ext.prefix)) {
+        for (index, signed) in external.iter().chain(&file_share).enumerate() {
+            let key = if index < external.len() {
+                format!("external[{index}]")
+            } else {
+                format!("file_share[{}]", index - external.len())
+            };
+            if let Some(other) = taken.iter().find(|p| paths_overlap(p, &signed.prefix)) {
                 return Err(ConfigError(format!(
-                    "{file}: external[{index}].prefix: {:?} overlaps {other:?}; each protocol needs its own prefix",
-                    ext.prefix
+                    "{file}: {key}.prefix: {:?} overlaps {other:?}; each protocol needs its own prefix",
+                    signed.prefix
                 )));
             }
-            taken.push(ext.prefix.clone());
+            taken.push(signed.prefix.clone());
         }
         Ok(Config {
             upload_root,
@@ -304,6 +326,7 @@ impl Config {
             slot_api,
             rules,
             external,
+            file_share,
         })
     }
 
@@ -330,6 +353,7 @@ impl Config {
                 action: Action::Allow(Limits::default()),
             }],
             external: Vec::new(),
+            file_share: Vec::new(),
         }
     }
 
@@ -390,6 +414,15 @@ impl Config {
                     .unwrap_or_default()
             );
         }
+        for share in &self.file_share {
+            let _ = writeln!(
+                out,
+                "file_share (JWT)   {}/<slot>/<name>  files in {}/{}",
+                share.prefix,
+                self.upload_root.display(),
+                share.dir
+            );
+        }
         let _ = writeln!(out, "rules (first match decides, no match = deny):");
         for (i, rule) in self.rules.iter().enumerate() {
             let _ = write!(out, "  {:>2}. {} → ", i + 1, rule.pattern.as_str());
@@ -425,12 +458,8 @@ fn paths_overlap(a: &str, b: &str) -> bool {
     within(a, b) || within(b, a)
 }
 
-fn external_upload(
-    at: &Locator,
-    index: usize,
-    raw: RawExternal,
-) -> Result<ExternalUpload, ConfigError> {
-    let key = |field: &str| format!("external[{index}].{field}");
+fn signed_prefix(at: &Locator, name: &str, raw: RawExternal) -> Result<SignedPrefix, ConfigError> {
+    let key = |field: &str| format!("{name}.{field}");
     let span = raw.prefix.span();
     let prefix = prefix(at, &key("prefix"), Some(raw.prefix), "")?;
     let dir = prefix.trim_start_matches('/').to_string();
@@ -448,7 +477,7 @@ fn external_upload(
         .max_file_size
         .map(|q| size(at, &key("max_file_size"), q))
         .transpose()?;
-    Ok(ExternalUpload {
+    Ok(SignedPrefix {
         prefix,
         dir,
         secret: raw.secret.into_inner().into_bytes(),

@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use crate::App;
 use crate::authorize::declared_length;
-use crate::config::ExternalUpload;
+use crate::config::SignedPrefix;
 use crate::files::SafePath;
 use crate::name::{parse_query, percent_decode_segment};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
@@ -101,7 +101,7 @@ fn decode_path(raw_rest: &str) -> Result<(Vec<String>, String), Refusal> {
 /// 403 bad or missing MAC, 413 over the prefix's maximum, 409 the file exists.
 pub fn check_put(
     app: &App,
-    ext: &ExternalUpload,
+    ext: &SignedPrefix,
     req: &Request,
     raw_rest: &str,
 ) -> Result<SafePath, Outcome> {
@@ -144,7 +144,7 @@ pub fn check_put(
 /// A signed PUT received by the program itself: 201 when stored.
 pub fn receive(
     app: &App,
-    ext: &ExternalUpload,
+    ext: &SignedPrefix,
     req: &Request,
     raw_rest: &str,
     body: &mut dyn std::io::Read,
@@ -162,7 +162,7 @@ pub fn receive(
 /// GET/HEAD of a file uploaded with this protocol (the URL without its query).
 pub fn serve(
     app: &App,
-    ext: &ExternalUpload,
+    ext: &SignedPrefix,
     req: &Request,
     raw_rest: &str,
 ) -> Result<Response, Outcome> {

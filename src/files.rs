@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use crate::name::{MAX_NAME_BYTES, is_safe_name};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
+use crate::store::Slot;
 
 /// Most directory levels an external-protocol path may have below its prefix.
 pub const MAX_EXTERNAL_DEPTH: usize = 8;
@@ -23,6 +24,13 @@ pub const MAX_EXTERNAL_DEPTH: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SafePath {
     segments: Vec<String>,
+}
+
+impl std::fmt::Display for SafePath {
+    /// The path relative to the upload root.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.segments.join("/"))
+    }
 }
 
 impl SafePath {
@@ -62,6 +70,15 @@ impl SafePath {
         let mut all: Vec<String> = dir.split('/').map(str::to_string).collect();
         all.extend(segments.iter().cloned());
         Ok(SafePath { segments: all })
+    }
+
+    /// Where the file of a stored slot lives: `<token>/<name>` for the slot API, or
+    /// `<area>/<token>/<name>` for the JWT protocol.
+    pub fn for_slot(slot: &Slot) -> Result<SafePath, Refusal> {
+        match &slot.area {
+            None => SafePath::slot(&slot.token, &slot.name),
+            Some(area) => SafePath::external(area, &[slot.token.clone(), slot.name.clone()]),
+        }
     }
 
     /// The last segment: the file name.
@@ -185,9 +202,22 @@ impl UploadDir {
             .ok()
     }
 
-    /// Removes `<root>/<token>` if it is an empty directory; anything else stays.
-    pub fn remove_dir_if_empty(&self, token: &str) -> bool {
-        is_token(token) && fs::remove_dir(self.root.join(token)).is_ok()
+    /// Removes the directory that holds (or would hold) `path` if it is empty; anything else stays.
+    pub fn remove_parent_if_empty(&self, path: &SafePath) -> bool {
+        fs::remove_dir(path.parent_under(&self.root)).is_ok()
+    }
+
+    /// Removes the file at `path` (if there) and its directory when that is left empty; true
+    /// when a file was removed.
+    pub fn remove(&self, path: &SafePath) -> Result<bool, Error> {
+        let full = path.under(&self.root);
+        let removed = match fs::remove_file(&full) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(format!("removing {}", full.display()), e)),
+        };
+        self.remove_parent_if_empty(path);
+        Ok(removed)
     }
 
     /// Every file in the token directories (the slot API's uploads), for cleanup.

@@ -21,6 +21,7 @@
 //! - `route`: dispatch.
 //! - `slot`, `authorize`, `transfer`: the endpoints of the slot API and its uploads.
 //! - `external`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
+//! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
 //! - `rules`, `name`: pure logic (access rules and quotas; file names and URL decoding).
 //! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
 
@@ -31,6 +32,7 @@ pub mod config;
 pub mod devserver;
 pub mod external;
 pub mod fcgi;
+pub mod file_share;
 pub mod files;
 pub mod name;
 pub mod refusal;

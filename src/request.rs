@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 
 use crate::files::StoredFile;
-use crate::refusal::{Error, Refusal};
+use crate::refusal::{Error, Refusal, RefusalKind};
 
 /// What the logic needs to know about one HTTP request. The body is passed beside it.
 #[derive(Debug, Clone, Default)]
@@ -105,11 +105,16 @@ impl Response {
 
     /// The answer for a refusal: its status and its one line.
     pub fn refusal(refusal: &Refusal) -> Response {
-        Response::text(
+        let response = Response::text(
             refusal.kind.status(),
             "text/plain; charset=utf-8",
             format!("{}\n", refusal.message),
-        )
+        );
+        if refusal.kind == RefusalKind::Unauthorized {
+            // RFC 6750: a 401 names the scheme the client should use.
+            return response.with_header("WWW-Authenticate", "Bearer");
+        }
+        response
     }
 
     /// The answer for a failure on our side: no detail for the client (that goes to the log).

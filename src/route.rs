@@ -3,10 +3,10 @@
 
 use std::io::Read;
 
-use crate::config::ExternalUpload;
+use crate::config::SignedPrefix;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
-use crate::{App, authorize, external, slot, transfer, unix_now};
+use crate::{App, authorize, external, file_share, slot, transfer, unix_now};
 
 /// Where a request path points.
 #[derive(Debug)]
@@ -22,7 +22,12 @@ enum Endpoint<'a> {
     },
     /// `<prefix>/<path...>` of an HMAC-protocol prefix.
     External {
-        ext: &'a ExternalUpload,
+        ext: &'a SignedPrefix,
+        raw_rest: &'a str,
+    },
+    /// `<prefix>/<slot>/<name>` of a JWT-protocol prefix.
+    FileShare {
+        share: &'a SignedPrefix,
         raw_rest: &'a str,
     },
     Unknown,
@@ -40,8 +45,9 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         }
         Err(Outcome::Refused(refusal)) => {
             log::info!("refused {} {}: {}", req.method, req.path, refusal);
-            if req.decide_only {
-                // nginx turns any status but 2xx/401/403 into a 500 for the client (SPEC 8).
+            if req.decide_only && refusal.kind != RefusalKind::Unauthorized {
+                // nginx turns any status but 2xx/401/403 into a 500 for the client (SPEC 8);
+                // a 401 passes through with its WWW-Authenticate.
                 Response::refusal(&Refusal::new(RefusalKind::Forbidden, refusal.message))
             } else {
                 Response::refusal(&refusal)
@@ -71,6 +77,10 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
             }
             Endpoint::External { ext, raw_rest } if method == "PUT" => {
                 external::check_put(app, ext, req, raw_rest)?;
+                Ok(Response::empty(200))
+            }
+            Endpoint::FileShare { share, raw_rest } if method == "PUT" => {
+                file_share::check_put(app, share, req, raw_rest, now)?;
                 Ok(Response::empty(200))
             }
             _ => {
@@ -106,8 +116,19 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
         ("GET" | "HEAD", Endpoint::External { ext, raw_rest }) => {
             external::serve(app, ext, req, raw_rest)
         }
-        ("OPTIONS", Endpoint::File { .. } | Endpoint::External { .. }) => Ok(transfer::preflight()),
-        (_, Endpoint::File { .. } | Endpoint::External { .. }) => Err(method_not_allowed(method)),
+        ("PUT", Endpoint::FileShare { share, raw_rest }) => {
+            file_share::receive(app, share, req, raw_rest, body, now)
+        }
+        ("GET" | "HEAD", Endpoint::FileShare { share, raw_rest }) => {
+            file_share::serve(app, share, req, raw_rest)
+        }
+        (
+            "OPTIONS",
+            Endpoint::File { .. } | Endpoint::External { .. } | Endpoint::FileShare { .. },
+        ) => Ok(transfer::preflight()),
+        (_, Endpoint::File { .. } | Endpoint::External { .. } | Endpoint::FileShare { .. }) => {
+            Err(method_not_allowed(method))
+        }
         (_, Endpoint::Unknown) => {
             Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
         }
@@ -137,6 +158,14 @@ fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
             .and_then(|r| r.strip_prefix('/'))
         {
             return Endpoint::External { ext, raw_rest };
+        }
+    }
+    for share in &config.file_share {
+        if let Some(raw_rest) = path
+            .strip_prefix(share.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            return Endpoint::FileShare { share, raw_rest };
         }
     }
     let file_under = |prefix: &str| {

@@ -47,6 +47,8 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
         created: now,
         authorized: None,
         uploaded: None,
+        area: None,
+        expires: None,
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)?;

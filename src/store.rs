@@ -32,6 +32,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX slot_jid_created ON slot (jid, created);
     CREATE INDEX slot_created ON slot (created);",
+    // 2: uploads of the JWT protocol live under a prefix directory and carry their own expiry.
+    "ALTER TABLE slot ADD COLUMN area TEXT;     -- NULL: <upload_root>/<token>/<name>; else <area>/<token>/<name>
+    ALTER TABLE slot ADD COLUMN expires INTEGER; -- delete the file at this time (unix seconds)
+    CREATE INDEX slot_expires ON slot (expires) WHERE expires IS NOT NULL;",
 ];
 
 /// A slot as stored.
@@ -45,7 +49,15 @@ pub struct Slot {
     pub created: i64,
     pub authorized: Option<i64>,
     pub uploaded: Option<i64>,
+    /// Directory under the upload root for uploads of the JWT protocol; `None` for slot-API slots.
+    pub area: Option<String>,
+    /// When the file is to be deleted (JWT `expires`); `None`: by retention only.
+    pub expires: Option<i64>,
 }
+
+/// The columns `slot_from_row` reads, in its order.
+const SLOT_COLUMNS: &str =
+    "token, jid, name, size, content_type, created, authorized, uploaded, area, expires";
 
 /// A handle on the database with a few pooled connections; shared by all request threads.
 pub struct Store {
@@ -122,15 +134,18 @@ impl Store {
                 }
             }
             tx.execute(
-                "INSERT INTO slot (token, jid, name, size, content_type, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     slot.token,
                     slot.jid,
                     slot.name,
                     slot.size as i64,
                     slot.content_type,
-                    slot.created
+                    slot.created,
+                    slot.authorized,
+                    slot.area,
+                    slot.expires
                 ],
             )
             .map_err(fail)?;
@@ -144,8 +159,7 @@ impl Store {
     pub fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
         self.with_connection(|conn| {
             conn.query_row(
-                "SELECT token, jid, name, size, content_type, created, authorized, uploaded
-                 FROM slot WHERE token = ?1",
+                &format!("SELECT {SLOT_COLUMNS} FROM slot WHERE token = ?1"),
                 [token],
                 slot_from_row,
             )
@@ -187,16 +201,29 @@ impl Store {
     pub fn unconfirmed_before(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
         self.with_connection(|conn| {
             let mut stmt = conn
-                .prepare(
-                    "SELECT token, jid, name, size, content_type, created, authorized, uploaded
-                     FROM slot WHERE uploaded IS NULL AND created <= ?1",
-                )
+                .prepare(&format!(
+                    "SELECT {SLOT_COLUMNS} FROM slot WHERE uploaded IS NULL AND created <= ?1"
+                ))
                 .map_err(|e| Error::sqlite("listing expired slots", e))?;
             let rows = stmt
                 .query_map([cutoff], slot_from_row)
                 .map_err(|e| Error::sqlite("listing expired slots", e))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::sqlite("listing expired slots", e))
+        })
+    }
+
+    /// Uploads whose own expiry (JWT `expires`) is at or before `now`.
+    pub fn expiring_before(&self, now: i64) -> Result<Vec<Slot>, Error> {
+        self.with_connection(|conn| {
+            let fail = |e| Error::sqlite("listing expiring uploads", e);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {SLOT_COLUMNS} FROM slot WHERE expires <= ?1"
+                ))
+                .map_err(fail)?;
+            let rows = stmt.query_map([now], slot_from_row).map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
         })
     }
 
@@ -288,6 +315,8 @@ fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
         created: row.get(5)?,
         authorized: row.get(6)?,
         uploaded: row.get(7)?,
+        area: row.get(8)?,
+        expires: row.get(9)?,
     })
 }
 
@@ -313,6 +342,8 @@ mod tests {
             created,
             authorized: None,
             uploaded: None,
+            area: None,
+            expires: None,
         }
     }
 

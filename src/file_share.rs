@@ -1,0 +1,294 @@
+//! Prosody's built-in `mod_http_file_share` with an external service (SPEC 7b): the PUT carries
+//! `Authorization: Bearer <JWT>` (HS256, signed with a secret shared with Prosody). The token
+//! names the uploader (`sub`), so the access rules and quotas apply as for the slot API, and
+//! the file's own lifetime (`expires`), which cleanup honours.
+//!
+//! Status codes follow Prosody's own receiving side: 401 (with `WWW-Authenticate: Bearer`)
+//! for a missing, malformed or badly signed token, 410 past `exp`, 400 when the URL is not the
+//! token's slot and file name, 413 when Content-Length is not `filesize`, 409 when the file
+//! exists, 201 on success.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::App;
+use crate::authorize::{check_media_type, declared_length};
+use crate::config::SignedPrefix;
+use crate::files::SafePath;
+use crate::name::percent_decode_segment;
+use crate::refusal::{Outcome, Refusal, RefusalKind};
+use crate::request::{Request, Response};
+use crate::rules::limits_for;
+use crate::store::Slot;
+use crate::transfer::{serve_file, with_cors};
+
+/// The claims of an upload token, as Prosody 0.12 writes them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Claims {
+    /// The uploader's bare JID.
+    pub sub: String,
+    /// The PUT deadline (unix seconds).
+    pub exp: f64,
+    /// The slot id: the first path segment of the URL.
+    pub slot: String,
+    /// When the file should be deleted (unix seconds); absent: never (retention still applies).
+    pub expires: Option<f64>,
+    pub filename: String,
+    pub filesize: u64,
+    /// `application/octet-stream` when the client gave none.
+    pub filetype: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+fn unauthorized(message: impl Into<String>) -> Refusal {
+    Refusal::new(RefusalKind::Unauthorized, message)
+}
+
+/// Verifies an HS256 token with `secret` and returns its claims. Any other `alg` (`none`
+/// included), a bad signature, or claims of the wrong shape: 401.
+pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, Refusal> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err(unauthorized(
+            "malformed token: not header.payload.signature",
+        ));
+    };
+    let decode = |part: &str, what: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| unauthorized(format!("malformed token: {what} is not base64url")))
+    };
+    let header: Header = serde_json::from_slice(&decode(header, "header")?)
+        .map_err(|_| unauthorized("malformed token header"))?;
+    if header.alg != "HS256" {
+        return Err(unauthorized(format!(
+            "token algorithm {:?} not accepted (HS256 only)",
+            header.alg
+        )));
+    }
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
+        return Err(unauthorized("no usable secret"));
+    };
+    // The signature covers `header.payload` exactly as sent.
+    let signed_len = token.len() - signature.len() - 1;
+    mac.update(&token.as_bytes()[..signed_len]);
+    mac.verify_slice(&decode(signature, "signature")?)
+        .map_err(|_| unauthorized("token signature does not match"))?;
+    serde_json::from_slice(&decode(payload, "payload")?)
+        .map_err(|e| unauthorized(format!("token claims unusable: {e}")))
+}
+
+/// May this PUT to `<prefix>/<raw_rest>` proceed? Checks the token, then the URL, length and
+/// type against its claims, then the access rules and quotas of `sub`, and records the upload
+/// (once: a retry of an interrupted upload is not counted again).
+pub fn check_put(
+    app: &App,
+    share: &SignedPrefix,
+    req: &Request,
+    raw_rest: &str,
+    now: i64,
+) -> Result<(SafePath, Claims), Outcome> {
+    let token = req
+        .authorization
+        .as_deref()
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| unauthorized("Authorization: Bearer <token> is required"))?;
+    let claims = verify_token(&share.secret, token)?;
+    if claims.exp <= now as f64 {
+        return Err(Refusal::new(RefusalKind::Gone, "upload token expired").into());
+    }
+    let segments: Vec<String> = raw_rest
+        .split('/')
+        .map(percent_decode_segment)
+        .collect::<Option<_>>()
+        .ok_or_else(|| Refusal::bad_request("URL path is not UTF-8"))?;
+    if segments.len() != 2 || segments[0] != claims.slot || segments[1] != claims.filename {
+        return Err(Refusal::bad_request(format!(
+            "URL is not the token's slot {:?} and file {:?}",
+            claims.slot, claims.filename
+        ))
+        .into());
+    }
+    let path =
+        SafePath::external(&share.dir, &segments).map_err(|r| Refusal::bad_request(r.message))?;
+    let size = declared_length(req)?;
+    if size != claims.filesize {
+        return Err(Refusal::new(
+            RefusalKind::TooLarge,
+            format!(
+                "Content-Length {size} is not the token's filesize {}",
+                claims.filesize
+            ),
+        )
+        .into());
+    }
+    check_media_type(req, claims.filetype.as_deref())?;
+    if let Some(max) = share.max_file_size
+        && size > max
+    {
+        return Err(Refusal::new(
+            RefusalKind::TooLarge,
+            format!("file of {size} bytes is larger than the maximum of {max} bytes"),
+        )
+        .into());
+    }
+    if app.uploads.exists(&path) {
+        return Err(Refusal::new(
+            RefusalKind::Conflict,
+            format!(
+                "{:?} exists already; files are never overwritten",
+                claims.filename
+            ),
+        )
+        .into());
+    }
+    record_upload(app, share, &claims, now)?;
+    Ok((path, claims))
+}
+
+/// Applies the rules and quotas of `sub` and records the upload, unless this slot was
+/// recorded already by an earlier (interrupted) attempt of the same uploader.
+fn record_upload(
+    app: &App,
+    share: &SignedPrefix,
+    claims: &Claims,
+    now: i64,
+) -> Result<(), Outcome> {
+    if let Some(existing) = app.store.slot(&claims.slot)? {
+        if existing.jid == claims.sub && existing.area.as_deref() == Some(share.dir.as_str()) {
+            return Ok(());
+        }
+        return Err(Refusal::forbidden(format!(
+            "slot {:?} belongs to another upload",
+            claims.slot
+        ))
+        .into());
+    }
+    let limits = limits_for(&app.config.rules, &claims.sub)?;
+    let slot = Slot {
+        token: claims.slot.clone(),
+        jid: claims.sub.clone(),
+        name: claims.filename.clone(),
+        size: claims.filesize,
+        content_type: claims.filetype.clone(),
+        created: now,
+        authorized: Some(now),
+        uploaded: None,
+        area: Some(share.dir.clone()),
+        expires: claims.expires.map(|e| e as i64),
+    };
+    app.store
+        .reserve_slot(&slot, limits, app.config.put_timeout)
+}
+
+/// A PUT received by the program itself: 201 when stored.
+pub fn receive(
+    app: &App,
+    share: &SignedPrefix,
+    req: &Request,
+    raw_rest: &str,
+    body: &mut dyn std::io::Read,
+    now: i64,
+) -> Result<Response, Outcome> {
+    let (path, claims) = check_put(app, share, req, raw_rest, now)?;
+    app.uploads.receive(&path, claims.filesize, body)?;
+    app.store.mark_uploaded(&claims.slot, crate::unix_now())?;
+    Ok(with_cors(Response::text(
+        201,
+        "text/plain; charset=utf-8",
+        "created\n",
+    )))
+}
+
+/// GET/HEAD of a file uploaded with this protocol.
+pub fn serve(
+    app: &App,
+    share: &SignedPrefix,
+    req: &Request,
+    raw_rest: &str,
+) -> Result<Response, Outcome> {
+    let not_found = || Refusal::not_found(format!("no file at {:?}", req.path));
+    let segments: Vec<String> = raw_rest
+        .split('/')
+        .map(percent_decode_segment)
+        .collect::<Option<_>>()
+        .ok_or_else(not_found)?;
+    let path = SafePath::external(&share.dir, &segments).map_err(|_| not_found())?;
+    let recorded_type = match app.store.slot(&segments[0])? {
+        Some(slot) if slot.name == segments[segments.len() - 1] => slot.content_type,
+        _ => None,
+    };
+    let content_type = recorded_type.unwrap_or_else(|| {
+        mime_guess::from_path(path.file_name())
+            .first_raw()
+            .unwrap_or("application/octet-stream")
+            .to_string()
+    });
+    serve_file(app, req, &path, &content_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(data: &str) -> String {
+        URL_SAFE_NO_PAD.encode(data)
+    }
+
+    fn sign(secret: &[u8], header: &str, payload: &str) -> String {
+        let signed = format!("{}.{}", b64(header), b64(payload));
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap();
+        mac.update(signed.as_bytes());
+        format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+    const PAYLOAD: &str = r#"{"sub":"a@b","iat":1,"exp":2000000000,"slot":"s1","filename":"f.txt","filesize":5,"filetype":"text/plain","expires":2000600000}"#;
+
+    #[test]
+    fn valid_token() {
+        let claims = verify_token(b"k", &sign(b"k", HEADER, PAYLOAD)).unwrap();
+        assert_eq!(claims.sub, "a@b");
+        assert_eq!(claims.filesize, 5);
+        assert_eq!(claims.expires, Some(2000600000.0));
+    }
+
+    #[test]
+    fn refuses_wrong_secret_alg_none_and_tampering() {
+        assert!(verify_token(b"other", &sign(b"k", HEADER, PAYLOAD)).is_err());
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(PAYLOAD));
+        assert_eq!(
+            verify_token(b"k", &none).unwrap_err().kind,
+            RefusalKind::Unauthorized
+        );
+        let token = sign(b"k", HEADER, PAYLOAD);
+        let parts: Vec<&str> = token.split('.').collect();
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&PAYLOAD.replace("\"filesize\":5", "\"filesize\":6")),
+            parts[2]
+        );
+        assert!(verify_token(b"k", &tampered).is_err());
+        assert!(verify_token(b"k", "a.b").is_err());
+        assert!(verify_token(b"k", "").is_err());
+    }
+
+    #[test]
+    fn refuses_claims_without_numeric_exp() {
+        let payload = r#"{"sub":"a@b","exp":"soon","slot":"s","filename":"f","filesize":1}"#;
+        assert!(verify_token(b"k", &sign(b"k", HEADER, payload)).is_err());
+    }
+}
