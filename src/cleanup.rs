@@ -89,10 +89,10 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
 
     // Uploads of the JWT protocol go at their own `expires`.
     for slot in app.store.expiring_before(now)? {
-        if let Ok(path) = SafePath::for_slot(&slot) {
-            if app.uploads.remove(&path)? {
-                report.expired_files.push(path.to_string());
-            }
+        if let Ok(path) = SafePath::for_slot(&slot)
+            && app.uploads.remove(&path)?
+        {
+            report.expired_files.push(path.to_string());
         }
         app.store.delete_slot(&slot.token)?;
     }
