@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# End-to-end test with a real XMPP server (issue 4 item 6, issue 8 item 5):
+#
+#   slixmpp client --XMPP--> Prosody 0.12 (Debian) --slot with signed URL / JWT--> client
+#   client --PUT/GET--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#
+# Prosody runs three upload components side by side (tests/e2e/prosody.cfg.lua.in):
+#   upload.localhost   mod_http_upload_external (prosody-modules), protocol v1  -> /share/
+#   upload2.localhost  mod_http_upload_external, protocol v2                    -> /share/
+#   share.localhost    mod_http_file_share (built in) with http_file_share_base_url
+#                      and http_file_share_secret (JWT)                         -> /file_share/
+# Everything listens on 127.0.0.1 on free high ports, in a temporary directory; nothing
+# touches the system's own Prosody or nginx.
+#
+# Usage: tests/e2e/run.sh [--keep]
+#   XHU_BIN=path        the binary under test (default: `cargo build`, target/debug)
+#   CI=true             install missing Debian packages with apt-get (as root); a missing
+#                       dependency is then an error. XHU_E2E_INSTALL=1 installs too.
+#   XHU_E2E_REPORT=file also copy the client's JSON report (what Prosody sent) there
+#   XHU_E2E_KEEP=1 / --keep  keep the temporary directory (logs, configs, files)
+# Exit status: 0 passed, 1 failed, 77 skipped (dependencies missing and not installing).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PY=/usr/bin/python3
+KEEP=${XHU_E2E_KEEP:-0}
+[[ "${1:-}" == "--keep" ]] && KEEP=1
+
+log() { echo "e2e: $*"; }
+
+# ---------------------------------------------------------------- dependencies
+PKGS="prosody prosody-modules lua-unbound nginx-light python3-slixmpp python3-aiohttp"
+
+missing() {
+    local m=()
+    command -v prosody >/dev/null 2>&1 || m+=(prosody)
+    command -v prosodyctl >/dev/null 2>&1 || m+=(prosodyctl)
+    [[ -f /usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua ]] ||
+        m+=(prosody-modules)
+    [[ -f /usr/lib/prosody/modules/mod_http_file_share.lua ]] || m+=(mod_http_file_share)
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || m+=(nginx)
+    [[ -x $PY ]] && $PY -c 'import slixmpp' >/dev/null 2>&1 || m+=(python3-slixmpp)
+    [[ -x $PY ]] && $PY -c 'import aiohttp, yarl' >/dev/null 2>&1 || m+=(python3-aiohttp)
+    echo "${m[*]:-}"
+}
+
+MISSING=$(missing)
+if [[ -n "$MISSING" ]]; then
+    if [[ "${CI:-}" == "true" || "${XHU_E2E_INSTALL:-}" == "1" ]]; then
+        if [[ $(id -u) != 0 ]]; then
+            log "missing: $MISSING; installing needs root"
+            exit 1
+        fi
+        log "installing $PKGS (missing: $MISSING)"
+        export DEBIAN_FRONTEND=noninteractive
+        # shellcheck disable=SC2086
+        if ! apt-get install -y -qq --no-install-recommends $PKGS >/dev/null; then
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
+        fi
+        # The packages may start their system services; this test runs its own instances.
+        service prosody stop >/dev/null 2>&1 || true
+        service nginx stop >/dev/null 2>&1 || true
+        MISSING=$(missing)
+        if [[ -n "$MISSING" ]]; then
+            log "still missing after apt-get: $MISSING"
+            exit 1
+        fi
+    else
+        log "SKIP: missing $MISSING (Debian: apt-get install $PKGS; or run with CI=true or XHU_E2E_INSTALL=1 as root)"
+        exit 77
+    fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# ---------------------------------------------------------------- the binary
+if [[ -z "${XHU_BIN:-}" ]]; then
+    log "building the program"
+    (cd "$ROOT" && cargo build --quiet)
+    XHU_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/xmpp-http-upload"
+fi
+[[ -x "$XHU_BIN" ]] || { log "no binary at $XHU_BIN"; exit 1; }
+
+# ---------------------------------------------------------------- the directory
+D=$(mktemp -d "${TMPDIR:-/tmp}/xhu-e2e.XXXXXX")
+chmod 755 "$D"
+UPLOAD_ROOT="$D/files"
+mkdir -p "$UPLOAD_ROOT/share" "$UPLOAD_ROOT/file_share" "$D/nginx-tmp" "$D/certs" "$D/prosody-data"
+
+PIDS=()
+cleanup() {
+    local rc=$?
+    [[ -f "$D/nginx.pid" ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ $rc != 0 || $KEEP == 1 ]]; then
+        log "kept $D"
+    else
+        rm -rf "$D"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# Four free loopback ports.
+read -r C2S_PORT PROSODY_HTTP_PORT NGINX_PORT _ < <($PY - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+)
+HMAC_SECRET="hmac-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+JWT_SECRET="jwt-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+NGINX_USER_LINE=""
+[[ $(id -u) == 0 ]] && NGINX_USER_LINE="user root root;"
+
+fill() {
+    sed -e "s|@DIR@|$D|g" -e "s|@UPLOAD_ROOT@|$UPLOAD_ROOT|g" \
+        -e "s|@C2S_PORT@|$C2S_PORT|g" -e "s|@PROSODY_HTTP_PORT@|$PROSODY_HTTP_PORT|g" \
+        -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HMAC_SECRET@|$HMAC_SECRET|g" \
+        -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@NGINX_USER_LINE@|$NGINX_USER_LINE|g" "$1" >"$2"
+}
+fill "$HERE/prosody.cfg.lua.in" "$D/prosody.cfg.lua"
+fill "$HERE/nginx-external.conf" "$D/nginx.conf"
+fill "$HERE/config.toml.in" "$D/config.toml"
+
+wait_for() { # description, command...
+    local what=$1
+    shift
+    for _ in $(seq 1 100); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "timed out waiting for $what"
+    return 1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+show_logs() {
+    for f in xhu.log nginx-error.log nginx-access.log prosody.out; do
+        [[ -s "$D/$f" ]] || continue
+        echo "---- $f (last 40 lines)"
+        tail -n 40 "$D/$f"
+    done
+    if [[ -s "$D/prosody.log" ]]; then
+        echo "---- prosody.log (warnings, errors, upload modules)"
+        grep -E "warn|error|http_upload|file_share" "$D/prosody.log" | grep -v "certmanager" | tail -n 40 || true
+    fi
+}
+
+# ---------------------------------------------------------------- the program
+log "program: $XHU_BIN"
+if ! "$XHU_BIN" check-config --config "$D/config.toml" >"$D/check-config.out" 2>&1; then
+    cat "$D/check-config.out"
+    log "check-config refused the e2e config"
+    exit 1
+fi
+RUST_LOG=${RUST_LOG:-debug} "$XHU_BIN" serve --config "$D/config.toml" --listen "unix:$D/fcgi.sock" \
+    >"$D/xhu.log" 2>&1 &
+PIDS+=($!)
+wait_for "the program's socket" test -S "$D/fcgi.sock" || { show_logs; exit 1; }
+
+# ---------------------------------------------------------------- nginx
+"$NGINX" -t -q -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log" || { show_logs; exit 1; }
+"$NGINX" -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log"
+wait_for "nginx on $NGINX_PORT" port_open "$NGINX_PORT" || { show_logs; exit 1; }
+
+# ---------------------------------------------------------------- Prosody
+PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+for user in alice mallory; do
+    prosodyctl --config "$D/prosody.cfg.lua" register "$user" localhost "$PASSWORD" >>"$D/prosodyctl.out" 2>&1 ||
+        { cat "$D/prosodyctl.out"; exit 1; }
+done
+prosody --config "$D/prosody.cfg.lua" -F >"$D/prosody.out" 2>&1 &
+PIDS+=($!)
+wait_for "Prosody c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
+log "prosody $(prosodyctl --config "$D/prosody.cfg.lua" about 2>/dev/null | sed -n 's/^Prosody \(.*\)$/\1/p' | head -n1)," \
+    "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT, dir $D"
+
+# ---------------------------------------------------------------- the client
+client() { # role, jid, report
+    timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
+        --nginx-port "$NGINX_PORT" --hmac-secret "$HMAC_SECRET" --jwt-secret "$JWT_SECRET" \
+        --report "$3" ${XHU_E2E_DEBUG:+--debug}
+}
+set +e
+# alice@localhost may upload (config.toml.in); mallory@localhost is denied by the rules.
+client main alice@localhost "$D/report.json"
+RC=$?
+log "a user the rules deny:"
+client denied mallory@localhost "$D/report-denied.json" || RC=1
+set -e
+if [[ -n "${XHU_E2E_REPORT:-}" && -f "$D/report.json" ]]; then
+    cp "$D/report.json" "$XHU_E2E_REPORT"
+fi
+if [[ $RC != 0 ]]; then
+    show_logs
+    exit 1
+fi
+# The files are where the program expects them (docs/INTERFACE.md).
+find "$UPLOAD_ROOT" -type f | sed "s|^$UPLOAD_ROOT/|e2e: stored |"
+exit 0
