@@ -298,3 +298,39 @@ max_total_size = 700
         assert_eq!(status(server, "total0@example.org", 1), 403);
     }
 }
+
+#[test]
+fn sizes_near_i64_max_do_not_overflow_quotas() {
+    let rules = r#"
+[[rules]]
+match = '^total@'
+max_total_size = 9223372036854775807
+[[rules]]
+match = '^window@'
+bytes_per_window = { window = "1h", bytes = 9223372036854775807 }
+[[rules]]
+match = '^file@'
+max_file_size = 9223372036854775807
+"#;
+    let (_env, server) = start(&standard_config(rules));
+    let max = i64::MAX as u64;
+    assert_eq!(status(&server, "total@example.org", max), 200);
+    assert_eq!(
+        status(&server, "total@example.org", max),
+        403,
+        "max + max wrapped?"
+    );
+    assert_eq!(status(&server, "total@example.org", 1), 403);
+    assert_eq!(status(&server, "window@example.org", max - 1), 200);
+    assert_eq!(
+        status(&server, "window@example.org", 1),
+        200,
+        "exactly i64::MAX"
+    );
+    assert_eq!(
+        status(&server, "window@example.org", max),
+        402,
+        "max + max wrapped?"
+    );
+    assert_eq!(status(&server, "file@example.org", max), 200);
+}
