@@ -29,6 +29,7 @@ logging.getLogger("slixmpp.stringprep").setLevel(logging.ERROR)
 
 import aiohttp  # noqa: E402
 import slixmpp  # noqa: E402
+import slixmpp.exceptions  # noqa: E402
 import yarl  # noqa: E402
 from slixmpp import JID  # noqa: E402
 
@@ -199,6 +200,21 @@ class E2EClient(slixmpp.ClientXMPP):
             "urn:xmpp:http:upload:0" in info["disco_info"]["features"],
             f"{service}: disco advertises urn:xmpp:http:upload:0",
         )
+
+        # 0. Over Prosody's own size limit (10 MiB in the e2e config): what does Prosody answer?
+        try:
+            await self.plugin["xep_0363"].request_slot(JID(service), "big.bin", 20 * 1048576, timeout=3)
+            over = "a slot"
+        except slixmpp.exceptions.IqError as e:
+            over = "error " + e.iq["error"]["condition"] + " " + str(e.iq["error"])
+        except slixmpp.exceptions.IqTimeout:
+            over = "no reply within 3 s"
+        rep["over_limit_slot_request"] = over
+        if kind == "jwt":
+            check(over.startswith("error not-acceptable"), f"{service}: over-limit slot request -> not-acceptable",
+                  over[:60])
+        else:
+            print(f"note  {service}: over-limit slot request -> {over[:100]}")
 
         # 1. A text file with a name that needs escaping, through a request built here.
         name = "Привет мир (1) ;x.txt"
