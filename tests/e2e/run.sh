@@ -23,7 +23,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
+PY=${XHU_E2E_PYTHON:-/usr/bin/python3}  # Debian's, where python3-slixmpp installs
 KEEP=${XHU_E2E_KEEP:-0}
 [[ "${1:-}" == "--keep" ]] && KEEP=1
 
