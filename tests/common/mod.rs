@@ -5,7 +5,9 @@
 //! server process is killed on drop, and its log (stderr) is printed when the test panicked.
 #![allow(dead_code)]
 
+/// The FastCGI client.
 pub mod fcgi;
+pub mod signing;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique directory, removed with everything in it on drop.
 pub struct TempDir {
+    /// The directory.
     pub path: PathBuf,
 }
 
@@ -72,9 +75,13 @@ pub const ALLOW_ALL: &str = "[[rules]]\nmatch = '.*'\n";
 
 /// A test directory with `files/` (the upload root), a database path and a config file.
 pub struct Env {
+    /// The test directory (removed on drop).
     pub dir: TempDir,
+    /// `<dir>/files`, the configured `upload_root`.
     pub upload_root: PathBuf,
+    /// `<dir>/uploads.sqlite3`, the configured `database`.
     pub database: PathBuf,
+    /// `<dir>/config.toml`.
     pub config: PathBuf,
     sockets: AtomicUsize,
 }
@@ -220,6 +227,7 @@ pub fn start(body: &str) -> (Env, Server) {
 /// A running `serve` process, killed on drop.
 pub struct Server {
     child: Child,
+    /// Where it listens.
     pub address: Address,
     log: PathBuf,
 }
@@ -278,12 +286,15 @@ impl<'a> Put<'a> {
 /// A granted slot, parsed from the `text/plain` answer.
 #[derive(Clone, Debug)]
 pub struct Slot {
+    /// The PUT URL as answered.
     pub put_url: String,
+    /// The GET URL as answered.
     pub get_url: String,
     /// `put_url` without scheme and host.
     pub put_path: String,
     /// `get_url` without scheme and host.
     pub get_path: String,
+    /// The token segment.
     pub token: String,
     /// The last segment of the PUT URL (raw: the text answer is not percent-encoded).
     pub name: String,
