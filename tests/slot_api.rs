@@ -587,3 +587,46 @@ fn params_larger_than_one_record_are_read() {
     let slot = parse_text_slot(&server.request(Role::Responder, &params, Body::Empty));
     assert_eq!(slot.name, "a.txt");
 }
+
+#[test]
+fn invalid_jids_and_content_types_are_400() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    for (query, param) in [
+        ("jid=bob+smith@example.org&name=a&size=1", "jid"),
+        ("jid=@example.org&name=a&size=1", "jid"),
+        ("jid=a@b@example.org&name=a&size=1", "jid"),
+        (
+            "jid=bob@example.org&name=a&size=1&content_type=text",
+            "type",
+        ),
+        (
+            "jid=bob@example.org&name=a&size=1&content_type=text%2Fplain%0D%0AX-Evil%3A%201",
+            "type",
+        ),
+    ] {
+        let r = server.slot_request(query);
+        assert_eq!(r.status, 400, "{query}: {r}");
+        assert!(r.text().to_lowercase().contains(param), "{query}: {r}");
+    }
+}
+
+#[test]
+fn a_resource_cannot_dodge_an_anchored_rule() {
+    let rules = "[[rules]]\nmatch = '^evil@example\\.org$'\ndeny = true\n\
+                 [[rules]]\nmatch = '^(bob|evil)@example\\.org$'\nmax_file_size = 10\n\
+                 [[rules]]\nmatch = '.*'\n";
+    let (_env, server) = start(&standard_config(rules));
+    for jid in [
+        "evil@example.org",
+        "evil%40example.org%2Fphone",
+        "evil@example.org/desk/top",
+    ] {
+        let r = server.slot_request(&format!("jid={jid}&name=a&size=1"));
+        assert!(matches!(r.status, 400 | 403), "{jid}: {r}");
+    }
+    let r = server.slot_request("jid=bob@example.org/phone&name=a&size=11");
+    assert_eq!(
+        r.status, 413,
+        "the limit of bob's rule applies to bob's full JID: {r}"
+    );
+}
