@@ -630,3 +630,24 @@ fn a_resource_cannot_dodge_an_anchored_rule() {
         "the limit of bob's rule applies to bob's full JID: {r}"
     );
 }
+
+#[test]
+fn the_query_comes_from_query_string_else_from_request_uri() {
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let uri = "/http_upload/slot/?jid=bob@example.org&name=from-uri.txt&size=1";
+    let mut params = fcgi::request_params("GET", uri, &[]);
+    fcgi::set_param(&mut params, "QUERY_STRING", "");
+    let slot = parse_text_slot(&server.request(Role::Responder, &params, Body::Empty));
+    assert_eq!(
+        slot.name, "from-uri.txt",
+        "empty QUERY_STRING: the query of REQUEST_URI"
+    );
+
+    fcgi::set_param(
+        &mut params,
+        "QUERY_STRING",
+        "jid=bob@example.org&name=from-qs.txt&size=1",
+    );
+    let slot = parse_text_slot(&server.request(Role::Responder, &params, Body::Empty));
+    assert_eq!(slot.name, "from-qs.txt", "QUERY_STRING wins when set");
+}
