@@ -738,3 +738,28 @@ fn concurrent_puts_to_one_slot_store_exactly_one_whole_file() {
         .collect();
     assert_eq!(names.len(), 1, "leftovers: {names:?}");
 }
+
+#[test]
+#[ignore = "program bug: a self-written upload whose connection closes mid-body leaves <token>/.<id>.part behind (the fastcgi crate panics in its stdin reader)"]
+fn an_upload_cut_off_halfway_leaves_no_file() {
+    let (env, server) = start(&standard_config(ALLOW_ALL));
+    let slot = server.slot(JID, "cut.bin", 1_000_000);
+    let params = fcgi::request_params("PUT", &slot.put_path, &[("Content-Length", "1000000")]);
+    let mut connection = fcgi::Connection::open(&server.address, Role::Responder, &params).unwrap();
+    assert!(connection.send_stdin(&body_of(400_000, 1)).unwrap());
+    // give the program time to create its temporary file, then hang up like a client that left
+    thread::sleep(Duration::from_millis(300));
+    drop(connection);
+    let token_dir = env.upload_root.join(&slot.token);
+    let clean = wait_until(Duration::from_secs(5), || {
+        std::fs::read_dir(&token_dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    });
+    let left: Vec<_> = std::fs::read_dir(&token_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(clean, "left behind after a cut-off upload: {left:?}");
+    // the server is still serving
+    server.slot(JID, "after.txt", 1);
+}

@@ -349,6 +349,45 @@ pub fn request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     Ok(response)
 }
 
+/// A request sent piece by piece: for uploads that stall or are cut off halfway.
+pub struct Connection {
+    stream: Box<dyn Stream>,
+}
+
+impl Connection {
+    /// Connects and sends BEGIN_REQUEST and the params (with the closing empty PARAMS record).
+    pub fn open<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        address: &Address,
+        role: Role,
+        params: &[(N, V)],
+    ) -> io::Result<Connection> {
+        let mut stream = connect(address)?;
+        send_request(stream.as_mut(), role, params, Body::None)?;
+        Ok(Connection { stream })
+    }
+
+    /// Sends bytes as STDIN records (no closing record); false when the peer stopped reading.
+    pub fn send_stdin(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        for chunk in bytes.chunks(MAX_RECORD_CONTENT) {
+            if !write_or_stop(self.stream.as_mut(), &record(STDIN, chunk))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends the closing empty STDIN record and reads the answer.
+    pub fn finish(mut self) -> io::Result<Response> {
+        write_or_stop(self.stream.as_mut(), &record(STDIN, &[]))?;
+        let (stdout, stderr, app_status, protocol_status) = read_response(self.stream.as_mut())?;
+        let mut response = parse_cgi_output(&stdout)?;
+        response.stderr = stderr;
+        response.app_status = app_status;
+        response.protocol_status = protocol_status;
+        Ok(response)
+    }
+}
+
 /// The CGI variable name for an HTTP header: `Content-Type` → `HTTP_CONTENT_TYPE`.
 pub fn http_variable(header: &str) -> String {
     let mut name = String::from("HTTP_");
