@@ -922,6 +922,8 @@ pub struct Answer {
     pub headers: Vec<(String, String)>,
     /// The body (empty when written to a file).
     pub body: Vec<u8>,
+    /// What curl said on stderr (e.g. a connection reset before the final response).
+    pub error: String,
 }
 
 impl std::fmt::Debug for Answer {
@@ -930,6 +932,7 @@ impl std::fmt::Debug for Answer {
             .field("status", &self.status)
             .field("headers", &self.headers)
             .field("body", &String::from_utf8_lossy(&self.body))
+            .field("curl_error", &self.error)
             .finish()
     }
 }
@@ -992,6 +995,7 @@ pub fn curl(args: &[&str]) -> Answer {
         status,
         headers,
         body,
+        error: String::from_utf8_lossy(&output.stderr).trim().to_string(),
     }
 }
 
