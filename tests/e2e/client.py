@@ -141,6 +141,11 @@ class E2EClient(slixmpp.ClientXMPP):
                 if self.args.role == "denied":
                     await self.denied_user(session)
                     return
+                try:
+                    await self.short_lived(session)
+                except Exception as e:  # noqa: BLE001
+                    logging.exception("short-lived upload")
+                    check(False, "share-short.localhost: no exception", repr(e))
                 for service, kind in [
                     ("upload.localhost", "hmac"),
                     ("upload2.localhost", "hmac"),
@@ -158,6 +163,18 @@ class E2EClient(slixmpp.ClientXMPP):
             except asyncio.TimeoutError:
                 pass
             self.done.set()
+
+    async def short_lived(self, session):
+        """An upload whose token says `expires` = iat + 3 s; run.sh runs the cleanup later."""
+        body = b"this file expires in 3 seconds\n"
+        s = await self.slot("share-short.localhost", "short lived.txt", len(body), "text/plain")
+        claims = examine_jwt(s["headers"]["Authorization"][len("Bearer "):], self.args.jwt_secret)["claims"]
+        st, _, msg = await http(session, "PUT", s["put"], body, {"Content-Type": "text/plain", **s["headers"]})
+        check(st == 201, "share-short.localhost: PUT -> 201", f"{st} {msg[:80]!r}")
+        st, _, data = await http(session, "GET", s["get"])
+        check(st == 200 and data == body, "share-short.localhost: GET returns the same bytes", str(st))
+        REPORT["short_lived"] = {"get": s["get"], "expires": claims.get("expires"), "iat": claims.get("iat"),
+                                 "path": urllib.parse.unquote(urllib.parse.urlsplit(s["get"]).path)}
 
     async def denied_user(self, session):
         """A user whom the program's rules deny: Prosody still grants slots (it does not know
@@ -242,13 +259,23 @@ class E2EClient(slixmpp.ClientXMPP):
         else:
             st, hdrs, msg = await http(session, "PUT", s["put"], body, {"Content-Type": ctype})
             rep["slot_text"]["put_no_authorization"] = [st, hdrs.get("WWW-Authenticate")]
-            check(st in (401, 403), f"{service}: PUT without Authorization refused", f"{st} {msg[:80]!r}")
+            check(st == 401 and hdrs.get("WWW-Authenticate", "").startswith("Bearer"),
+                  f"{service}: PUT without Authorization -> 401 + WWW-Authenticate: Bearer",
+                  f"{st} {hdrs.get('WWW-Authenticate')}")
             forged = jwt_hs256("not the secret", examined["claims"])
             st, _, msg = await http(
                 session, "PUT", s["put"], body, {"Content-Type": ctype, "Authorization": "Bearer " + forged}
             )
             rep["slot_text"]["put_wrong_secret"] = st
-            check(st in (401, 403), f"{service}: PUT with a token of another secret refused", f"{st}")
+            check(st == 401, f"{service}: PUT with a token of another secret -> 401", f"{st}")
+            # A genuine token of another slot (Prosody's, for another file) does not fit this URL.
+            other = await self.slot(service, "other.txt", len(body), ctype)
+            st, _, _ = await http(session, "PUT", s["put"], body, {"Content-Type": ctype, **other["headers"]})
+            rep["slot_text"]["put_token_of_other_slot"] = st
+            check(st in (400, 403), f"{service}: PUT with the token of another slot refused", f"{st}")
+            st, _, _ = await http(session, "PUT", s["put"], body, {"Content-Type": "image/png", **s["headers"]})
+            rep["slot_text"]["put_other_type"] = st
+            check(st in (400, 403, 415), f"{service}: PUT with another Content-Type refused", f"{st}")
 
         # Now the real upload: exactly the slot's URL and headers.
         st, hdrs, msg = await http(session, "PUT", s["put"], body, put_headers)
@@ -261,6 +288,10 @@ class E2EClient(slixmpp.ClientXMPP):
             hdrs.get("X-Content-Type-Options") == "nosniff",
             f"{service}: download has X-Content-Type-Options: nosniff",
         )
+        check(hdrs.get("Content-Type", "").startswith("text/plain")
+              and hdrs.get("Content-Disposition", "").startswith("inline"),
+              f"{service}: text/plain download is shown inline",
+              f"{hdrs.get('Content-Type')}; {hdrs.get('Content-Disposition')}")
         st, hdrs, _ = await http(session, "HEAD", s["get"])
         check(
             st == 200 and hdrs.get("Content-Length") == str(len(body)),
@@ -300,6 +331,9 @@ class E2EClient(slixmpp.ClientXMPP):
             rep.setdefault("slot_binary", {})["download"] = {"status": st, "headers": hdrs}
             check(st == 200 and data == blob, f"{service}: GET of the 1.5 MB file returns the same bytes",
                   f"{st}, {len(data)} bytes")
+            check(hdrs.get("Content-Disposition", "").startswith("attachment"),
+                  f"{service}: application/octet-stream download is an attachment",
+                  hdrs.get("Content-Disposition"))
 
     def examine(self, service, kind, s, size, ctype, name):
         a = self.args

@@ -202,5 +202,33 @@ if [[ $RC != 0 ]]; then
     exit 1
 fi
 # The files are where the program expects them (docs/INTERFACE.md).
-find "$UPLOAD_ROOT" -type f | sed "s|^$UPLOAD_ROOT/|e2e: stored |"
+find "$UPLOAD_ROOT" -type f | sort | sed "s|^$UPLOAD_ROOT/|e2e: stored |"
+
+# ---------------------------------------------------------------- cleanup at `expires`
+# share-short.localhost's token said expires = iat + 3 s. Once that has passed, `cleanup`
+# must delete that file (nginx wrote it, the program recorded `expires` when it authorized
+# the PUT) and nothing else.
+read -r SHORT_EXPIRES SHORT_PATH < <($PY -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["short_lived"]
+print(r["expires"], r["path"].lstrip("/"))' "$D/report.json")
+while (($(date +%s) <= SHORT_EXPIRES)); do sleep 0.5; done
+BEFORE=$(find "$UPLOAD_ROOT" -type f | sort)
+"$XHU_BIN" cleanup --config "$D/config.toml" >"$D/cleanup.out" 2>&1 || { cat "$D/cleanup.out"; exit 1; }
+AFTER=$(find "$UPLOAD_ROOT" -type f | sort)
+GONE=$(comm -23 <(echo "$BEFORE") <(echo "$AFTER"))
+if [[ "$GONE" != "$UPLOAD_ROOT/$SHORT_PATH" ]]; then
+    cat "$D/cleanup.out"
+    log "FAIL: cleanup after expires should delete exactly $SHORT_PATH; it deleted: ${GONE:-nothing}"
+    exit 1
+fi
+STATUS=$($PY -c '
+import sys, urllib.error, urllib.parse, urllib.request
+url = "http://127.0.0.1:%s/%s" % (sys.argv[1], urllib.parse.quote(sys.argv[2]))
+try:
+    print(urllib.request.urlopen(url).status)
+except urllib.error.HTTPError as e:
+    print(e.code)' "$NGINX_PORT" "$SHORT_PATH")
+[[ $STATUS == 404 ]] || { log "FAIL: GET of the expired file: $STATUS, expected 404"; exit 1; }
+log "ok    cleanup deleted the expired $SHORT_PATH (token expires), kept the $(echo "$AFTER" | wc -l) other files"
 exit 0
