@@ -15,7 +15,9 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -197,9 +199,18 @@ struct Process {
 
 impl Process {
     fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Process {
+        Process::spawn_with_stdin(name, command, log, Stdio::null())
+    }
+
+    fn spawn_with_stdin(
+        name: &'static str,
+        command: &mut Command,
+        log: &Path,
+        stdin: Stdio,
+    ) -> Process {
         let log = File::create(log).expect("create log file");
         let child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
             .spawn()
@@ -378,22 +389,23 @@ impl Stack {
         let root = self.dir.path.clone();
         let socket = root.join("fcgi.sock");
         let program_log = root.join("program.log");
+        // As nginx/systemd/xmpp-http-upload.socket does it: the listening socket is made
+        // before the program starts and handed over as fd 0 (`StandardInput=socket`).
+        let listener = UnixListener::bind(&socket).expect("bind the FastCGI socket");
         let mut command = Command::new(BIN);
         command
             .args(["serve", "--config"])
             .arg(config)
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .env("RUST_LOG", "debug");
-        self.program = Some(Process::spawn(
+            .env("RUST_LOG", "debug")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID");
+        self.program = Some(Process::spawn_with_stdin(
             "xmpp-http-upload",
             &mut command,
             &program_log,
+            Stdio::from(OwnedFd::from(listener)),
         ));
         self.logs.push(program_log);
-        if !wait_until(Duration::from_secs(10), || socket.exists()) {
-            self.fail("the program did not create its socket");
-        }
 
         for snippet in fs::read_dir(Path::new(REPO).join("nginx/snippets")).expect("nginx/snippets")
         {
