@@ -158,6 +158,17 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     expect_status(&stack, &get, 200, "GET html");
     expect_safe_download(&stack, &get, "attachment", "GET text/html");
 
+    // HEAD gives the length without the body.
+    let head = curl(&["-I", &slot.get]);
+    expect_status(&stack, &head, 200, "HEAD");
+    expect_header(
+        &stack,
+        &head,
+        "content-length",
+        &text.len().to_string(),
+        "HEAD",
+    );
+
     // The CORS preflight of a browser client.
     let fresh = stack.slot(ALICE, "photo.jpg", 4, "image/jpeg");
     let preflight = curl(&[
@@ -219,6 +230,22 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
         fs::read(&stored).ok().as_deref(),
         Some(text),
         "not overwritten"
+    );
+
+    // Another type than the slot's.
+    let jpeg = stack.slot(ALICE, "photo.jpg", 10, "image/jpeg");
+    let ten_bytes = scratch.join("ten-bytes");
+    fs::write(&ten_bytes, [7u8; 10]).expect("write ten bytes");
+    let wrong_type = put_file(&jpeg.put, &ten_bytes, &["-H", "Content-Type: text/html"]);
+    expect_status(
+        &stack,
+        &wrong_type,
+        flavour.refused_status(Refused::WrongType),
+        "PUT with another Content-Type than the slot's",
+    );
+    assert!(
+        !stack.stored(&jpeg.token, &jpeg.name).exists(),
+        "a PUT of the wrong type stores nothing"
     );
 
     // More bytes than the slot's size.
@@ -311,6 +338,17 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
         &format!("{}/http_upload/slot/?{query}", stack.public),
     ]);
     expect_status(&stack, &bearer, 200, "slot request with a Bearer secret");
+    let max_size = curl(&[&format!(
+        "{}/http_upload/max_size/?jid={}&secret={SECRET}",
+        stack.slot_api,
+        ejabberd_encode(ALICE)
+    )]);
+    expect_status(&stack, &max_size, 200, "max_size");
+    assert_eq!(
+        String::from_utf8_lossy(&max_size.body).trim(),
+        (200u64 * 1024 * 1024).to_string(),
+        "max_size of {ALICE}"
+    );
     let denied = curl(&[&format!(
         "{}/http_upload/slot/?jid=mallory%40evil.example&name=a.txt&size=3&secret={SECRET}",
         stack.slot_api

@@ -58,6 +58,8 @@ pub enum Refused {
     Expired,
     /// Content-Length larger than the slot's size.
     TooLarge,
+    /// Content-Type other than the slot's.
+    WrongType,
 }
 
 impl Flavour {
@@ -73,6 +75,7 @@ impl Flavour {
                 Refused::Exists => 409,
                 Refused::Expired => 410,
                 Refused::TooLarge => 413,
+                Refused::WrongType => 415,
             },
         }
     }
