@@ -234,7 +234,7 @@ class E2EClient(slixmpp.ClientXMPP):
             print(f"note  {service}: over-limit slot request -> {over[:100]}")
 
         # 1. A text file with a name that needs escaping, through a request built here.
-        name = "Привет мир (1) ;x.txt"
+        name = "Привет мир (1) ;x!~*'&=+$,:@.txt"
         body = "Здравствуй, мир! hello\n".encode() * 3
         ctype = "text/plain; charset=utf-8"
         s = await self.slot(service, name, len(body), ctype)
