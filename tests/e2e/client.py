@@ -97,9 +97,11 @@ def examine_hmac(put_url, base_path, secret, size, content_type):
 
 
 async def http(session, method, url, body=None, headers=None):
-    """One request with the URL sent byte for byte as Prosody wrote it."""
+    """One request with the URL sent byte for byte as Prosody wrote it (and no Content-Type
+    unless given: aiohttp would add application/octet-stream on its own)."""
     async with session.request(
-        method, yarl.URL(url, encoded=True), data=body, headers=headers or {}
+        method, yarl.URL(url, encoded=True), data=body, headers=headers or {},
+        skip_auto_headers=["Content-Type"],
     ) as resp:
         data = await resp.read()
         return resp.status, dict(resp.headers), data
@@ -303,6 +305,24 @@ class E2EClient(slixmpp.ClientXMPP):
         check(st in (403, 409), f"{service}: second PUT to the same slot refused", f"{st} {msg[:80]!r}")
         st, _, data = await http(session, "GET", s["get"])
         check(data == body, f"{service}: file unchanged after the second PUT")
+
+        # 1b. A slot request without content-type (slixmpp always sends one, so this IQ is
+        # built by hand): Prosody signs / claims application/octet-stream; the client PUTs
+        # without a Content-Type header.
+        iq = self.make_iq_get(ito=JID(service))
+        iq["http_upload_request"]["filename"] = "untyped"
+        iq["http_upload_request"]["size"] = "5"
+        del iq["http_upload_request"]["content-type"]
+        slot = (await iq.send(timeout=15))["http_upload_slot"]
+        s3 = {"put": slot["put"]["url"], "get": slot["get"]["url"],
+              "headers": {h["name"]: h["value"] for h in slot["put"]["headers"]},
+              "request": str(iq)}
+        s3["examined"] = self.examine(service, kind, s3, 5, "application/octet-stream", "untyped")
+        st, _, msg = await http(session, "PUT", s3["put"], b"12345", s3["headers"])
+        s3["put_without_content_type"] = st
+        rep["slot_untyped"] = s3
+        check(st == 201, f"{service}: slot requested without type, PUT without Content-Type -> 201",
+              f"{st} {msg[:80]!r}")
 
         # 2. A 1.5 MB binary through slixmpp's own XEP-0363 helper (what a bot would do):
         # no content type given, so Prosody signs/claims application/octet-stream.
