@@ -7,6 +7,7 @@
 
 /// The FastCGI client.
 pub mod fcgi;
+/// HMAC and JWT signing helpers for the external-upload protocols.
 pub mod signing;
 
 use std::fs;
