@@ -37,6 +37,11 @@ fn nginx_large_upload() {
 }
 
 #[test]
+fn nginx_cleanup_after_retention() {
+    cleanup_after_retention(Flavour::Nginx);
+}
+
+#[test]
 fn apache_dav_uploads_downloads_and_refusals() {
     uploads_downloads_and_refusals(Flavour::ApacheDav);
 }
@@ -49,6 +54,11 @@ fn apache_dav_expired_slot() {
 #[test]
 fn apache_dav_large_upload() {
     large_upload(Flavour::ApacheDav);
+}
+
+#[test]
+fn apache_dav_cleanup_after_retention() {
+    cleanup_after_retention(Flavour::ApacheDav);
 }
 
 #[test]
@@ -360,7 +370,13 @@ fn expired_slot(flavour: Flavour) {
     if !available(flavour) {
         return;
     }
-    let stack = Stack::start_with(flavour, &Settings { put_timeout: "1s" });
+    let stack = Stack::start_with(
+        flavour,
+        &Settings {
+            put_timeout: "1s",
+            ..Settings::default()
+        },
+    );
     let file = stack.dir.path.join("late");
     fs::write(&file, b"too late\n").expect("write file");
     let slot = stack.slot(ALICE, "late.txt", 9, "text/plain");
@@ -376,6 +392,43 @@ fn expired_slot(flavour: Flavour) {
         !stack.stored(&slot.token, &slot.name).exists(),
         "an expired slot stores nothing"
     );
+}
+
+fn cleanup_after_retention(flavour: Flavour) {
+    if !available(flavour) {
+        return;
+    }
+    let stack = Stack::start_with(
+        flavour,
+        &Settings {
+            retention: "2s",
+            ..Settings::default()
+        },
+    );
+    let file = stack.dir.path.join("old");
+    fs::write(&file, b"old news\n").expect("write file");
+    let slot = stack.slot(ALICE, "old.txt", 9, "text/plain");
+    let put = put_file(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+    expect_status(&stack, &put, 201, "PUT");
+    let stored = stack.stored(&slot.token, &slot.name);
+    assert!(stored.exists(), "stored before the cleanup");
+    thread::sleep(Duration::from_millis(3200));
+    let output = stack.run_program("cleanup");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        stack.fail(&format!("cleanup failed: {said}"));
+    }
+    if stored.exists() || stack.upload_root.join(&slot.token).exists() {
+        stack.fail(&format!(
+            "cleanup left the file or its token directory behind: {said}"
+        ));
+    }
+    let get = curl(&[&slot.get]);
+    expect_status(&stack, &get, 404, "GET after the cleanup");
 }
 
 fn large_upload(flavour: Flavour) {
@@ -433,4 +486,9 @@ fn large_upload(flavour: Flavour) {
         peak.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
             .unwrap_or_else(|| "not seen".into())
     );
+}
+
+#[test]
+fn apache_cgi_cleanup_after_retention() {
+    cleanup_after_retention(Flavour::ApacheCgi);
 }

@@ -303,12 +303,15 @@ fn read_shipped(relative: &str) -> String {
 pub struct Settings {
     /// `put_timeout`, e.g. `"360s"`.
     pub put_timeout: &'static str,
+    /// `retention`, e.g. `"30d"`.
+    pub retention: &'static str,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             put_timeout: "360s",
+            retention: "30d",
         }
     }
 }
@@ -326,6 +329,10 @@ pub struct Stack {
     pub public: String,
     /// The slot API for an XMPP server on the same machine (loopback listener).
     pub slot_api: String,
+    /// The program's config file.
+    pub config: PathBuf,
+    /// The user Apache runs the program as, when the tests run as root.
+    web_user: Option<&'static str>,
     /// The program's own process, when it is not started by the web server.
     program: Option<Process>,
     server: Option<Process>,
@@ -366,6 +373,8 @@ impl Stack {
             upload_root: upload_root.clone(),
             public: public.clone(),
             slot_api,
+            config: root.join("config.toml"),
+            web_user: None,
             program: None,
             server: None,
             logs: Vec::new(),
@@ -627,6 +636,7 @@ impl Stack {
             } else {
                 "nobody"
             };
+            self.web_user = Some(name);
             format!("User {name}\nGroup #{gid}\n")
         } else {
             String::new()
@@ -711,6 +721,34 @@ impl Stack {
             return vec![program.pid()];
         }
         pids_with_exe_under(&self.dir.path)
+    }
+
+    /// Runs `xmpp-http-upload <command> --config <config>` as the user the web server runs
+    /// the program as (so that SQLite's files keep their owner), and returns its output.
+    pub fn run_program(&self, command: &str) -> std::process::Output {
+        let program = match self.flavour {
+            Flavour::Nginx => PathBuf::from(BIN),
+            Flavour::ApacheDav => self.dir.path.join("bin/xmpp-http-upload"),
+            Flavour::ApacheCgi => self
+                .dir
+                .path
+                .join("htdocs/xmpp-http-upload/xmpp-http-upload.cgi"),
+        };
+        let mut cmd = match self.web_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        cmd.arg(command)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("GATEWAY_INTERFACE")
+            .output()
+            .expect("run the program")
     }
 
     /// The path of a stored file.
@@ -877,7 +915,7 @@ slot_prefix = "/http_upload"
 put_prefix = "/upload"
 get_prefix = "/upload"
 put_timeout = "{timeout}"
-retention = "30d"
+retention = "{retention}"
 webserver_download = true
 
 [slot_api]
@@ -895,6 +933,7 @@ deny = true
         upload = upload_root.display(),
         db = root.join("db/uploads.sqlite3").display(),
         timeout = settings.put_timeout,
+        retention = settings.retention,
     )
 }
 
