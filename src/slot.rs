@@ -8,7 +8,7 @@ use crate::App;
 use crate::name::{parse_query, percent_encode_segment, sanitize_file_name};
 use crate::refusal::{Error, Outcome, Refusal};
 use crate::request::{Request, Response};
-use crate::rules::{check_file_size, limits_for};
+use crate::rules::limits_for;
 use crate::store::Slot;
 
 /// The parameters of a slot request, decoded and checked.
@@ -36,7 +36,6 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
     check_caller(app, req, &query)?;
     let params = slot_params(&query)?;
     let limits = limits_for(&app.config.rules, &params.jid)?;
-    check_file_size(limits, params.size)?;
     let base = base_url(app, req)?;
     let slot = Slot {
         token: new_token()?,

@@ -110,7 +110,7 @@ impl Store {
         result
     }
 
-    /// Records a new slot if `limits` allow it next to what `slot.jid` already holds.
+    /// Records a new slot if `limits` allow it (its size, and next to what `slot.jid` already holds).
     /// Usage counts slots that were authorized (uploads) and unused slots younger than
     /// `put_timeout`; read, check and insert happen in one `BEGIN IMMEDIATE` transaction.
     pub fn reserve_slot(
@@ -127,11 +127,15 @@ impl Store {
             let needs_usage = limits.max_total_size.is_some()
                 || limits.bytes_per_window.is_some()
                 || limits.uploads_per_window.is_some();
-            if needs_usage {
-                let usage = usage(&tx, slot, limits, put_timeout).map_err(fail)?;
-                if let Err(refusal) = check_quota(limits, slot.size, usage) {
-                    return Ok(Err(refusal));
-                }
+            // Reading usage costs a query: only when a limit needs it. The size limit of one
+            // file is checked either way.
+            let usage = if needs_usage {
+                usage(&tx, slot, limits, put_timeout).map_err(fail)?
+            } else {
+                Usage::default()
+            };
+            if let Err(refusal) = check_quota(limits, slot.size, usage) {
+                return Ok(Err(refusal));
             }
             tx.execute(
                 "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires)
@@ -373,6 +377,18 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.slot("t3").unwrap().unwrap().authorized, Some(2001));
         assert!(store.slot("t2").unwrap().is_none());
+    }
+
+    #[test]
+    fn file_size_limit_alone_is_checked() {
+        let store = Store::open(&temp_db("size")).unwrap();
+        let limits = Limits {
+            max_file_size: Some(5),
+            ..Limits::default()
+        };
+        store.reserve_slot(&slot("s1", 5, 1000), &limits, 360).unwrap();
+        let refused = store.reserve_slot(&slot("s2", 6, 1000), &limits, 360);
+        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::TooLarge));
     }
 
     #[test]
