@@ -280,10 +280,8 @@ fn impossible_sizes_and_names_are_refused() {
     let cyrillic = ejabberd_encode(&"я".repeat(1800));
     let answer = slot_query(&stack, &format!("jid={jid}&name={cyrillic}&size=1"));
     expect_one_of(&stack, &answer, &[400, 414], "10 KB of encoded Cyrillic");
-    for name in [""] {
-        let answer = slot_query(&stack, &format!("jid={jid}&name={name}&size=1"));
-        expect_one_of(&stack, &answer, &[400], &format!("name={name:?}"));
-    }
+    let answer = slot_query(&stack, &format!("jid={jid}&name=&size=1"));
+    expect_one_of(&stack, &answer, &[400], "an empty name");
     // Names that are hostile but not empty are made safe, never refused with a 5xx.
     for name in [
         "..%2F..%2Fetc%2Fpasswd",
