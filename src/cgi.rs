@@ -19,6 +19,9 @@ pub fn serve_one(app: &App) -> io::Result<()> {
     let stdin = io::stdin();
     let mut body = stdin.lock();
     let response = route::handle(app, &request, &mut body);
+    // A refused PUT leaves its body unread; Apache's mod_cgid then loses our answer (the
+    // client sees a reset). Read what is left first.
+    let _ = io::copy(&mut body, &mut io::sink());
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     out.write_all(&response.cgi_head())?;

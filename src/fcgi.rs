@@ -6,7 +6,6 @@
 //! `catch_unwind` and answers 500 rather than nothing (SPEC 8). Heads go out as one record;
 //! bodies through a `BufWriter` so that each record is large.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -50,15 +49,11 @@ pub fn inherited_socket() -> Option<RawFd> {
     None
 }
 
-/// True when file descriptor 0 is a socket (mod_fcgid, spawn-fcgi, systemd `StandardInput=socket`),
-/// as opposed to the pipe or terminal of CGI and interactive use.
-pub fn stdin_is_socket() -> bool {
-    io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(File::from)
-        .and_then(|f| f.metadata())
-        .map(|m| m.file_type().is_socket())
+/// True when file descriptor 0 is a *listening* socket (mod_fcgid, spawn-fcgi, systemd
+/// `StandardInput=socket`). A CGI program's stdin may be a pipe, a terminal, or — under
+/// Apache's mod_cgid — a *connected* socket: those are not FastCGI.
+pub fn stdin_is_listening_socket() -> bool {
+    nix::sys::socket::getsockopt(&io::stdin().as_fd(), nix::sys::socket::sockopt::AcceptConn)
         .unwrap_or(false)
 }
 

@@ -164,7 +164,9 @@ fn record_upload(
     now: i64,
 ) -> Result<(), Outcome> {
     if let Some(existing) = app.store.slot(&claims.slot)? {
-        if existing.jid == claims.sub && existing.area.as_deref() == Some(share.dir.as_str()) {
+        if existing.jid == claims.sub.to_lowercase()
+            && existing.area.as_deref() == Some(share.dir.as_str())
+        {
             return Ok(());
         }
         return Err(Refusal::forbidden(format!(
@@ -173,10 +175,12 @@ fn record_upload(
         ))
         .into());
     }
-    let limits = limits_for(&app.config.rules, &claims.sub)?;
+    // As for the slot API: JIDs compare case-insensitively.
+    let jid = claims.sub.to_lowercase();
+    let limits = limits_for(&app.config.rules, &jid)?;
     let slot = Slot {
         token: claims.slot.clone(),
-        jid: claims.sub.clone(),
+        jid,
         name: claims.filename.clone(),
         size: claims.filesize,
         content_type: claims.filetype.clone(),

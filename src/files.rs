@@ -146,6 +146,48 @@ impl UploadDir {
         fs::symlink_metadata(path.under(&self.root)).is_ok()
     }
 
+    /// Creates the directory that will hold `path`, for a web server that writes the file but
+    /// does not create directories (Apache mod_dav).
+    pub fn create_parent(&self, path: &SafePath) -> Result<(), Outcome> {
+        self.real_parent_dir(path, true).map(|_| ())
+    }
+
+    /// The directory holding `path`, each level of it checked to be a real directory, not a
+    /// symbolic link (which could lead out of the root); missing levels are created when
+    /// `create` is set. A symlink or file in the way is refused (403).
+    fn real_parent_dir(&self, path: &SafePath, create: bool) -> Result<PathBuf, Outcome> {
+        let mut dir = self.root.clone();
+        for segment in &path.segments[..path.segments.len() - 1] {
+            dir.push(segment);
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(Refusal::forbidden(format!(
+                        "{segment:?} in the upload directory is not a plain directory"
+                    ))
+                    .into());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    match fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        // Another request made it in the meantime.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            return Err(Error::io(format!("creating {}", dir.display()), e).into());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(
+                        Refusal::not_found(format!("no file {:?}", path.file_name())).into(),
+                    );
+                }
+                Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e).into()),
+            }
+        }
+        Ok(dir)
+    }
+
     /// Streams exactly `expected_len` bytes of `body` into `path`.
     /// A body that is shorter or longer, an existing file, or any I/O failure leaves nothing
     /// behind: the temporary file is removed and the real name is never half-written.
@@ -155,30 +197,26 @@ impl UploadDir {
         expected_len: u64,
         body: &mut dyn Read,
     ) -> Result<(), Outcome> {
-        let final_path = path.under(&self.root);
-        let dir = path.parent_under(&self.root);
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let dir = self.real_parent_dir(path, true)?;
+        let final_path = dir.join(path.file_name());
         if fs::symlink_metadata(&final_path).is_ok() {
             return Err(exists_refusal(path.file_name()).into());
         }
-        let (temp_path, mut temp) = create_temp_file(&dir)?;
-        let result = copy_exact(body, &mut temp, expected_len, &temp_path)
-            .and_then(|()| {
-                temp.sync_all()
-                    .map_err(|e| Error::io(format!("syncing {}", temp_path.display()), e).into())
-            })
-            .and_then(|()| link_no_overwrite(&temp_path, &final_path, path.file_name()));
-        // The temporary name goes in every case: on success the data lives on under its real name.
-        let _ = fs::remove_file(&temp_path);
-        result?;
+        let mut temp = TempFile::create(&dir)?;
+        copy_exact(body, &mut temp.file, expected_len, &temp.path)?;
+        temp.file
+            .sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", temp.path.display()), e))?;
+        link_no_overwrite(&temp.path, &final_path, path.file_name())?;
+        // `temp` goes out of scope here: its name is removed, the data lives on under the real name.
+        drop(temp);
         sync_dir(&dir);
         Ok(())
     }
 
     /// Opens a stored file for reading, or 404.
     pub fn open_stored(&self, path: &SafePath) -> Result<StoredFile, Outcome> {
-        let full = path.under(&self.root);
+        let full = self.real_parent_dir(path, false)?.join(path.file_name());
         let not_found = || Refusal::not_found(format!("no file {:?}", path.file_name()));
         let meta = match fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_file() => meta,
@@ -332,18 +370,34 @@ fn exists_refusal(name: &str) -> Refusal {
     )
 }
 
-fn create_temp_file(dir: &Path) -> Result<(PathBuf, File), Error> {
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random)
-        .map_err(|e| Error::io("reading random bytes", io::Error::other(e.to_string())))?;
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!(".{hex}{PART_SUFFIX}"));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    Ok((path, file))
+/// The temporary file of an upload in progress: a dot-file in the target directory, removed
+/// when dropped — on success after it was linked into place, on a refusal or error, and also
+/// when the FastCGI crate panics mid-body (the request runs under `catch_unwind`, so drops run).
+struct TempFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl TempFile {
+    fn create(dir: &Path) -> Result<TempFile, Error> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random)
+            .map_err(|e| Error::io("reading random bytes", io::Error::other(e.to_string())))?;
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!(".{hex}{PART_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        Ok(TempFile { path, file })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Copies exactly `expected` bytes; one byte more or less is a refusal, not a failure.
@@ -422,6 +476,41 @@ mod tests {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    #[test]
+    fn symlinked_directories_are_refused() {
+        let up = temp_root("symlink");
+        let outside = up.root().with_extension("outside");
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, up.root().join(TOKEN)).unwrap();
+        let refused = up.receive(&slot("a.txt"), 2, &mut &b"hi"[..]);
+        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Forbidden));
+        assert!(fs::read_dir(&outside).unwrap().next().is_none());
+        fs::write(outside.join("b.txt"), b"secret").unwrap();
+        assert!(up.open_stored(&slot("b.txt")).is_err());
+    }
+
+    #[test]
+    fn a_panicking_body_leaves_no_temporary_file() {
+        struct Exploding;
+        impl Read for Exploding {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                panic!("the FastCGI crate gave up mid-body");
+            }
+        }
+        let up = temp_root("panic");
+        let path = slot("p.txt");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = up.receive(&path, 5, &mut Exploding);
+        }));
+        assert!(result.is_err());
+        assert!(
+            fs::read_dir(up.root().join(TOKEN))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn serve(args: &Args) -> Result<(), String> {
         .or(config.listen.as_deref())
         .map(Listen::parse)
         .or_else(|| fcgi::inherited_socket().map(Listen::Inherited))
-        .or_else(|| fcgi::stdin_is_socket().then_some(Listen::Inherited(0)));
+        .or_else(|| fcgi::stdin_is_listening_socket().then_some(Listen::Inherited(0)));
     let app = open_app(config)?;
     match listen {
         Some(listen) => fcgi::serve(app, listen).map_err(|e| format!("cannot listen: {e}")),

@@ -4,6 +4,7 @@
 use std::io::Read;
 
 use crate::config::SignedPrefix;
+use crate::files::SafePath;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::{App, authorize, external, file_share, slot, transfer, unix_now};
@@ -64,29 +65,7 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
     let now = unix_now();
     let method = req.method.as_str();
     if req.decide_only {
-        return match endpoint(app, &req.path) {
-            Endpoint::File {
-                token,
-                raw_name,
-                put: true,
-                ..
-            } if method == "PUT" => {
-                authorize::check_put(app, req, token, raw_name, now)?;
-                app.store.mark_authorized(token, now)?;
-                Ok(Response::empty(200))
-            }
-            Endpoint::External { ext, raw_rest } if method == "PUT" => {
-                external::check_put(app, ext, req, raw_rest)?;
-                Ok(Response::empty(200))
-            }
-            Endpoint::FileShare { share, raw_rest } if method == "PUT" => {
-                file_share::check_put(app, share, req, raw_rest, now)?;
-                Ok(Response::empty(200))
-            }
-            _ => {
-                Err(Refusal::forbidden(format!("not an upload URL: {method} {}", req.path)).into())
-            }
-        };
+        return decide(app, req, now);
     }
     match (method, endpoint(app, &req.path)) {
         ("GET", Endpoint::Slot) => slot::request_slot(app, req, now),
@@ -133,6 +112,37 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
             Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
         }
     }
+}
+
+/// Decide-only: may this PUT proceed? On yes, the directory for the file exists (Apache's
+/// mod_dav does not create it; nginx would) and the web server writes the body.
+fn decide(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
+    let method = req.method.as_str();
+    let path = match endpoint(app, &req.path) {
+        Endpoint::File {
+            token,
+            raw_name,
+            put: true,
+            ..
+        } if method == "PUT" => {
+            let slot = authorize::check_put(app, req, token, raw_name, now)?;
+            app.store.mark_authorized(token, now)?;
+            SafePath::slot(token, &slot.name)?
+        }
+        Endpoint::External { ext, raw_rest } if method == "PUT" => {
+            external::check_put(app, ext, req, raw_rest)?
+        }
+        Endpoint::FileShare { share, raw_rest } if method == "PUT" => {
+            file_share::check_put(app, share, req, raw_rest, now)?.0
+        }
+        _ => {
+            return Err(
+                Refusal::forbidden(format!("not an upload URL: {method} {}", req.path)).into(),
+            );
+        }
+    };
+    app.uploads.create_parent(&path)?;
+    Ok(Response::empty(200))
 }
 
 fn method_not_allowed(method: &str) -> Outcome {

@@ -217,7 +217,9 @@ fn required<'a>(query: &'a [(String, String)], key: &str) -> Result<&'a str, Ref
     }
 }
 
-/// The bare JID (any resource dropped), refused when it is not `[node@]domain` in shape.
+/// The bare JID (any resource dropped), lower-cased (node and domain of a JID compare
+/// case-insensitively, so `Evil@example.org` must meet the rules of `evil@example.org`),
+/// refused when it is not `[node@]domain` in shape.
 fn bare_jid(jid: &str) -> Result<String, Refusal> {
     let bare = jid.split('/').next().unwrap_or("").trim();
     let bad = bare.is_empty()
@@ -229,7 +231,7 @@ fn bare_jid(jid: &str) -> Result<String, Refusal> {
     if bad {
         return Err(Refusal::bad_request(format!("invalid jid {jid:?}")));
     }
-    Ok(bare.to_string())
+    Ok(bare.to_lowercase())
 }
 
 /// A media type with optional parameters, made only of characters safe in a header.
@@ -295,6 +297,10 @@ mod tests {
     #[test]
     fn jids() {
         assert_eq!(bare_jid("a@b.c/res").unwrap(), "a@b.c");
+        assert_eq!(
+            bare_jid("Evil@Example.ORG/Res").unwrap(),
+            "evil@example.org"
+        );
         assert_eq!(bare_jid("b.c").unwrap(), "b.c");
         assert!(bare_jid("a b@c").is_err());
         assert!(bare_jid("@c").is_err());

@@ -386,7 +386,9 @@ mod tests {
             max_file_size: Some(5),
             ..Limits::default()
         };
-        store.reserve_slot(&slot("s1", 5, 1000), &limits, 360).unwrap();
+        store
+            .reserve_slot(&slot("s1", 5, 1000), &limits, 360)
+            .unwrap();
         let refused = store.reserve_slot(&slot("s2", 6, 1000), &limits, 360);
         assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::TooLarge));
     }
