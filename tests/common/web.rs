@@ -12,6 +12,7 @@
 //! processes and removes the directory (kept, with its logs printed, when the test panicked).
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::net::TcpListener;
@@ -31,6 +32,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The slot API secret of every test config.
 pub const SECRET: &str = "web-test-secret-0123456789";
+/// The `[[external]]` (HMAC) secret of every test config, for the prefix [`HMAC_PREFIX`].
+pub const HMAC_SECRET: &str = "web-test-hmac-secret-äöü-0123456789";
+/// The `[[external]]` prefix: the one the shipped web-server configs route (`/share/`).
+pub const HMAC_PREFIX: &str = "/share";
+/// The `max_file_size` of the `[[external]]` prefix in every test config.
+pub const HMAC_MAX: u64 = 1024 * 1024;
+/// The `[[file_share]]` (JWT) secret of every test config, for the prefix [`JWT_PREFIX`].
+pub const JWT_SECRET: &str = "web-test-jwt-secret-0123456789";
+/// The `[[file_share]]` prefix: the one the shipped web-server configs route (`/file_share/`).
+pub const JWT_PREFIX: &str = "/file_share";
 /// Debian's Apache modules.
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 
@@ -929,6 +940,16 @@ max_file_size = "200 MiB"
 [[rules]]
 match = '.*'
 deny = true
+
+# The external-upload protocols, on the prefixes the shipped configs route.
+[[external]]
+prefix = "{HMAC_PREFIX}"
+secret = "{HMAC_SECRET}"
+max_file_size = {HMAC_MAX}
+
+[[file_share]]
+prefix = "{JWT_PREFIX}"
+secret = "{JWT_SECRET}"
 "#,
         upload = upload_root.display(),
         db = root.join("db/uploads.sqlite3").display(),
@@ -1007,11 +1028,17 @@ static CURL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Runs `curl` with `args` (plus `-sS -k`, a timeout, and header/body capture) and returns
 /// the final response. Pass `-o FILE` yourself to stream a large body to a file.
 pub fn curl(args: &[&str]) -> Answer {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    curl_bytes(&args)
+}
+
+/// [`curl`] with arguments that need not be UTF-8 (e.g. a header value with a byte 0xFF).
+pub fn curl_bytes(args: &[&OsStr]) -> Answer {
     let n = CURL_COUNTER.fetch_add(1, Ordering::SeqCst);
     let base = std::env::temp_dir().join(format!("xhu-web-curl-{}-{n}", std::process::id()));
     let headers_file = base.with_extension("headers");
     let body_file = base.with_extension("body");
-    let to_file = args.contains(&"-o");
+    let to_file = args.contains(&OsStr::new("-o"));
     let mut command = Command::new("curl");
     command
         .args(["-sS", "-k", "--max-time", "300", "-w", "%{http_code}"])
