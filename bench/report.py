@@ -70,6 +70,18 @@ class Table:
         values = [num(r[field]) for r in self.get(phase, target, conns, extra).values()]
         return sum(v for v in values if v is not None)
 
+    def first(self, field, phase, target, conns, extra=""):
+        """The value of round 1."""
+        row = self.get(phase, target, conns, extra).get("1")
+        return num(row[field]) if row else None
+
+    def growth(self, phase, target, conns, extra=""):
+        """Largest rise of RSS over its value just before a measurement (KiB)."""
+        values = [num(r["rss_kib"]) - num(r["rss_before_kib"])
+                  for r in self.get(phase, target, conns, extra).values()
+                  if num(r["rss_kib"]) is not None and num(r.get("rss_before_kib"))]
+        return max(values) if values else None
+
     def ratio(self, phase, a, b, conns, field="rps", extra=""):
         """Median over rounds of a/b, pairing the rounds."""
         ra, rb = self.get(phase, a, conns, extra), self.get(phase, b, conns, extra)
@@ -126,12 +138,14 @@ def slots_section(t, out):
                            for target, name in (("program", "ours"), ("program-quota", "ours with quotas"),
                                                 ("constant", "constant"), ("django", "Django"))
                            if reqs[target]) + ".")
-    rss = ", ".join(f"{c} conn. {fmt(mib(t.peak('rss_kib', 'slots', 'program', c)), 1)} MiB" for c in conns)
-    line = f"Peak RSS of the program under slot load: {rss}"
-    line += f" (constant responder: {fmt(mib(t.peak('rss_kib', 'slots', 'constant', conns[-1])), 1)} MiB"
+    # Round 1 ran the loads in increasing order on a fresh process, so its peaks belong to each
+    # load; later rounds start from what the heaviest load left (glibc keeps per-thread arenas).
+    rss = ", ".join(f"{c} conn. {fmt(mib(t.first('rss_kib', 'slots', 'program', c)), 1)} MiB" for c in conns)
+    line = f"Peak RSS (VmHWM) of the program under slot load, first round, loads in this order: {rss}"
+    line += f" (constant responder: {fmt(mib(t.first('rss_kib', 'slots', 'constant', conns[-1])), 1)} MiB"
     if has_django:
         line += (f"; Django's two workers together: "
-                 f"{fmt(mib(t.peak('rss_kib', 'slots', 'django', conns[-1])), 1)} MiB")
+                 f"{fmt(mib(t.first('rss_kib', 'slots', 'django', conns[-1])), 1)} MiB")
     out.append(line + f" at {conns[-1]} connections).\n")
 
 
@@ -162,22 +176,28 @@ def put_section(t, out):
               for tg in ("nginx-alone", "program", "constant"))
     out.append("")
     out.append(f"Refused or failed PUTs over all PUT rounds: {fmt(bad)}. Peak RSS of the program: "
-               f"{fmt(mib(t.peak('rss_kib', 'put4k', 'program', 16)), 1)} MiB under 4 KiB PUTs, "
-               f"{fmt(mib(t.peak('rss_kib', 'put100m', 'program', 1)), 1)} MiB under 100 MiB PUTs.\n")
+               f"{fmt(mib(t.peak('rss_kib', 'put4k', 'program', 16)), 1)} MiB under 4 KiB PUTs (rise during "
+               f"the load: {fmt(mib(t.growth('put4k', 'program', 16)), 1)} MiB), "
+               f"{fmt(mib(t.peak('rss_kib', 'put100m', 'program', 1)), 1)} MiB under 100 MiB PUTs (rise: "
+               f"{fmt(mib(t.growth('put100m', 'program', 1)), 1)} MiB).\n")
     if t.get("put100m", "program-receives-fastcgi", 1) or t.get("put100m", "program-receives-cgi", 1):
         out.append("**The program receiving the body itself** (shared hosting: no WebDAV in the web "
                    "server), 100 MiB PUT:\n")
-        out.append("| receiver | MiB/s | ÷ nginx alone | peak RSS of the receiving process |")
+        out.append("| receiver | MiB/s | ÷ nginx alone | peak RSS of the receiving process "
+                   "(rise during the PUT) |")
         out.append("|---|---|---|---|")
         for target, name in (("program-receives-fastcgi", "xmpp-http-upload via nginx FastCGI "
                                                          "(`fastcgi_request_buffering off`)"),
-                             ("program-receives-cgi", "xmpp-http-upload as plain CGI (body on stdin)"),
+                             ("program-receives-cgi", "xmpp-http-upload as plain CGI, body piped "
+                                                     "to stdin, no web server (an upper bound)"),
                              ("django-receives", "Django app via nginx → gunicorn")):
             if t.get("put100m", target, 1):
-                ratio = t.ratio("put100m", target, "nginx-alone", 1)
+                ratio = None if target == "program-receives-cgi" else t.ratio("put100m", target, "nginx-alone", 1)
+                growth = t.growth("put100m", target, 1)
                 out.append(f"| {name} | {fmt(t.median('rps', 'put100m', target, 1))} | "
-                           f"{fmt(ratio, 2) if ratio is not None else '–'} | "
-                           f"{fmt(mib(t.peak('rss_kib', 'put100m', target, 1)), 1)} MiB |")
+                           f"{fmt(ratio, 2)} | "
+                           f"{fmt(mib(t.peak('rss_kib', 'put100m', target, 1)), 1)} MiB"
+                           f"{f' (+{fmt(mib(growth), 1)})' if growth is not None else ''} |")
         bad = sum(t.total("non2xx", "put100m", tg, 1)
                   for tg in ("program-receives-fastcgi", "program-receives-cgi", "django-receives"))
         out.append(f"\nFailed self-received PUTs: {fmt(bad)}.\n")

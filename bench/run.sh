@@ -25,7 +25,9 @@
 #   XHU_BENCH_DIR (/tmp/xhu-bench/run: databases, sockets, logs — on disk, like a real install),
 #   XHU_BENCH_SHM (/dev/shm/xhu-bench: upload root, nginx body buffers, PUT sources — tmpfs),
 #   XHU_BENCH_VENV (bench/.venv: the Django virtualenv; NO_DJANGO=1 skips Django),
-#   CARGO_TARGET_DIR (target), PORT_BASE (38000).
+#   CARGO_TARGET_DIR (target), PORT_BASE (38000),
+#   XHU_BENCH_REV (unset: build the work tree; a git revision, e.g. HEAD: build that revision's
+#   src/ and examples/ from a clean export, so uncommitted work does not end up in the figures).
 # Needs: nginx (with auth_request and dav: Debian's nginx / nginx-light), wrk, curl, sqlite3,
 # python3 (venv), cargo; run as root (nginx workers run as root to reach the sockets).
 set -euo pipefail
@@ -73,6 +75,7 @@ cleanup() {
     for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 wait_for_socket() {   # PATH
     local i
@@ -87,6 +90,7 @@ wait_for_port() {     # PORT
 }
 
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }   # KiB
+rss_now() { local pid sum=0; for pid in "$@"; do sum=$((sum + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done; echo "$sum"; }
 reset_hwm() { for pid in "$@"; do echo 5 > "/proc/$pid/clear_refs" 2>/dev/null || true; done; }
 
 PROG_PID=""
@@ -105,13 +109,18 @@ stop_program() {
 }
 
 # ---------------------------------------------------------------- setup
-log "building (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO" && cargo build -q --release --bin xmpp-http-upload --example constant_responder)
-
 rm -rf "$W" "$SHM"
 mkdir -p "$W/db" "$SHM/files"
+BUILD_DIR=$REPO
+if [ -n "${XHU_BENCH_REV:-}" ]; then
+    BUILD_DIR=$W/src
+    mkdir -p "$BUILD_DIR"
+    git -C "$REPO" archive "$XHU_BENCH_REV" | tar -x -C "$BUILD_DIR"
+fi
+log "building $BUILD_DIR${XHU_BENCH_REV:+ at $XHU_BENCH_REV} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$BUILD_DIR" && cargo build -q --release --bin xmpp-http-upload --example constant_responder)
 head -c "$BIG" /dev/urandom > "$SHM/put-100M.bin"
-printf 'phase\ttarget\tconns\tround\trps\tp50_us\tp99_us\tnon2xx\tsockerr\trequests\trss_kib\textra\n' > "$RESULTS"
+printf 'phase\ttarget\tconns\tround\trps\tp50_us\tp99_us\tnon2xx\tsockerr\trequests\trss_kib\textra\trss_before_kib\n' > "$RESULTS"
 
 write_config() {      # FILE DATABASE
     cat > "$1" <<EOF
@@ -154,20 +163,25 @@ nginx_instance() {    # NAME SOCKET PUT_PORT SLOT_PORT AUTH(yes|no) [EXTRA_SERVE
         -e "s#server unix:/run/xmpp-http-upload/fcgi.sock;#server unix:$sock;#"
         -e "s#listen 443 ssl http2;#listen 127.0.0.1:$put;#"
         -e "/^[[:space:]]*ssl_certificate/d"
-        -e "s#alias /var/lib/xmpp-http-upload/files/;#alias $SHM/files/;#"
+        -e "s#/var/lib/xmpp-http-upload/files/#$SHM/files/#g"
         -e "s#listen 127.0.0.1:9363;#listen 127.0.0.1:$slot;#"
     )
-    [ "$auth" = yes ] || sed_args+=(-e "/^[[:space:]]*auth_request \/_xmpp_http_upload_authorize;/d")
     sed "${sed_args[@]}" "$REPO/nginx/xmpp-http-upload.conf" > "$dir/site.conf"
-    # Fail loudly if the shipped file changed shape and a substitution no longer applies.
+    # Fail loudly if the shipped files changed shape and a substitution no longer applies.
     grep -q "server unix:$sock;" "$dir/site.conf" || die "nginx template: upstream socket line not found"
     grep -q "listen 127.0.0.1:$put;" "$dir/site.conf" || die "nginx template: listen 443 line not found"
     grep -q "listen 127.0.0.1:$slot;" "$dir/site.conf" || die "nginx template: loopback slot server not found"
     grep -q "alias $SHM/files/;" "$dir/site.conf" || die "nginx template: alias line not found"
-    if [ "$auth" = yes ]; then
-        grep -q "auth_request /_xmpp_http_upload_authorize;" "$dir/site.conf" || die "nginx template: no auth_request"
-    elif grep -q "auth_request /_xmpp_http_upload_authorize;" "$dir/site.conf"; then
-        die "nginx template: auth_request still there"
+    ! grep -v "^[[:space:]]*#" "$dir/site.conf" | grep -q "/var/lib/xmpp-http-upload" \
+        || die "nginx template: a path left untemplated"
+    # The `auth_request` line (in the files snippet, or in the server block in older versions).
+    local auth_file
+    auth_file=$(grep -l "^[[:space:]]*auth_request /_xmpp_http_upload_authorize;" "$dir/site.conf" \
+        "$dir"/snippets/*.conf) || die "nginx template: no auth_request line found"
+    if [ "$auth" != yes ]; then
+        sed -i "/^[[:space:]]*auth_request \/_xmpp_http_upload_authorize;/d" $auth_file
+        ! grep -q "auth_request /_xmpp_http_upload_authorize;" "$dir/site.conf" "$dir"/snippets/*.conf \
+            || die "nginx template: auth_request still there"
     fi
     cat > "$dir/nginx.conf" <<EOF
 user root;
@@ -261,7 +275,9 @@ WATCH=""
 wrk_run() {
     local phase=$1 target=$2 conns=$3 round=$4 extra=$5 url=$6 script=$7
     shift 7
-    local threads=$((conns < 2 ? conns : 2)) out line rss=0 pid
+    local threads=$((conns < 2 ? conns : 2)) out line rss=0 pid before
+    # shellcheck disable=SC2086
+    before=$(rss_now $WATCH)
     # shellcheck disable=SC2086
     reset_hwm $WATCH
     out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 10s -s "$script" "$url" -- "$@" 2>&1) \
@@ -270,8 +286,8 @@ wrk_run() {
     line=$(grep '^RESULT' <<<"$out") || die "wrk gave no result: $out"
     # RESULT rps=.. p50_us=.. p99_us=.. non2xx=.. sockerr=.. requests=..
     read -r rps p50 p99 non2xx sockerr requests < <(sed -E 's/[a-z0-9_]+=//g; s/^RESULT //' <<<"$line")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$conns" "$round" \
-        "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$requests" "$rss" "$extra" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$conns" "$round" \
+        "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$requests" "$rss" "$extra" "$before" >> "$RESULTS"
     log "$phase $target c=$conns r=$round: $rps/s p50=${p50}us p99=${p99}us non2xx=$non2xx sockerr=$sockerr rss=${rss}KiB"
 }
 
@@ -335,8 +351,10 @@ phase_put4k() {
 
 # One 100 MiB PUT with curl; appends a row (MiB/s in the rps column, seconds in extra).
 big_put() {           # TARGET ROUND URL
-    local target=$1 round=$2 url=$3 out code secs rss=0 pid
+    local target=$1 round=$2 url=$3 out code secs rss=0 pid before
     clear_uploads
+    # shellcheck disable=SC2086
+    before=$(rss_now $WATCH)
     # shellcheck disable=SC2086
     reset_hwm $WATCH
     out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -T "$SHM/put-100M.bin" \
@@ -347,8 +365,9 @@ big_put() {           # TARGET ROUND URL
     mibs=$(python3 -c "print(f'{$BIG / 1048576 / $secs:.1f}')")
     local bad=0
     [[ $code == 2* ]] || bad=1
-    printf 'put100m\t%s\t1\t%s\t%s\t%s\t%s\t%s\t0\t1\t%s\t\n' "$target" "$round" "$mibs" \
-        "$(python3 -c "print(round($secs * 1e6))")" "$(python3 -c "print(round($secs * 1e6))")" "$bad" "$rss" >> "$RESULTS"
+    printf 'put100m\t%s\t1\t%s\t%s\t%s\t%s\t%s\t0\t1\t%s\t\t%s\n' "$target" "$round" "$mibs" \
+        "$(python3 -c "print(round($secs * 1e6))")" "$(python3 -c "print(round($secs * 1e6))")" "$bad" "$rss" \
+        "$before" >> "$RESULTS"
     log "put100m $target #$round: HTTP $code, ${secs}s, ${mibs} MiB/s, rss=${rss}KiB"
 }
 
@@ -372,7 +391,8 @@ phase_put100m() {
             big_put django-receives "$i" "$put_url"
         fi
     done
-    # The CGI path (shared hosting): one process per request, body on stdin.
+    # The CGI path (shared hosting): one process per request, the body on stdin through a pipe
+    # (as a web server's CGI module feeds it). No web server in between: an upper bound.
     make_put_slots "$W/db/uploads.sqlite3" 800000000 "$BIG_PUTS" "$BIG" big.bin
     for i in $(seq "$BIG_PUTS"); do
         clear_uploads
@@ -383,14 +403,14 @@ phase_put100m() {
             REQUEST_URI="/upload/$tok/big.bin" CONTENT_LENGTH=$BIG \
             CONTENT_TYPE=application/octet-stream REMOTE_ADDR=127.0.0.1 HTTP_HOST=127.0.0.1 \
             /usr/bin/time -f 'MAXRSS %M' "$BIN" serve --config "$W/config.toml" \
-            < "$SHM/put-100M.bin" 2>&1 >"$W/cgi.out"; } | grep '^MAXRSS' || true)
+            < <(cat "$SHM/put-100M.bin") 2>&1 >"$W/cgi.out"; } | grep '^MAXRSS' || true)
         t1=$(date +%s.%N)
         kib=${out#MAXRSS }
         status=$(head -n1 "$W/cgi.out" | tr -d '\r')
         secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
         local bad=0
         [[ $status == "Status: 201"* ]] || bad=1
-        printf 'put100m\tprogram-receives-cgi\t1\t%s\t%s\t%s\t%s\t%s\t0\t1\t%s\t\n' "$i" \
+        printf 'put100m\tprogram-receives-cgi\t1\t%s\t%s\t%s\t%s\t%s\t0\t1\t%s\t\t0\n' "$i" \
             "$(python3 -c "print(f'{$BIG / 1048576 / $secs:.1f}')")" "$(python3 -c "print(round($secs * 1e6))")" \
             "$(python3 -c "print(round($secs * 1e6))")" "$bad" "$kib" >> "$RESULTS"
         log "put100m cgi #$i: $status, ${secs}s, maxrss=${kib}KiB"
@@ -420,7 +440,7 @@ phase_rows() {
         read -r bytes rows < <(sql -separator ' ' "$db" \
             "SELECT (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size()),
                     (SELECT count(*) FROM slot);")
-        printf 'dbsize\tprogram\t0\t0\t\t\t\t\t\t%s\t\t%s\n' "$rows" "$bytes" >> "$RESULTS"
+        printf 'dbsize\tprogram\t0\t0\t\t\t\t\t\t%s\t\t%s\t\n' "$rows" "$bytes" >> "$RESULTS"
         log "rows: $rows slots, $bytes bytes, $((bytes / rows)) bytes/slot"
         for r in $(seq "$ROUNDS"); do
             for c in 1 16; do
@@ -448,12 +468,17 @@ phase_hold() {
     log "holding: slots http://127.0.0.1:$SLOT_A/http_upload/slot/ (program), :$SLOT_C (constant),"
     log "  :$DJANGO_PORT (Django); PUTs :$PUT_A (auth -> program), :$PUT_B (nginx alone),"
     log "  :$PUT_C (auth -> constant), :$SELF_PORT (program receives); program pid $PROG_PID"
-    while true; do sleep 3600; done
+    while true; do sleep 3600 & wait $!; done
 }
 
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "commit: $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml nginx || echo ' (+ uncommitted changes in src/, Cargo.toml or nginx/)')"
+    if [ -n "${XHU_BENCH_REV:-}" ]; then
+        echo "program: $(git -C "$REPO" rev-parse --short "$XHU_BENCH_REV")"
+    else
+        echo "program: $(git -C "$REPO" rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml || echo ' + uncommitted changes')"
+    fi
+    echo "nginx config: $(git -C "$REPO" log -1 --format=%h -- nginx/xmpp-http-upload.conf 2>/dev/null | grep . || echo 'work tree, not yet committed')$(cd "$REPO" && git diff --quiet HEAD -- nginx 2>/dev/null || echo ' (+ uncommitted changes)')"
     echo "cpu: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "kernel: $(uname -r)"
     echo "nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///')"
