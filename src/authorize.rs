@@ -7,7 +7,7 @@
 
 use crate::App;
 use crate::files::{SafePath, is_token};
-use crate::name::url_name_matches;
+use crate::name::{parse_decimal, url_name_matches};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::Request;
 use crate::store::Slot;
@@ -91,9 +91,8 @@ pub fn declared_length(req: &Request) -> Result<u64, Refusal> {
             "Content-Length is required",
         ));
     };
-    text.trim()
-        .parse::<u64>()
-        .map_err(|_| Refusal::bad_request(format!("invalid Content-Length {text:?}")))
+    parse_decimal(text.trim())
+        .ok_or_else(|| Refusal::bad_request(format!("invalid Content-Length {text:?}")))
 }
 
 /// When the slot named a type, the PUT must send the same media type (parameters aside).

@@ -83,6 +83,15 @@ pub fn percent_encode_segment(name: &str) -> String {
     utf8_percent_encode(name, SEGMENT_KEEP).to_string()
 }
 
+/// A plain decimal number as HTTP and our query parameters write it: ASCII digits only (no
+/// sign, no spaces, which `str::parse` would let through as `+5`), up to `u64::MAX`.
+pub fn parse_decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// Splits an `application/x-www-form-urlencoded` query into decoded pairs (`+` is a space).
 /// A second `?` is taken as a separator too: ejabberd appends `?jid=..` to a `service_url` that
 /// may already carry `?secret=..`. Refuses a pair that does not decode to UTF-8.
@@ -157,6 +166,17 @@ mod tests {
         assert!(!url_name_matches("%2525D0%25259E.pdf", "О.pdf"));
         assert!(!url_name_matches("other.pdf", "О.pdf"));
         assert!(!url_name_matches("%FF.pdf", "О.pdf"));
+    }
+
+    #[test]
+    fn decimals() {
+        assert_eq!(parse_decimal("0"), Some(0));
+        assert_eq!(parse_decimal("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal("18446744073709551616"), None);
+        assert_eq!(parse_decimal("+5"), None);
+        assert_eq!(parse_decimal("-5"), None);
+        assert_eq!(parse_decimal(" 5"), None);
+        assert_eq!(parse_decimal(""), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::App;
-use crate::name::{parse_query, percent_encode_segment, sanitize_file_name};
+use crate::name::{parse_decimal, parse_query, percent_encode_segment, sanitize_file_name};
 use crate::refusal::{Error, Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::limits_for;
@@ -168,9 +168,7 @@ fn slot_params(query: &[(String, String)]) -> Result<SlotParams, Refusal> {
     let jid = bare_jid(required(query, "jid")?)?;
     let name = sanitize_file_name(required(query, "name")?)?;
     let size_text = required(query, "size")?;
-    let size = size_text
-        .parse::<u64>()
-        .ok()
+    let size = parse_decimal(size_text)
         .filter(|&s| s > 0 && s <= i64::MAX as u64)
         .ok_or_else(|| {
             Refusal::bad_request(format!(

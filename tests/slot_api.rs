@@ -207,6 +207,8 @@ fn bad_parameters_are_400_with_a_one_line_reason() {
         ("jid=bob@example.org&name=a.txt&size=-5", "size"),
         ("jid=bob@example.org&name=a.txt&size=0", "size"),
         ("jid=bob@example.org&name=a.txt&size=1.5", "size"),
+        ("jid=bob@example.org&name=a.txt&size=%2B5", "size"),
+        ("jid=bob@example.org&name=a.txt&size=+5", "size"),
         (
             "jid=bob@example.org&name=a.txt&size=9223372036854775808",
             "size",
