@@ -331,7 +331,7 @@ phase_slots() {
 }
 
 phase_put4k() {
-    local r base per=200000
+    local r base per=50000
     log "put4k: making $((ROUNDS * 2 * 2 * per)) slots"
     for r in $(seq "$ROUNDS"); do
         make_put_slots "$W/db/uploads.sqlite3" $((100000000 + r * 10000000)) "$per" 4096 file.bin
