@@ -428,6 +428,7 @@ phase_rows() {
     for n in 1000 100000 1000000; do
         log "rows: filling to $n"
         sleep 1
+        sql "$db" "DELETE FROM slot WHERE name NOT LIKE 'prefill-%';"
         sql "$db" "WITH RECURSIVE s(i) AS (SELECT $((have + 1)) UNION ALL SELECT i + 1 FROM s WHERE i < $n)
                    INSERT INTO slot (token, jid, name, size, content_type, created, authorized, uploaded)
                    SELECT lower(hex(randomblob(20))), 'user' || (i % 10000) || '@example.org',
