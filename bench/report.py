@@ -171,6 +171,8 @@ def put_section(t, out):
         out.append(line)
         out.append(f"| — ÷ nginx alone | 1 | {fmt(t.ratio('put100m', 'program', 'nginx-alone', 1), 2)} | "
                    f"{fmt(t.ratio('put100m', 'constant', 'nginx-alone', 1), 2)} |")
+    if not (t.get("put4k", "nginx-alone", 16) or t.get("put100m", "nginx-alone", 1)):
+        return
     bad = sum(t.total("non2xx", ph, tg, c) + t.total("sockerr", ph, tg, c)
               for ph, c in (("put4k", 16), ("put100m", 1))
               for tg in ("nginx-alone", "program", "constant"))
