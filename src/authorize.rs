@@ -6,7 +6,7 @@
 //! slot's size exactly, the media type matches the slot's.
 
 use crate::App;
-use crate::files::{SafePath, is_token};
+use crate::files::{SafePath, already_stored, is_token};
 use crate::name::{parse_decimal, url_name_matches};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::Request;
@@ -29,16 +29,10 @@ pub fn check_put(
         return Err(unknown().into());
     }
     let path = SafePath::slot(token, &slot.name)?;
-    if slot.uploaded.is_some() || app.uploads.exists(&path) {
-        return Err(Refusal::new(
-            RefusalKind::Conflict,
-            format!(
-                "{:?} has been uploaded already; files are never overwritten",
-                slot.name
-            ),
-        )
-        .into());
+    if slot.uploaded.is_some() {
+        return Err(already_stored(&slot.name).into());
     }
+    app.uploads.check_absent(&path)?;
     let age = now.saturating_sub(slot.created);
     if age >= i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX) {
         return Err(Refusal::new(

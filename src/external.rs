@@ -18,8 +18,9 @@ use crate::authorize::declared_length;
 use crate::config::SignedPrefix;
 use crate::files::SafePath;
 use crate::name::{parse_query, percent_decode_segment};
-use crate::refusal::{Outcome, Refusal, RefusalKind};
+use crate::refusal::{Outcome, Refusal};
 use crate::request::{Request, Response};
+use crate::rules::check_max_file_size;
 use crate::transfer::{serve_file, with_cors};
 
 /// What Prosody signs for v2 when the client declared no type.
@@ -122,22 +123,8 @@ pub fn check_put(
         ))
         .into());
     }
-    if let Some(max) = ext.max_file_size
-        && size > max
-    {
-        return Err(Refusal::new(
-            RefusalKind::TooLarge,
-            format!("file of {size} bytes is larger than the maximum of {max} bytes"),
-        )
-        .into());
-    }
-    if app.uploads.exists(&path) {
-        return Err(Refusal::new(
-            RefusalKind::Conflict,
-            format!("{signed_path:?} exists already; files are never overwritten"),
-        )
-        .into());
-    }
+    check_max_file_size(ext.max_file_size, size)?;
+    app.uploads.check_absent(&path)?;
     Ok(path)
 }
 

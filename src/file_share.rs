@@ -21,7 +21,7 @@ use crate::files::SafePath;
 use crate::name::percent_decode_segment;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
-use crate::rules::limits_for;
+use crate::rules::{check_max_file_size, limits_for};
 use crate::store::Slot;
 use crate::transfer::{serve_file, with_cors};
 
@@ -132,25 +132,8 @@ pub fn check_put(
         .into());
     }
     check_media_type(req, claims.filetype.as_deref())?;
-    if let Some(max) = share.max_file_size
-        && size > max
-    {
-        return Err(Refusal::new(
-            RefusalKind::TooLarge,
-            format!("file of {size} bytes is larger than the maximum of {max} bytes"),
-        )
-        .into());
-    }
-    if app.uploads.exists(&path) {
-        return Err(Refusal::new(
-            RefusalKind::Conflict,
-            format!(
-                "{:?} exists already; files are never overwritten",
-                claims.filename
-            ),
-        )
-        .into());
-    }
+    check_max_file_size(share.max_file_size, size)?;
+    app.uploads.check_absent(&path)?;
     record_upload(app, share, &claims, now)?;
     Ok((path, claims))
 }

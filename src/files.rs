@@ -141,6 +141,14 @@ impl UploadDir {
         &self.root
     }
 
+    /// 409 when the file exists (or anything else stands at its path).
+    pub fn check_absent(&self, path: &SafePath) -> Result<(), Refusal> {
+        if self.exists(path) {
+            return Err(already_stored(path.file_name()));
+        }
+        Ok(())
+    }
+
     /// True when the file exists (or anything else stands at its path).
     pub fn exists(&self, path: &SafePath) -> bool {
         fs::symlink_metadata(path.under(&self.root)).is_ok()
@@ -200,7 +208,7 @@ impl UploadDir {
         let dir = self.real_parent_dir(path, true)?;
         let final_path = dir.join(path.file_name());
         if fs::symlink_metadata(&final_path).is_ok() {
-            return Err(exists_refusal(path.file_name()).into());
+            return Err(already_stored(path.file_name()).into());
         }
         let mut temp = TempFile::create(&dir)?;
         copy_exact(body, &mut temp.file, expected_len, &temp.path)?;
@@ -363,7 +371,8 @@ fn collect_files(dir: &Path, depth: usize, found: &mut Vec<Entry>) -> Result<(),
     Ok(())
 }
 
-fn exists_refusal(name: &str) -> Refusal {
+/// 409: a file is never overwritten.
+pub fn already_stored(name: &str) -> Refusal {
     Refusal::new(
         RefusalKind::Conflict,
         format!("{name:?} has been uploaded already; files are never overwritten"),
@@ -442,7 +451,7 @@ fn copy_exact(
 fn link_no_overwrite(temp: &Path, final_path: &Path, name: &str) -> Result<(), Outcome> {
     match fs::hard_link(temp, final_path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(exists_refusal(name).into()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_stored(name).into()),
         Err(e) => Err(Error::io(format!("storing {}", final_path.display()), e).into()),
     }
 }

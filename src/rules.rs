@@ -70,7 +70,13 @@ pub fn limits_for<'a>(rules: &'a [Rule], jid: &str) -> Result<&'a Limits, Refusa
 
 /// 413 when one file of `size` bytes is over the rule's `max_file_size`.
 pub fn check_file_size(limits: &Limits, size: u64) -> Result<(), Refusal> {
-    match limits.max_file_size {
+    check_max_file_size(limits.max_file_size, size)
+}
+
+/// 413 when one file of `size` bytes is over `max` (if there is one): for the rules and for
+/// the per-prefix maximum of the signed protocols.
+pub fn check_max_file_size(max: Option<u64>, size: u64) -> Result<(), Refusal> {
+    match max {
         Some(max) if size > max => Err(Refusal::new(
             RefusalKind::TooLarge,
             format!("file of {size} bytes is larger than the maximum of {max} bytes"),
