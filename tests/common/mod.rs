@@ -441,7 +441,19 @@ impl Server {
 
     /// A client's PUT to `uri`, delivered the way `mode` says.
     pub fn put(&self, mode: PutMode, uri: &str, put: &Put<'_>) -> Response {
-        let mut headers: Vec<(&str, &str)> = Vec::new();
+        self.put_with_headers(mode, uri, put, &[])
+    }
+
+    /// Like [`Server::put`], with extra request headers (e.g. `Authorization`), which reach the
+    /// program as `HTTP_*` params in every mode, as nginx and Apache pass them.
+    pub fn put_with_headers(
+        &self,
+        mode: PutMode,
+        uri: &str,
+        put: &Put<'_>,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
         if let Some(length) = &put.length {
             headers.push(("Content-Length", length));
         }

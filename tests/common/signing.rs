@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::fcgi::{self, Body, Response, Role};
+use super::fcgi::Response;
 use super::{Put, PutMode, Server};
 
 /// Runs `program args...` with `stdin` as its input and returns its stdout (panics on failure).
@@ -93,8 +93,7 @@ pub fn hs256_jwt(secret: &str, payload: &str) -> String {
     jwt_with("sha256", secret, HS256_HEADER, payload)
 }
 
-/// Like [`Server::put`], with extra request headers (e.g. `Authorization`), which reach the
-/// program as `HTTP_*` params in every mode, as nginx and Apache pass them.
+/// Like [`Server::put`], with extra request headers: see [`Server::put_with_headers`].
 pub fn put_with_headers(
     server: &Server,
     mode: PutMode,
@@ -102,28 +101,5 @@ pub fn put_with_headers(
     put: &Put<'_>,
     extra: &[(&str, &str)],
 ) -> Response {
-    let mut headers: Vec<(&str, &str)> = extra.to_vec();
-    if let Some(length) = &put.length {
-        headers.push(("Content-Length", length));
-    }
-    if let Some(content_type) = put.content_type {
-        headers.push(("Content-Type", content_type));
-    }
-    if put.chunked {
-        headers.push(("Transfer-Encoding", "chunked"));
-    }
-    match mode {
-        PutMode::AuthRequest => {
-            let params = fcgi::auth_subrequest_params(uri, &headers);
-            server.request(Role::Responder, &params, Body::Empty)
-        }
-        PutMode::Authorizer => {
-            let params = fcgi::authorizer_params(uri, &headers);
-            server.request(Role::Authorizer, &params, Body::None)
-        }
-        PutMode::SelfWrite => {
-            let params = fcgi::request_params("PUT", uri, &headers);
-            server.request(Role::Responder, &params, Body::Bytes(put.body))
-        }
-    }
+    server.put_with_headers(mode, uri, put, extra)
 }
