@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# End-to-end test with a real ejabberd (Debian 12's ejabberd 23.01), so that INSTALL.md's
+# "ejabberd" and "ejabberd with external_secret" examples are tested:
+#
+#   slixmpp client --XMPP--> ejabberd mod_http_upload
+#       localhost      service_url --GET ?jid=&name=&size=&content_type=--> nginx --> program
+#       ext.localhost  external_secret: ejabberd signs /share/<sha1>/<random>/<name>?v=<hmac>
+#   client --PUT/GET--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#
+# Everything listens on 127.0.0.1 on free high ports, in a temporary directory: ejabberd runs
+# as the calling user (erl directly, not the ejabberdctl wrapper, which would `su ejabberd`),
+# with its own spool, log, Erlang cookie ($HOME) and epmd (ERL_EPMD_PORT); nothing touches
+# the system's own ejabberd, epmd or nginx.
+#
+# Usage: tests/e2e/ejabberd/run.sh [--keep]
+#   XHU_BIN=path        the binary under test (default: `cargo build`, target/debug)
+#   CI=true             install missing Debian packages with apt-get (as root); a missing
+#                       dependency is then an error. XHU_E2E_INSTALL=1 installs too.
+#   XHU_E2E_REPORT=file also copy the clients' JSON reports (what ejabberd sent) there
+#   XHU_E2E_KEEP=1 / --keep  keep the temporary directory (logs, configs, files)
+# Exit status: 0 passed, 1 failed, 77 skipped (dependencies missing and not installing).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+PY=${XHU_E2E_PYTHON:-/usr/bin/python3} # Debian's, where python3-slixmpp installs
+KEEP=${XHU_E2E_KEEP:-0}
+[[ "${1:-}" == "--keep" ]] && KEEP=1
+
+log() { echo "e2e-ejabberd: $*"; }
+
+# ---------------------------------------------------------------- dependencies
+PKGS="ejabberd nginx-light python3-slixmpp python3-aiohttp"
+EJ_LIBS=/usr/lib/x86_64-linux-gnu # where Debian installs ejabberd's Erlang applications
+ERL=/usr/bin/erl
+EPMD=/usr/bin/epmd
+
+missing() {
+    local m=()
+    [[ -x $ERL && -x $EPMD ]] || m+=(erlang)
+    compgen -G "$EJ_LIBS/ejabberd-*/ebin/ejabberd.app" >/dev/null || m+=(ejabberd)
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || m+=(nginx)
+    [[ -x $PY ]] && $PY -c 'import slixmpp' >/dev/null 2>&1 || m+=(python3-slixmpp)
+    [[ -x $PY ]] && $PY -c 'import aiohttp, yarl' >/dev/null 2>&1 || m+=(python3-aiohttp)
+    echo "${m[*]:-}"
+}
+
+MISSING=$(missing)
+if [[ -n "$MISSING" ]]; then
+    if [[ "${CI:-}" == "true" || "${XHU_E2E_INSTALL:-}" == "1" ]]; then
+        if [[ $(id -u) != 0 ]]; then
+            log "missing: $MISSING; installing needs root"
+            exit 1
+        fi
+        log "installing $PKGS (missing: $MISSING)"
+        export DEBIAN_FRONTEND=noninteractive
+        # shellcheck disable=SC2086
+        if ! apt-get install -y -qq --no-install-recommends $PKGS >/dev/null; then
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
+        fi
+        # The packages may start their system services; this test runs its own instances.
+        service ejabberd stop >/dev/null 2>&1 || true
+        service nginx stop >/dev/null 2>&1 || true
+        MISSING=$(missing)
+        if [[ -n "$MISSING" ]]; then
+            log "still missing after apt-get: $MISSING"
+            exit 1
+        fi
+    else
+        log "SKIP: missing $MISSING (Debian: apt-get install $PKGS; or run with CI=true or XHU_E2E_INSTALL=1 as root)"
+        exit 77
+    fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# ---------------------------------------------------------------- the binary
+if [[ -z "${XHU_BIN:-}" ]]; then
+    log "building the program"
+    (cd "$ROOT" && cargo build --quiet)
+    XHU_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/xmpp-http-upload"
+fi
+[[ -x "$XHU_BIN" ]] || { log "no binary at $XHU_BIN"; exit 1; }
+
+# ---------------------------------------------------------------- the directory
+D=$(mktemp -d "${TMPDIR:-/tmp}/xhu-e2e-ej.XXXXXX")
+chmod 755 "$D"
+UPLOAD_ROOT="$D/files"
+mkdir -p "$UPLOAD_ROOT/share" "$D/nginx-tmp" "$D/ejabberd-spool" "$D/ejabberd-log" "$D/erlang-home"
+chmod 700 "$D/erlang-home"
+
+# Four free loopback ports, and a unique Erlang node name.
+read -r C2S_PORT NGINX_PORT NGINX_SLOT_PORT EPMD_PORT < <($PY - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+)
+NODE="xhu-e2e-$$-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')@localhost"
+HMAC_SECRET="hmac-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+NGINX_USER_LINE=""
+[[ $(id -u) == 0 ]] && NGINX_USER_LINE="user root root;"
+
+# The environment ejabberdctl would set up (/usr/sbin/ejabberdctl), pointed at $D. Our own
+# epmd on its own port: a system epmd (or another test's) is never used nor killed.
+export HOME="$D/erlang-home" # the Erlang cookie ($HOME/.erlang.cookie), shared with the ctl calls
+export ERL_EPMD_PORT=$EPMD_PORT
+export ERL_LIBS=$EJ_LIBS
+export ERL_INETRC=/etc/ejabberd/inetrc # "localhost" = 127.0.0.1 for the node name
+[[ -f $ERL_INETRC ]] || unset ERL_INETRC
+export EJABBERD_CONFIG_PATH="$D/ejabberd.yml"
+export EJABBERD_LOG_PATH="$D/ejabberd-log/ejabberd.log"
+export ERL_CRASH_DUMP="$D/ejabberd-log/erl_crash.dump"
+export CONTRIB_MODULES_PATH="$D/ejabberd-contrib"
+export CONTRIB_MODULES_CONF_DIR="$D/ejabberd-contrib-conf"
+
+EJ_PID=""
+PIDS=()
+cleanup() {
+    local rc=$?
+    [[ -f "$D/nginx.pid" ]] && kill "$(cat "$D/nginx.pid")" 2>/dev/null || true
+    if [[ -n $EJ_PID ]]; then
+        ejctl stop >/dev/null 2>&1 || true
+        for _ in $(seq 1 50); do kill -0 "$EJ_PID" 2>/dev/null || break; sleep 0.1; done
+        kill "$EJ_PID" 2>/dev/null || true
+        wait "$EJ_PID" 2>/dev/null || true
+    fi
+    # Only our epmd: the one on $ERL_EPMD_PORT, which the node above started.
+    "$EPMD" -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ $rc != 0 || $KEEP == 1 ]]; then
+        log "kept $D"
+    else
+        rm -rf "$D"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fill() {
+    sed -e "s|@DIR@|$D|g" -e "s|@UPLOAD_ROOT@|$UPLOAD_ROOT|g" \
+        -e "s|@C2S_PORT@|$C2S_PORT|g" -e "s|@NGINX_SLOT_PORT@|$NGINX_SLOT_PORT|g" \
+        -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HMAC_SECRET@|$HMAC_SECRET|g" \
+        -e "s|@NGINX_USER_LINE@|$NGINX_USER_LINE|g" "$1" >"$2"
+}
+fill "$HERE/ejabberd.yml.in" "$D/ejabberd.yml"
+fill "$HERE/nginx.conf.in" "$D/nginx.conf"
+fill "$HERE/nginx-files.conf.in" "$D/nginx-files.conf"
+fill "$HERE/config.toml.in" "$D/config.toml"
+
+wait_for() { # tries (0.1 s each), description, command...
+    local n=$1 what=$2
+    shift 2
+    for _ in $(seq 1 "$n"); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "timed out waiting for $what"
+    return 1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# What `ejabberdctl <command>` runs, without its `su ejabberd`.
+ejctl() {
+    (cd "$D/ejabberd-spool" &&
+        "$ERL" -sname "ctl-$$-$RANDOM@localhost" -hidden -noinput -s ejabberd_ctl -extra "$NODE" "$@")
+}
+
+show_logs() {
+    for f in xhu.log nginx-error.log nginx-access.log nginx-slot.log ejabberd.out; do
+        [[ -s "$D/$f" ]] || continue
+        echo "---- $f (last 40 lines)"
+        tail -n 40 "$D/$f"
+    done
+    if [[ -s "$EJABBERD_LOG_PATH" ]]; then
+        echo "---- ejabberd.log (warnings, errors, http_upload)"
+        grep -E "warning|error|http_upload|critical" "$EJABBERD_LOG_PATH" | tail -n 40 || true
+    fi
+}
+
+# ---------------------------------------------------------------- the program
+log "program: $XHU_BIN"
+if ! "$XHU_BIN" check-config --config "$D/config.toml" >"$D/check-config.out" 2>&1; then
+    cat "$D/check-config.out"
+    log "check-config refused the e2e config"
+    exit 1
+fi
+RUST_LOG=${RUST_LOG:-debug} "$XHU_BIN" serve --config "$D/config.toml" --listen "unix:$D/fcgi.sock" \
+    >"$D/xhu.log" 2>&1 &
+PIDS+=($!)
+wait_for 100 "the program's socket" test -S "$D/fcgi.sock" || { show_logs; exit 1; }
+
+# ---------------------------------------------------------------- nginx
+"$NGINX" -t -q -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log" || { show_logs; exit 1; }
+"$NGINX" -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log"
+wait_for 100 "nginx on $NGINX_PORT" port_open "$NGINX_PORT" || { show_logs; exit 1; }
+wait_for 100 "nginx on $NGINX_SLOT_PORT" port_open "$NGINX_SLOT_PORT" || { show_logs; exit 1; }
+
+# ---------------------------------------------------------------- ejabberd
+# In the foreground (as `ejabberdctl foreground` does), so that we hold its pid.
+(cd "$D/ejabberd-spool" &&
+    exec "$ERL" -sname "$NODE" -noinput +K true +P 250000 -env ERL_CRASH_DUMP_BYTES 0 \
+        -mnesia dir "\"$D/ejabberd-spool\"" -s ejabberd) >"$D/ejabberd.out" 2>&1 &
+EJ_PID=$!
+# ejabberd needs a few seconds (Mnesia); give it 60.
+wait_for 600 "ejabberd c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
+ejctl status >"$D/ejctl-status.out" 2>&1 || { cat "$D/ejctl-status.out"; show_logs; exit 1; }
+PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+for jid in alice@localhost mallory@localhost alice@ext.localhost; do
+    ejctl register "${jid%@*}" "${jid#*@}" "$PASSWORD" >>"$D/ejctl.out" 2>&1 ||
+        { cat "$D/ejctl.out"; show_logs; exit 1; }
+done
+log "$(head -n1 "$D/ejctl-status.out" | tr -d '\n'); $(sed -n 's/.*\(ejabberd [0-9.-]* is running\).*/\1/p' "$D/ejctl-status.out")" \
+    "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT (slot API :$NGINX_SLOT_PORT), dir $D"
+
+# ---------------------------------------------------------------- the clients
+client() { # role, jid, service, report
+    timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
+        --service "$3" --nginx-port "$NGINX_PORT" --hmac-secret "$HMAC_SECRET" \
+        --report "$4" ${XHU_E2E_DEBUG:+--debug}
+}
+set +e
+RC=0
+log "mod_http_upload with service_url (the program's slot API):"
+client slot alice@localhost upload.localhost "$D/report-slot.json" || RC=1
+log "mod_http_upload with external_secret (HMAC):"
+client external alice@ext.localhost upload.ext.localhost "$D/report-external.json" || RC=1
+log "a user the program's rules deny (service_url):"
+client denied mallory@localhost upload.localhost "$D/report-denied.json" || RC=1
+set -e
+
+# What ejabberd sent to the slot API (nginx's log of the raw request line and headers).
+log "slot requests as nginx received them from ejabberd:"
+sed "s/^/e2e-ejabberd:   /" "$D/nginx-slot.log" || true
+log "the program's log of them:"
+grep -E "slot granted|refused GET|http_upload" "$D/xhu.log" | sed "s/^/e2e-ejabberd:   /" || true
+
+if [[ -n "${XHU_E2E_REPORT:-}" ]]; then
+    $PY -c '
+import json, sys
+out = {}
+for role in ("slot", "external", "denied"):
+    try:
+        out[role] = json.load(open(f"{sys.argv[1]}/report-{role}.json"))
+    except OSError:
+        pass
+out["slot_requests"] = open(f"{sys.argv[1]}/nginx-slot.log").read().splitlines()
+json.dump(out, open(sys.argv[2], "w"), indent=2, ensure_ascii=False)' "$D" "$XHU_E2E_REPORT"
+fi
+if [[ $RC != 0 ]]; then
+    show_logs
+    exit 1
+fi
+
+# Every slot request came from ejabberd on loopback, as INSTALL.md describes it.
+if ! grep -q 'SLOT-REQUEST 127.0.0.1 "GET /http_upload/slot/?jid=alice%40localhost&name=' "$D/nginx-slot.log"; then
+    log "FAIL: no slot request of the shape INSTALL.md describes"
+    exit 1
+fi
+# The refusals the client saw as nginx's 403 were the program's 409 (exists) twice, one per
+# mode, and its 413 (another size than the slot's).
+N409=$(grep -c 'refused PUT .*: 409 .*has been uploaded already' "$D/xhu.log" || true)
+if [[ $N409 -lt 2 ]] || ! grep -q 'refused PUT /upload/.*: 413 ' "$D/xhu.log"; then
+    log "FAIL: the program did not log its 409 (twice) and 413 for the refused PUTs"
+    exit 1
+fi
+# The files are where the program expects them (docs/INTERFACE.md).
+find "$UPLOAD_ROOT" -type f | sort | sed "s|^$UPLOAD_ROOT/|e2e-ejabberd: stored |"
+log "ok    all ejabberd end-to-end checks passed"
+exit 0
