@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -403,58 +403,12 @@ fn a_full_disk_gives_507_and_leaves_no_file() {
     integrity_ok(&env.database);
 }
 
-/// An nginx started by this test on the stack's own configuration, stopped on drop.
-struct OwnNginx(Child);
-
-impl Drop for OwnNginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn nginx_pid(stack: &web::Stack) -> u32 {
     fs::read_to_string(stack.dir.path.join("nginx.pid"))
         .expect("nginx.pid")
         .trim()
         .parse()
         .expect("pid")
-}
-
-/// curl that returns `None` for a transfer that failed (connection refused during a restart).
-fn try_curl(args: &[&str]) -> Option<(u16, Vec<u8>)> {
-    let output = Command::new("curl")
-        .args([
-            "-sS",
-            "-k",
-            "--max-time",
-            "20",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let mut out = output.stdout;
-    let newline = out.iter().rposition(|&b| b == b'\n')?;
-    let code: u16 = String::from_utf8_lossy(&out[newline + 1..])
-        .trim()
-        .parse()
-        .ok()?;
-    out.truncate(newline);
-    (code != 0).then_some((code, out))
 }
 
 #[test]
@@ -492,7 +446,8 @@ fn nginx_reload_and_restart_do_not_disturb_the_program() {
         thread::sleep(Duration::from_millis(50));
     }
     let start_nginx = || {
-        OwnNginx(
+        web::Process::adopt(
+            "nginx",
             Command::new("nginx")
                 .arg("-p")
                 .arg(format!("{}/", stack.dir.path.display()))
@@ -564,16 +519,16 @@ fn nginx_reload_and_restart_do_not_disturb_the_program() {
                         Some((status, _)) => panic!("{what}: unexpected {status}"),
                     }
                 };
-                let Some(answer) = note("slot", try_curl(&[&url])) else {
+                let Some(answer) = note("slot", web::try_curl(&["--max-time", "20", &url])) else {
                     continue;
                 };
                 let text = String::from_utf8_lossy(&answer).to_string();
                 let put_url = text.lines().next().unwrap().to_string();
                 let file_arg = file.display().to_string();
-                if note("PUT", try_curl(&["-T", &file_arg, &put_url])).is_none() {
+                if note("PUT", web::try_curl(&["--max-time", "20", "-T", &file_arg, &put_url])).is_none() {
                     continue;
                 }
-                let Some(got) = note("GET", try_curl(&[&put_url])) else {
+                let Some(got) = note("GET", web::try_curl(&["--max-time", "20", &put_url])) else {
                     continue;
                 };
                 assert!(got == body, "downloaded bytes differ for {put_url}");

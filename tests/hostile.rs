@@ -15,9 +15,8 @@ mod web;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use web::{Answer, Flavour, SECRET, Stack, available, curl, ejabberd_encode};
+use web::{Answer, Flavour, SECRET, Stack, available, curl, ejabberd_encode, try_curl};
 
 const ALICE: &str = "alice@example.org";
 
@@ -31,23 +30,6 @@ fn start() -> Option<Stack> {
     let stack = Stack::start(Flavour::Nginx);
     fs::write(stack.dir.path.join("canary.txt"), CANARY).expect("write canary");
     Some(stack)
-}
-
-/// curl that does not insist on an answer: `None` when the transfer failed (timeout, reset).
-fn try_curl(args: &[&str]) -> Option<(u16, Vec<u8>)> {
-    let output = Command::new("curl")
-        .args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let mut out = output.stdout;
-    let newline = out.iter().rposition(|&b| b == b'\n')?;
-    let code: u16 = String::from_utf8_lossy(&out[newline + 1..])
-        .trim()
-        .parse()
-        .ok()?;
-    out.truncate(newline);
-    (code != 0).then_some((code, out))
 }
 
 fn slot_query(stack: &Stack, query: &str) -> Answer {

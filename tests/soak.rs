@@ -20,7 +20,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -44,26 +44,6 @@ fn soak_20s() {
 #[ignore = "five minutes: run with --ignored"]
 fn soak_5min() {
     soak(300);
-}
-
-/// A child process killed on drop.
-struct Owned(Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_gone(pid: u32) {
@@ -93,8 +73,8 @@ fn rss(pid: u32) -> u64 {
 /// inherited socket with a quota rule in front of the shipped test rules.
 struct LoadStack {
     stack: Stack,
-    programs: Vec<Owned>,
-    _nginx: Owned,
+    programs: Vec<web::Process>,
+    _nginx: web::Process,
     plain_port: u16,
     slot_port: u16,
 }
@@ -156,7 +136,7 @@ fn start_load_stack() -> LoadStack {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start the program");
-        programs.push(Owned(child));
+        programs.push(web::Process::adopt("xmpp-http-upload", child));
     }
     drop(listener);
     // nginx with a master process and an extra plain listener on the public server.
@@ -182,7 +162,8 @@ fn start_load_stack() -> LoadStack {
         )
         .replace("worker_connections 256;", "worker_connections 1024;");
     fs::write(dir.join("nginx-soak.conf"), conf).unwrap();
-    let nginx = Owned(
+    let nginx = web::Process::adopt(
+        "nginx",
         Command::new("nginx")
             .arg("-p")
             .arg(format!("{}/", dir.display()))
@@ -439,7 +420,7 @@ fn soak(default_secs: u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default_secs);
     let load = Arc::new(start_load_stack());
-    let pids: Vec<u32> = load.programs.iter().map(|p| p.0.id()).collect();
+    let pids: Vec<u32> = load.programs.iter().map(|p| p.pid()).collect();
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();

@@ -206,12 +206,17 @@ impl Drop for TempDir {
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) on drop.
-struct Process {
+pub struct Process {
     name: &'static str,
     child: Child,
 }
 
 impl Process {
+    /// Takes charge of a process the test started itself.
+    pub fn adopt(name: &'static str, child: Child) -> Process {
+        Process { name, child }
+    }
+
     fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Process {
         Process::spawn_with_stdin(name, command, log, Stdio::null())
     }
@@ -232,7 +237,7 @@ impl Process {
         Process { name, child }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -1024,6 +1029,24 @@ impl Answer {
 }
 
 static CURL_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// curl that does not insist on an answer: `None` when the transfer failed (timeout, reset,
+/// connection refused during a restart), else the status and the body.
+pub fn try_curl(args: &[&str]) -> Option<(u16, Vec<u8>)> {
+    let output = Command::new("curl")
+        .args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let mut out = output.stdout;
+    let newline = out.iter().rposition(|&b| b == b'\n')?;
+    let code: u16 = String::from_utf8_lossy(&out[newline + 1..])
+        .trim()
+        .parse()
+        .ok()?;
+    out.truncate(newline);
+    (code != 0).then_some((code, out))
+}
 
 /// Runs `curl` with `args` (plus `-sS -k`, a timeout, and header/body capture) and returns
 /// the final response. Pass `-o FILE` yourself to stream a large body to a file.
