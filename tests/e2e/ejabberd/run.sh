@@ -237,7 +237,7 @@ set -e
 log "slot requests as nginx received them from ejabberd:"
 sed "s/^/e2e-ejabberd:   /" "$D/nginx-slot.log" || true
 log "the program's log of them:"
-grep -E "slot granted|refused GET|http_upload" "$D/xhu.log" | sed "s/^/e2e-ejabberd:   /" || true
+grep -E "slot granted|refused GET /http_upload" "$D/xhu.log" | sed "s/^/e2e-ejabberd:   /" || true
 
 if [[ -n "${XHU_E2E_REPORT:-}" ]]; then
     $PY -c '

@@ -1,0 +1,97 @@
+//! End to end with a real ejabberd 23.01 (Debian's `ejabberd`) on loopback, so that INSTALL.md's
+//! "ejabberd" and "ejabberd with external_secret" examples are tested: an XMPP client (slixmpp)
+//! asks ejabberd's `mod_http_upload` for slots, PUTs through nginx (which asks this program,
+//! decide-only) and downloads again, comparing bytes.
+//!
+//! - `localhost`: `service_url` — ejabberd asks the program's slot API (behind nginx, loopback
+//!   only) for every slot; a Cyrillic name must come back to the client encoded exactly once;
+//!   over-limit (the program's 413 → `not-acceptable`) and a JID the rules deny (403 →
+//!   `not-allowed`).
+//! - `ext.localhost`: `external_secret` + `put_url` — ejabberd signs the URLs itself (`?v=`),
+//!   the program checks the HMAC; tampered MAC, other size and re-upload are refused.
+//!
+//! The work is done by `tests/e2e/ejabberd/run.sh` (see there); this test runs it on the binary
+//! under test and asserts on its result. Without ejabberd, nginx or the Python modules the test
+//! is skipped with a message, except under `CI=true`, where the driver installs them with
+//! apt-get and a missing one is a failure.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
+
+#[test]
+fn ejabberd_end_to_end() {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/ejabberd/run.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("XHU_BIN", BIN)
+        .output()
+        .expect("run bash tests/e2e/ejabberd/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    if out.status.code() == Some(77) {
+        assert!(
+            !ci,
+            "CI=true but the ejabberd e2e dependencies are missing:\n{stdout}{stderr}"
+        );
+        eprintln!("SKIPPED ejabberd_end_to_end: {}", stdout.trim());
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "the ejabberd end-to-end test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The three clients (service_url, external_secret, denied user) ran to the end, all passed.
+    assert_eq!(
+        stdout.matches("E2E RESULT: PASS").count(),
+        3,
+        "expected three passing client runs:\n{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("E2E RESULT: FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("e2e-ejabberd: ok    all ejabberd end-to-end checks passed"),
+        "{stdout}"
+    );
+    for mode in ["service_url", "external_secret"] {
+        for name in ["hello.txt", "Тест файл №1.txt"] {
+            assert!(
+                stdout.contains(&format!("ok    {mode} {name}: GET returns the same bytes")),
+                "no successful download of {name:?} with {mode}:\n{stdout}"
+            );
+        }
+        assert!(
+            stdout.contains(&format!(
+                "ok    {mode}: GET of the 1.5 MB file returns the same bytes"
+            )),
+            "no successful slixmpp upload_file() with {mode}:\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "ok    {mode}: 20 MiB slot request -> not-acceptable"
+            )),
+            "over-limit slot request with {mode}:\n{stdout}"
+        );
+    }
+    // The Cyrillic name reached the client percent-encoded once, not twice.
+    assert!(
+        stdout.contains("ok    service_url: PUT URL is not double-encoded (no %25)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "ok    external_secret: v = HMAC-SHA256(secret, '<path> <size>') verified here"
+        ),
+        "{stdout}"
+    );
+    // ejabberd's slot request had the shape INSTALL.md describes (from 127.0.0.1, ?jid=...).
+    assert!(
+        stdout.contains(
+            "SLOT-REQUEST 127.0.0.1 \"GET /http_upload/slot/?jid=alice%40localhost&name=hello.txt&size=34&content_type=text/plain HTTP/1.1\" status=200"
+        ),
+        "{stdout}"
+    );
+}
