@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::refusal::{Error, Outcome};
+use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
 use crate::rules::{Limits, Usage, check_quota};
 
 /// How long a writer waits for another process's transaction before giving up (→ 503).
@@ -175,6 +175,14 @@ impl Store {
         limits: &Limits,
         put_timeout: u64,
     ) -> Result<(), Outcome> {
+        // SQLite integers are signed: a size it cannot hold is one no upload can have.
+        let Ok(stored_size) = i64::try_from(slot.size) else {
+            return Err(Refusal::new(
+                RefusalKind::TooLarge,
+                format!("size {} is larger than {}", slot.size, i64::MAX),
+            )
+            .into());
+        };
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("reserving a slot", e);
             let tx = conn
@@ -200,7 +208,7 @@ impl Store {
                     slot.token,
                     slot.jid,
                     slot.name,
-                    slot.size as i64,
+                    stored_size,
                     slot.content_type,
                     slot.created,
                     slot.authorized,
@@ -469,6 +477,14 @@ mod tests {
             (slot.size, slot.authorized, slot.area),
             (7, Some(101), None)
         );
+    }
+
+    #[test]
+    fn sizes_beyond_i64_are_refused_not_wrapped() {
+        let store = Store::open(&temp_db("huge")).unwrap();
+        let refused = store.reserve_slot(&slot("h", u64::MAX, 1000), &Limits::default(), 360);
+        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::TooLarge));
+        assert!(store.slot("h").unwrap().is_none());
     }
 
     #[test]
