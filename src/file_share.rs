@@ -22,6 +22,7 @@ use crate::name::percent_decode_segment;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::{check_max_file_size, limits_for};
+use crate::slot::valid_content_type;
 use crate::store::Slot;
 use crate::transfer::{serve_file, with_cors};
 
@@ -130,6 +131,10 @@ pub fn check_put(
             ),
         )
         .into());
+    }
+    // The type is served back as the download's Content-Type: it must be a clean header value.
+    if let Some(filetype) = &claims.filetype {
+        valid_content_type(filetype)?;
     }
     check_media_type(req, claims.filetype.as_deref())?;
     check_max_file_size(share.max_file_size, size)?;
@@ -271,6 +276,12 @@ mod tests {
         assert!(verify_token(b"k", &tampered).is_err());
         assert!(verify_token(b"k", "a.b").is_err());
         assert!(verify_token(b"k", "").is_err());
+    }
+
+    #[test]
+    fn a_filetype_with_a_line_break_is_not_a_content_type() {
+        assert!(valid_content_type("text/plain\r\nSet-Cookie: a=b").is_err());
+        assert!(valid_content_type("text/plain; charset=utf-8").is_ok());
     }
 
     #[test]

@@ -232,8 +232,9 @@ fn bare_jid(jid: &str) -> Result<String, Refusal> {
     Ok(bare.to_lowercase())
 }
 
-/// A media type with optional parameters, made only of characters safe in a header.
-fn valid_content_type(text: &str) -> Result<String, Refusal> {
+/// A media type with optional parameters, made only of characters safe in a header (it is
+/// served back as the download's Content-Type).
+pub fn valid_content_type(text: &str) -> Result<String, Refusal> {
     let text = text.trim();
     let (media, _params) = text.split_once(';').unwrap_or((text, ""));
     let token = |s: &str| {

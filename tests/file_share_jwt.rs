@@ -94,7 +94,14 @@ impl Claims {
     }
 
     fn json(&self) -> String {
-        let s = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        let s = |v: &str| {
+            let escaped = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\r', "\\r")
+                .replace('\n', "\\n");
+            format!("\"{escaped}\"")
+        };
         let mut out = format!(
             "{{\"sub\":{},\"iat\":{},\"exp\":{},\"slot\":{},",
             s(&self.sub),
@@ -916,5 +923,26 @@ fn cleanup_deletes_files_at_their_expires() {
         );
         let get = server.get(&kept.uri());
         assert_eq!(get.status, 200, "GET {}: {get}", kept.uri());
+    }
+}
+
+/// The token's `filetype` is served back as the download's Content-Type: one with a line break
+/// (a header injection) is refused with 400 before anything is stored.
+#[test]
+fn a_filetype_that_is_no_clean_header_value_is_refused() {
+    let (env, server) = start(&config());
+    for (i, mode) in ALL_MODES.into_iter().enumerate() {
+        let evil = "text/plain\r\nSet-Cookie: session=stolen";
+        let claims = Claims::new(&slot_id(&format!("h{i}")), "note.txt", 5, evil);
+        refused(
+            &server,
+            &env,
+            mode,
+            &claims.uri(),
+            &Put::of(b"hello").typed("text/plain"),
+            Some(&bearer(&claims.token())),
+            400,
+            "filetype with CR LF",
+        );
     }
 }
