@@ -151,7 +151,9 @@ impl Response {
         for (name, value) in &self.headers {
             head.push_str(name);
             head.push_str(": ");
-            head.push_str(value);
+            // Values are checked where they come from; this keeps a line break that slipped
+            // through from ever starting a header of its own.
+            head.extend(value.chars().map(|c| if c.is_control() { ' ' } else { c }));
             head.push_str("\r\n");
         }
         head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body_len()));
@@ -206,5 +208,30 @@ pub fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable",
         507 => "Insufficient Storage",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_break_in_a_header_value_cannot_start_a_header() {
+        let response = Response::empty(200).with_header("Content-Type", "text/plain\r\nX-Evil: 1");
+        let head = String::from_utf8(response.cgi_head()).unwrap();
+        assert!(
+            head.contains("Content-Type: text/plain  X-Evil: 1\r\n"),
+            "{head:?}"
+        );
+        assert!(!head.contains("\r\nX-Evil"), "{head:?}");
+    }
+
+    #[test]
+    fn head_has_status_and_length() {
+        let head = Response::text(201, "text/plain", "created\n").cgi_head();
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "Status: 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\n"
+        );
     }
 }
