@@ -27,6 +27,9 @@ PY=${XHU_E2E_PYTHON:-/usr/bin/python3}  # Debian's, where python3-slixmpp instal
 KEEP=${XHU_E2E_KEEP:-0}
 [[ "${1:-}" == "--keep" ]] && KEEP=1
 
+# shellcheck source=tests/e2e/lib.sh
+source "$HERE/lib.sh"
+
 log() { echo "e2e: $*"; }
 
 # ---------------------------------------------------------------- dependencies
@@ -39,48 +42,15 @@ missing() {
     [[ -f /usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua ]] ||
         m+=(prosody-modules)
     [[ -f /usr/lib/prosody/modules/mod_http_file_share.lua ]] || m+=(mod_http_file_share)
-    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || m+=(nginx)
-    [[ -x $PY ]] && $PY -c 'import slixmpp' >/dev/null 2>&1 || m+=(python3-slixmpp)
-    [[ -x $PY ]] && $PY -c 'import aiohttp, yarl' >/dev/null 2>&1 || m+=(python3-aiohttp)
+    # shellcheck disable=SC2207
+    m+=($(e2e_missing_common))
     echo "${m[*]:-}"
 }
 
-MISSING=$(missing)
-if [[ -n "$MISSING" ]]; then
-    if [[ "${CI:-}" == "true" || "${XHU_E2E_INSTALL:-}" == "1" ]]; then
-        if [[ $(id -u) != 0 ]]; then
-            log "missing: $MISSING; installing needs root"
-            exit 1
-        fi
-        log "installing $PKGS (missing: $MISSING)"
-        export DEBIAN_FRONTEND=noninteractive
-        # shellcheck disable=SC2086
-        if ! apt-get install -y -qq --no-install-recommends $PKGS >/dev/null; then
-            apt-get update -qq
-            apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
-        fi
-        # The packages may start their system services; this test runs its own instances.
-        service prosody stop >/dev/null 2>&1 || true
-        service nginx stop >/dev/null 2>&1 || true
-        MISSING=$(missing)
-        if [[ -n "$MISSING" ]]; then
-            log "still missing after apt-get: $MISSING"
-            exit 1
-        fi
-    else
-        log "SKIP: missing $MISSING (Debian: apt-get install $PKGS; or run with CI=true or XHU_E2E_INSTALL=1 as root)"
-        exit 77
-    fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+e2e_install_or_skip prosody
 
 # ---------------------------------------------------------------- the binary
-if [[ -z "${XHU_BIN:-}" ]]; then
-    log "building the program"
-    (cd "$ROOT" && cargo build --quiet)
-    XHU_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/xmpp-http-upload"
-fi
-[[ -x "$XHU_BIN" ]] || { log "no binary at $XHU_BIN"; exit 1; }
+e2e_build_program
 
 # ---------------------------------------------------------------- the directory
 D=$(mktemp -d "${TMPDIR:-/tmp}/xhu-e2e.XXXXXX")
@@ -105,14 +75,7 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # Four free loopback ports.
-read -r C2S_PORT PROSODY_HTTP_PORT NGINX_PORT _ < <($PY - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+read -r C2S_PORT PROSODY_HTTP_PORT NGINX_PORT _ < <(e2e_free_ports 4)
 HMAC_SECRET="hmac-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 JWT_SECRET="jwt-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 NGINX_USER_LINE=""
@@ -128,18 +91,6 @@ fill "$HERE/prosody.cfg.lua.in" "$D/prosody.cfg.lua"
 fill "$HERE/nginx-external.conf" "$D/nginx.conf"
 fill "$HERE/config.toml.in" "$D/config.toml"
 
-wait_for() { # description, command...
-    local what=$1
-    shift
-    for _ in $(seq 1 100); do
-        if "$@" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    log "timed out waiting for $what"
-    return 1
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 show_logs() {
     for f in xhu.log nginx-error.log nginx-access.log prosody.out; do
         [[ -s "$D/$f" ]] || continue
@@ -152,22 +103,9 @@ show_logs() {
     fi
 }
 
-# ---------------------------------------------------------------- the program
-log "program: $XHU_BIN"
-if ! "$XHU_BIN" check-config --config "$D/config.toml" >"$D/check-config.out" 2>&1; then
-    cat "$D/check-config.out"
-    log "check-config refused the e2e config"
-    exit 1
-fi
-RUST_LOG=${RUST_LOG:-debug} "$XHU_BIN" serve --config "$D/config.toml" --listen "unix:$D/fcgi.sock" \
-    >"$D/xhu.log" 2>&1 &
-PIDS+=($!)
-wait_for "the program's socket" test -S "$D/fcgi.sock" || { show_logs; exit 1; }
-
-# ---------------------------------------------------------------- nginx
-"$NGINX" -t -q -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log" || { show_logs; exit 1; }
-"$NGINX" -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log"
-wait_for "nginx on $NGINX_PORT" port_open "$NGINX_PORT" || { show_logs; exit 1; }
+# ---------------------------------------------------------------- the program, nginx
+e2e_start_program
+e2e_start_nginx "$NGINX_PORT"
 
 # ---------------------------------------------------------------- Prosody
 PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -177,7 +115,7 @@ for user in alice mallory; do
 done
 prosody --config "$D/prosody.cfg.lua" -F >"$D/prosody.out" 2>&1 &
 PIDS+=($!)
-wait_for "Prosody c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
+wait_for 100 "Prosody c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
 log "prosody $(prosodyctl --config "$D/prosody.cfg.lua" about 2>/dev/null | sed -n 's/^Prosody \(.*\)$/\1/p' | head -n1)," \
     "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT, dir $D"
 

@@ -1,0 +1,103 @@
+# tests/e2e/lib.sh — what the end-to-end drivers (run.sh for Prosody, ejabberd/run.sh) share:
+# installing or skipping on missing packages, building the program, free ports, waiting, and
+# starting the program and nginx in the test directory. Sourced, not run. The driver defines
+# log(), missing() (which may call e2e_missing_common), show_logs(), and sets PKGS, ROOT, PY.
+
+# The packages every driver needs besides its XMPP server: nginx and the slixmpp client.
+e2e_missing_common() {
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || echo nginx
+    [[ -x $PY ]] && $PY -c 'import slixmpp' >/dev/null 2>&1 || echo python3-slixmpp
+    [[ -x $PY ]] && $PY -c 'import aiohttp, yarl' >/dev/null 2>&1 || echo python3-aiohttp
+}
+
+# Installs $PKGS when `missing` names anything and CI=true (or XHU_E2E_INSTALL=1, as root);
+# otherwise exits 77 (skip). $1: the system service the packages may start, stopped afterwards.
+# Sets NGINX.
+e2e_install_or_skip() {
+    local service=$1 missing_now
+    missing_now=$(missing)
+    if [[ -n "$missing_now" ]]; then
+        if [[ "${CI:-}" == "true" || "${XHU_E2E_INSTALL:-}" == "1" ]]; then
+            if [[ $(id -u) != 0 ]]; then
+                log "missing: $missing_now; installing needs root"
+                exit 1
+            fi
+            log "installing $PKGS (missing: $missing_now)"
+            export DEBIAN_FRONTEND=noninteractive
+            # shellcheck disable=SC2086
+            if ! apt-get install -y -qq --no-install-recommends $PKGS >/dev/null; then
+                apt-get update -qq
+                apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
+            fi
+            # The packages may start their system services; this test runs its own instances.
+            service "$service" stop >/dev/null 2>&1 || true
+            service nginx stop >/dev/null 2>&1 || true
+            missing_now=$(missing)
+            if [[ -n "$missing_now" ]]; then
+                log "still missing after apt-get: $missing_now"
+                exit 1
+            fi
+        else
+            log "SKIP: missing $missing_now (Debian: apt-get install $PKGS; or run with CI=true or XHU_E2E_INSTALL=1 as root)"
+            exit 77
+        fi
+    fi
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# Sets XHU_BIN: as given, or a fresh debug build of the repository.
+e2e_build_program() {
+    if [[ -z "${XHU_BIN:-}" ]]; then
+        log "building the program"
+        (cd "$ROOT" && cargo build --quiet)
+        XHU_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/xmpp-http-upload"
+    fi
+    [[ -x "$XHU_BIN" ]] || { log "no binary at $XHU_BIN"; exit 1; }
+}
+
+# Prints $1 free loopback ports, space-separated.
+e2e_free_ports() {
+    $PY - "$1" <<'PYEOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PYEOF
+}
+
+wait_for() { # tries (0.1 s each), description, command...
+    local n=$1 what=$2
+    shift 2
+    for _ in $(seq 1 "$n"); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "timed out waiting for $what"
+    return 1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Checks $D/config.toml and serves it on $D/fcgi.sock (log: $D/xhu.log); adds the pid to PIDS.
+e2e_start_program() {
+    log "program: $XHU_BIN"
+    if ! "$XHU_BIN" check-config --config "$D/config.toml" >"$D/check-config.out" 2>&1; then
+        cat "$D/check-config.out"
+        log "check-config refused the e2e config"
+        exit 1
+    fi
+    RUST_LOG=${RUST_LOG:-debug} "$XHU_BIN" serve --config "$D/config.toml" --listen "unix:$D/fcgi.sock" \
+        >"$D/xhu.log" 2>&1 &
+    PIDS+=($!)
+    wait_for 100 "the program's socket" test -S "$D/fcgi.sock" || { show_logs; exit 1; }
+}
+
+# Starts nginx on $D/nginx.conf and waits for each port given.
+e2e_start_nginx() {
+    "$NGINX" -t -q -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log" || { show_logs; exit 1; }
+    "$NGINX" -p "$D" -c "$D/nginx.conf" -e "$D/nginx-error.log"
+    local port
+    for port in "$@"; do
+        wait_for 100 "nginx on $port" port_open "$port" || { show_logs; exit 1; }
+    done
+}
