@@ -17,11 +17,11 @@ use crate::App;
 use crate::authorize::declared_length;
 use crate::config::SignedPrefix;
 use crate::files::SafePath;
-use crate::name::{parse_query, percent_decode_segment};
+use crate::name::{parse_query, percent_decode_path};
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::check_max_file_size;
-use crate::transfer::{serve_file, with_cors};
+use crate::transfer::{created, guessed_type, serve_file};
 
 /// What Prosody signs for v2 when the client declared no type.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -87,13 +87,8 @@ pub fn verify(secret: &[u8], signature: &Signature, message: &[u8]) -> bool {
 
 /// Decodes the path below the prefix into its segments and the path the server signed.
 fn decode_path(raw_rest: &str) -> Result<(Vec<String>, String), Refusal> {
-    let segments = raw_rest
-        .split('/')
-        .map(|segment| {
-            percent_decode_segment(segment)
-                .ok_or_else(|| Refusal::forbidden(format!("path segment {segment:?} is not UTF-8")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let segments = percent_decode_path(raw_rest)
+        .ok_or_else(|| Refusal::forbidden(format!("path {raw_rest:?} is not UTF-8")))?;
     let signed = segments.join("/");
     Ok((segments, signed))
 }
@@ -139,11 +134,7 @@ pub fn receive(
     let path = check_put(app, ext, req, raw_rest)?;
     let size = declared_length(req)?;
     app.uploads.receive(&path, size, body)?;
-    Ok(with_cors(Response::text(
-        201,
-        "text/plain; charset=utf-8",
-        "created\n",
-    )))
+    Ok(created())
 }
 
 /// GET/HEAD of a file uploaded with this protocol (the URL without its query).
@@ -156,10 +147,7 @@ pub fn serve(
     let not_found = |_| Refusal::not_found(format!("no file at {:?}", req.path));
     let (segments, _) = decode_path(raw_rest).map_err(not_found)?;
     let path = SafePath::external(&ext.dir, &segments).map_err(not_found)?;
-    let content_type = mime_guess::from_path(path.file_name())
-        .first_raw()
-        .unwrap_or(DEFAULT_CONTENT_TYPE);
-    serve_file(app, req, &path, content_type)
+    serve_file(app, req, &path, guessed_type(path.file_name()))
 }
 
 #[cfg(test)]

@@ -18,13 +18,13 @@ use crate::App;
 use crate::authorize::{check_media_type, declared_length};
 use crate::config::SignedPrefix;
 use crate::files::SafePath;
-use crate::name::percent_decode_segment;
+use crate::name::percent_decode_path;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::{check_max_file_size, limits_for};
 use crate::slot::valid_content_type;
 use crate::store::Slot;
-use crate::transfer::{serve_file, with_cors};
+use crate::transfer::{created, guessed_type, serve_file};
 
 /// The claims of an upload token, as Prosody 0.12 writes them.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -107,10 +107,7 @@ pub fn check_put(
     if claims.exp <= now as f64 {
         return Err(Refusal::new(RefusalKind::Gone, "upload token expired").into());
     }
-    let segments: Vec<String> = raw_rest
-        .split('/')
-        .map(percent_decode_segment)
-        .collect::<Option<_>>()
+    let segments = percent_decode_path(raw_rest)
         .ok_or_else(|| Refusal::bad_request("URL path is not UTF-8"))?;
     if segments.len() != 2 || segments[0] != claims.slot || segments[1] != claims.filename {
         return Err(Refusal::bad_request(format!(
@@ -194,11 +191,7 @@ pub fn receive(
     let (path, claims) = check_put(app, share, req, raw_rest, now)?;
     app.uploads.receive(&path, claims.filesize, body)?;
     app.store.mark_uploaded(&claims.slot, crate::unix_now())?;
-    Ok(with_cors(Response::text(
-        201,
-        "text/plain; charset=utf-8",
-        "created\n",
-    )))
+    Ok(created())
 }
 
 /// GET/HEAD of a file uploaded with this protocol.
@@ -209,22 +202,13 @@ pub fn serve(
     raw_rest: &str,
 ) -> Result<Response, Outcome> {
     let not_found = || Refusal::not_found(format!("no file at {:?}", req.path));
-    let segments: Vec<String> = raw_rest
-        .split('/')
-        .map(percent_decode_segment)
-        .collect::<Option<_>>()
-        .ok_or_else(not_found)?;
+    let segments = percent_decode_path(raw_rest).ok_or_else(not_found)?;
     let path = SafePath::external(&share.dir, &segments).map_err(|_| not_found())?;
     let recorded_type = match app.store.slot(&segments[0])? {
         Some(slot) if slot.name == segments[segments.len() - 1] => slot.content_type,
         _ => None,
     };
-    let content_type = recorded_type.unwrap_or_else(|| {
-        mime_guess::from_path(path.file_name())
-            .first_raw()
-            .unwrap_or("application/octet-stream")
-            .to_string()
-    });
+    let content_type = recorded_type.unwrap_or_else(|| guessed_type(path.file_name()).to_string());
     serve_file(app, req, &path, &content_type)
 }
 

@@ -63,6 +63,11 @@ pub fn percent_decode_segment(segment: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
+/// Decodes every `/`-separated segment of a URL path; `None` when one is not UTF-8.
+pub fn percent_decode_path(raw: &str) -> Option<Vec<String>> {
+    raw.split('/').map(percent_decode_segment).collect()
+}
+
 /// True when a name as it arrived in a PUT/GET URL stands for `expected`: raw, percent-encoded
 /// once, or encoded twice (a known client and server bug, SPEC 3).
 pub fn url_name_matches(segment: &str, expected: &str) -> bool {

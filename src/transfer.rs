@@ -30,11 +30,23 @@ pub fn receive(
     app.uploads
         .receive(&SafePath::slot(token, &slot.name)?, slot.size, body)?;
     app.store.mark_uploaded(token, crate::unix_now())?;
-    Ok(with_cors(Response::text(
+    Ok(created())
+}
+
+/// 201 for an upload the program stored, in every protocol.
+pub fn created() -> Response {
+    with_cors(Response::text(
         201,
         "text/plain; charset=utf-8",
         "created\n",
-    )))
+    ))
+}
+
+/// The type of a stored file that has no recorded one, from its name's extension.
+pub fn guessed_type(name: &str) -> &'static str {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
 }
 
 /// `GET`/`HEAD <get_prefix>/<token>/<name>` served by the program.
