@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import hmac
 import io
-import json
 import logging
 import os
 import re
@@ -34,31 +33,17 @@ logging.getLogger("slixmpp.stringprep").setLevel(logging.ERROR)
 import aiohttp  # noqa: E402
 import slixmpp  # noqa: E402
 import slixmpp.exceptions  # noqa: E402
-import yarl  # noqa: E402
 from slixmpp import JID  # noqa: E402
 
-CHECKS = []  # (ok, label, detail)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from e2e_common import check, http, run_to_end  # noqa: E402
+
 REPORT = {"slixmpp": slixmpp.__version__, "aiohttp": aiohttp.__version__, "slots": []}
 
 CYRILLIC = "Тест файл №1.txt"  # a space and "№": ejabberd's sanitiser turns both into "_"
 MAX = 10 * 1048576  # max_size in ejabberd.yml.in and the program's limit for alice
 
 
-def check(ok, label, detail=""):
-    CHECKS.append((bool(ok), label, detail))
-    print(("ok    " if ok else "FAIL  ") + label + (f"  [{detail}]" if detail else ""), flush=True)
-    return ok
-
-
-async def http(session, method, url, body=None, headers=None):
-    """One request with the URL sent byte for byte as ejabberd wrote it (and no Content-Type
-    unless given: aiohttp would add application/octet-stream on its own)."""
-    async with session.request(
-        method, yarl.URL(url, encoded=True), data=body, headers=headers or {},
-        skip_auto_headers=["Content-Type"],
-    ) as resp:
-        data = await resp.read()
-        return resp.status, dict(resp.headers), data
 
 
 def sanitize(name):
@@ -305,31 +290,7 @@ def main():
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.WARNING,
                         format="%(levelname)s %(name)s %(message)s")
 
-    xmpp = E2EClient(a)
-    xmpp.connect(address=(a.host, a.port), force_starttls=False, disable_starttls=True)
-
-    async def run():
-        await asyncio.wait_for(xmpp.done.wait(), timeout=150)
-
-    try:
-        xmpp.loop.run_until_complete(run())
-    except asyncio.TimeoutError:
-        check(False, "client finished in time", "150 s")
-    # slixmpp leaves its stream tasks pending after the disconnect: end them quietly.
-    pending = [t for t in asyncio.all_tasks(xmpp.loop) if not t.done()]
-    for t in pending:
-        t.cancel()
-    xmpp.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-
-    REPORT["checks"] = [{"ok": ok, "check": label, "detail": d} for ok, label, d in CHECKS]
-    with open(a.report, "w") as f:
-        json.dump(REPORT, f, indent=2, ensure_ascii=False)
-    failed = [c for c in CHECKS if not c[0]]
-    passed = len(CHECKS) - len(failed)
-    ok = CHECKS and not failed
-    print(f"e2e checks: {passed} ok, {len(failed)} not ok")
-    print("E2E RESULT: " + ("PASS" if ok else "FAIL"))
-    sys.exit(0 if ok else 1)
+    run_to_end(E2EClient(a), a.host, a.port, REPORT, a.report)
 
 
 if __name__ == "__main__":
