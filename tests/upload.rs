@@ -761,3 +761,35 @@ fn an_upload_cut_off_halfway_leaves_no_file() {
     // the server is still serving
     server.slot(JID, "after.txt", 1);
 }
+
+#[test]
+fn a_program_served_download_takes_its_type_from_the_name_not_the_uploader() {
+    // webserver_download = false in the standard config: the program serves the GET itself,
+    // and must type it as nginx and Apache would (from the extension, SECURITY.md).
+    let (_env, server) = start(&standard_config(ALLOW_ALL));
+    let body = b"<script>alert(1)</script>";
+    for (name, declared, served) in [
+        ("x.png", "text/html", "image/png"),
+        ("x.html", "image/png", "text/html"),
+        ("noext", "image/png", "application/octet-stream"),
+    ] {
+        let slot = server.typed_slot(JID, name, body.len() as u64, declared);
+        let r = server.put(
+            PutMode::SelfWrite,
+            &slot.put_path,
+            &Put::of(body).typed(declared),
+        );
+        assert_eq!(r.status, 201, "{name}: {r}");
+        let r = server.get(&slot.get_path);
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.header("Content-Type"), Some(served), "{name}: {r}");
+        let inline = served == "image/png";
+        let disposition = r.header("Content-Disposition").unwrap_or("");
+        assert_eq!(disposition.starts_with("inline"), inline, "{name}: {r}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{name}: {r}"
+        );
+    }
+}
