@@ -134,11 +134,15 @@ e2e_pin_servers() {
             exit 77
         fi
         if [[ ! -f $SROOT/.xhu-e2e-ready || -n $(e2e_generation_mismatches "$@") ]]; then
-            if [[ $install != 1 ]]; then
+            if [[ $install == 1 ]]; then
+                bash "$(dirname "${BASH_SOURCE[0]}")/server-root.sh" "$GEN" || exit 1
+            elif [[ -f $SROOT/.xhu-e2e-ready ]]; then
+                log "FAIL: the $GEN root has $(e2e_versions "$@"); pinned: $(e2e_generation_mismatches "$@") (update it: tests/e2e/server-root.sh $GEN)"
+                exit 1
+            else
                 log "SKIP: no $GEN root at $SROOT (make it as root: tests/e2e/server-root.sh $GEN; or run with CI=true or XHU_E2E_INSTALL=1)"
                 exit 77
             fi
-            bash "$(dirname "${BASH_SOURCE[0]}")/server-root.sh" "$GEN" || exit 1
         fi
     else
         wrong=$(e2e_generation_mismatches "$@")
