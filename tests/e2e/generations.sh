@@ -83,7 +83,7 @@ e2e_generation_mismatches() { # packages (of prosody, prosody-modules, ejabberd)
 # a note on stderr), else nothing and returns 1.
 e2e_pick_version() {
     local pkg=${1%%=*} pin=${1#*=} all have
-    all=$($APT_CACHE madison "$pkg" 2>/dev/null | awk -F' *[|] *' '{ print $2 }')
+    all=$($APT_CACHE madison "$pkg" 2>/dev/null | awk -F' *[|] *' '!seen[$2]++ { print $2 }')
     if grep -qxF -- "$pin" <<<"$all"; then
         echo "$pkg=$pin"
         return 0

@@ -1,5 +1,6 @@
 # tests/e2e/lib.sh — what the end-to-end drivers (run.sh for Prosody, ejabberd/run.sh) share:
-# installing or skipping on missing packages, building the program, free ports, waiting, and
+# installing or skipping on missing packages, the generation of XMPP servers under test and
+# its pinned versions (generations.sh), building the program, free ports, waiting, and
 # starting the program and nginx in the test directory. Sourced, not run. The driver defines
 # log(), missing() (which may call e2e_missing_common), show_logs(), and sets PKGS, ROOT, PY.
 

@@ -90,7 +90,7 @@ for pin in $(e2e_generation_mismatches "${PKGS[@]}"); do
     picked=$(e2e_pick_version "$pin") || exit 1
     PICKED+=("$picked")
 done
-log "installing ${PICKED[*]} lua-unbound from $GEN_SUITE"
+log "installing ${PICKED[*]:+${PICKED[*]} }lua-unbound from $GEN_SUITE"
 chroot "$GEN_ROOT" apt-get install -y -qq --no-install-recommends --allow-downgrades -t "$GEN_SUITE" \
     "${PICKED[@]}" lua-unbound >"$GEN_ROOT.apt.log" 2>&1 ||
     { tail -n 30 "$GEN_ROOT.apt.log"; log "apt-get install in the root failed"; exit 1; }
