@@ -192,6 +192,9 @@ log "a user the program's rules deny (service_url):"
 client denied mallory@localhost upload.localhost "$D/report-denied.json" || RC=1
 set -e
 
+# What ejabberd thinks of the configuration (both 23.01 and 24.12 call service_url deprecated).
+grep -o "Option '[a-z_]*' is deprecated.*" "$EJ_LOG" 2>/dev/null | sort -u | sed "s/^/e2e-ejabberd: note  /" || true
+
 # What ejabberd sent to the slot API (nginx's log of the raw request line and headers).
 log "slot requests as nginx received them from ejabberd:"
 sed "s/^/e2e-ejabberd:   /" "$D/nginx-slot.log" || true
