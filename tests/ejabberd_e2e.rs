@@ -1,7 +1,10 @@
-//! End to end with a real ejabberd 23.01 (Debian's `ejabberd`) on loopback, so that INSTALL.md's
-//! "ejabberd" and "ejabberd with external_secret" examples are tested: an XMPP client (slixmpp)
-//! asks ejabberd's `mod_http_upload` for slots, PUTs through nginx (which asks this program,
-//! decide-only) and downloads again, comparing bytes.
+//! End to end with a real ejabberd on loopback, so that INSTALL.md's "ejabberd" and "ejabberd
+//! with external_secret" examples are tested: an XMPP client (slixmpp) asks ejabberd's
+//! `mod_http_upload` for slots, PUTs through nginx (which asks this program, decide-only) and
+//! downloads again, comparing bytes. Once per generation of Debian 12's ejabberd
+//! (tests/e2e/generations.sh), with the same driver: `stable` (23.01, the host's package) and
+//! `backports` (24.12, in a root of its own run through chroot); the client checks that the
+//! running server reports the pinned version.
 //!
 //! - `localhost`: `service_url` — ejabberd asks the program's slot API (behind nginx, loopback
 //!   only) for every slot; a Cyrillic name must come back to the client encoded exactly once;
@@ -11,22 +14,36 @@
 //!   the program checks the HMAC; tampered MAC, other size and re-upload are refused.
 //!
 //! The work is done by `tests/e2e/ejabberd/run.sh` (see there); this test runs it on the binary
-//! under test and asserts on its result. Without ejabberd, nginx or the Python modules the test
-//! is skipped with a message, except under `CI=true`, where the driver installs them with
-//! apt-get and a missing one is a failure.
+//! under test and asserts on its result. Without ejabberd (or the backports root), nginx or the
+//! Python modules the test is skipped with a message, except under `CI=true`, where the driver
+//! installs them (apt-get, tests/e2e/server-root.sh) and a missing one is a failure.
 
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
 
+/// Debian 12's own ejabberd 23.01.
 #[test]
-fn ejabberd_end_to_end() {
+fn ejabberd_stable_end_to_end() {
+    ejabberd_end_to_end("stable", "23.01");
+}
+
+/// bookworm-backports' ejabberd 24.12.
+#[test]
+fn ejabberd_backports_end_to_end() {
+    ejabberd_end_to_end("backports", "24.12");
+}
+
+/// Runs the driver for `generation`, whose ejabberd must report `version` (the pin of
+/// tests/e2e/generations.sh), and asserts on what it printed.
+fn ejabberd_end_to_end(generation: &str, version: &str) {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/ejabberd/run.sh");
     let out = Command::new("bash")
         .arg(&script)
         .env("XHU_BIN", BIN)
+        .env("XHU_E2E_GENERATION", generation)
         .output()
         .expect("run bash tests/e2e/ejabberd/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -35,15 +52,28 @@ fn ejabberd_end_to_end() {
     if out.status.code() == Some(77) {
         assert!(
             !ci,
-            "CI=true but the ejabberd e2e dependencies are missing:\n{stdout}{stderr}"
+            "CI=true but the ejabberd {generation} e2e dependencies are missing:\n{stdout}{stderr}"
         );
-        eprintln!("SKIPPED ejabberd_end_to_end: {}", stdout.trim());
+        eprintln!(
+            "SKIPPED ejabberd_{generation}_end_to_end: {}",
+            stdout.trim()
+        );
         return;
     }
     assert!(
         out.status.success(),
-        "the ejabberd end-to-end test failed ({}):\n{stdout}\n{stderr}",
+        "the ejabberd ({generation}) end-to-end test failed ({}):\n{stdout}\n{stderr}",
         out.status
+    );
+    // The three clients talked to the generation's pinned ejabberd (and no other).
+    assert_eq!(
+        stdout
+            .matches(&format!(
+                "ok    the server is ejabberd {version} (XEP-0092 software version, pinned for {generation})"
+            ))
+            .count(),
+        3,
+        "not the {generation} ejabberd:\n{stdout}"
     );
     // The three clients (service_url, external_secret, denied user) ran to the end, all passed.
     assert_eq!(

@@ -1,27 +1,48 @@
-//! End to end with a real XMPP server: Prosody 0.12 (Debian's `prosody` + `prosody-modules`)
-//! on loopback, an XMPP client (slixmpp) that asks for slots, PUTs through nginx (which asks
-//! this program, decide-only) and downloads again. Both external-upload protocols:
-//! `mod_http_upload_external` (HMAC, `v` and `v2`) and `mod_http_file_share` (JWT), refusals
-//! (tampered signatures, other sizes and types, a user the rules deny), and `cleanup` deleting
-//! a file at its token's `expires`.
+//! End to end with a real XMPP server: Prosody on loopback, an XMPP client (slixmpp) that asks
+//! for slots, PUTs through nginx (which asks this program, decide-only) and downloads again.
+//! Both external-upload protocols: `mod_http_upload_external` (HMAC, `v` and `v2`) and
+//! `mod_http_file_share` (JWT), refusals (tampered signatures, other sizes and types, a user
+//! the rules deny), a token without `expires` (files that never expire), and `cleanup`
+//! deleting a file at its token's `expires`.
+//!
+//! Once per generation of Debian 12's Prosody (tests/e2e/generations.sh), with the same driver:
+//! `stable` (0.12.3 and prosody-modules of 2023-02, the host's packages) and `backports`
+//! (13.0.1 and prosody-modules of 2025-04, in a root of their own run through chroot). The
+//! client checks that the running server reports the pinned version.
 //!
 //! The work is done by `tests/e2e/run.sh` (see there); this test runs it on the binary under
-//! test and asserts on its result. Without Prosody, nginx or the Python modules the test is
-//! skipped with a message, except under `CI=true`, where the driver installs them with
-//! apt-get and a missing one is a failure.
+//! test and asserts on its result. Without Prosody (or the backports root), nginx or the Python
+//! modules the test is skipped with a message, except under `CI=true`, where the driver
+//! installs them (apt-get, tests/e2e/server-root.sh) and a missing one is a failure.
 
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
 
+/// Debian 12's own Prosody 0.12.3.
 #[test]
-fn prosody_end_to_end() {
+fn prosody_stable_end_to_end() {
+    prosody_end_to_end("stable", "0.12.3", 300);
+}
+
+/// bookworm-backports' Prosody 13.0.1.
+#[test]
+fn prosody_backports_end_to_end() {
+    prosody_end_to_end("backports", "13.0.1", 600);
+}
+
+/// Runs the driver for `generation`, whose Prosody must report `version` and sign upload
+/// tokens valid for `token_ttl` seconds (`exp - iat`) — the pins of tests/e2e/generations.sh,
+/// repeated here so that a driver running another Prosody cannot pass — and asserts on what
+/// it printed.
+fn prosody_end_to_end(generation: &str, version: &str, token_ttl: u32) {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/run.sh");
     let out = Command::new("bash")
         .arg(&script)
         .env("XHU_BIN", BIN)
+        .env("XHU_E2E_GENERATION", generation)
         .output()
         .expect("run bash tests/e2e/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -30,23 +51,45 @@ fn prosody_end_to_end() {
     if out.status.code() == Some(77) {
         assert!(
             !ci,
-            "CI=true but the e2e dependencies are missing:\n{stdout}{stderr}"
+            "CI=true but the {generation} e2e dependencies are missing:\n{stdout}{stderr}"
         );
-        eprintln!("SKIPPED prosody_end_to_end: {}", stdout.trim());
+        eprintln!("SKIPPED prosody_{generation}_end_to_end: {}", stdout.trim());
         return;
     }
     assert!(
         out.status.success(),
-        "the Prosody end-to-end test failed ({}):\n{stdout}\n{stderr}",
+        "the Prosody ({generation}) end-to-end test failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    // Both clients ran to the end and every check passed.
+    // Both clients talked to the generation's pinned Prosody (and no other), ran to the end,
+    // and every check passed.
+    assert_eq!(
+        stdout
+            .matches(&format!(
+                "ok    the server is Prosody {version} (XEP-0092 software version, pinned for {generation})"
+            ))
+            .count(),
+        2,
+        "not the {generation} Prosody:\n{stdout}"
+    );
+    // Its tokens live as long as that version makes them (0.12: 300 s, 13: 600 s).
+    assert!(
+        stdout.contains(&format!("ok    share.localhost: exp = iat + {token_ttl}")),
+        "{stdout}"
+    );
     assert_eq!(
         stdout.matches("E2E RESULT: PASS").count(),
         2,
         "expected two passing client runs:\n{stdout}\n{stderr}"
     );
     assert!(!stdout.contains("E2E RESULT: FAIL"), "{stdout}");
+    // Prosody 13 left `expires` out of the token of a file that never expires, as 0.12 did,
+    // and the program took that upload.
+    assert!(
+        stdout.contains("ok    share-never.localhost: no `expires` claim when files never expire")
+            && stdout.contains("ok    share-never.localhost: GET returns the same bytes"),
+        "{stdout}"
+    );
     // `cleanup` deleted the file whose token `expires` had passed, and only that one.
     assert!(
         stdout.contains("e2e: ok    cleanup deleted the expired"),

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """XMPP client side of the end-to-end test (tests/e2e/run.sh).
 
-Logs in to Prosody with slixmpp, asks each upload component for slots (XEP-0363),
+Logs in to Prosody with slixmpp, checks that the server is the pinned version of the
+generation under test (XEP-0092), asks each upload component for slots (XEP-0363),
 records exactly what Prosody sent (URLs, headers, JWT claims), checks the signatures
 independently (HMAC and JWT computed here from the shared secrets, not by the program),
 PUTs the files through nginx + xmpp-http-upload the way XMPP clients do, downloads them
@@ -30,7 +31,7 @@ import aiohttp  # noqa: E402
 import slixmpp  # noqa: E402
 import slixmpp.exceptions  # noqa: E402
 from slixmpp import JID  # noqa: E402
-from e2e_common import check, http, run_to_end  # noqa: E402
+from e2e_common import check, check_server_version, http, run_to_end  # noqa: E402
 
 REPORT = {"slixmpp": slixmpp.__version__, "aiohttp": aiohttp.__version__, "services": {}}
 
@@ -97,6 +98,7 @@ class E2EClient(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0128")
         self.register_plugin("xep_0363")
+        self.register_plugin("xep_0092")
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.done = asyncio.Event()
@@ -121,6 +123,8 @@ class E2EClient(slixmpp.ClientXMPP):
     async def start(self, _event):
         try:
             check(True, "XMPP login", str(self.boundjid))
+            if not await check_server_version(self, self.args.expect_server, self.args.generation):
+                return  # the wrong server: nothing else it says would count
             timeout = aiohttp.ClientTimeout(total=30)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 if self.args.role == "denied":
@@ -131,6 +135,11 @@ class E2EClient(slixmpp.ClientXMPP):
                 except Exception as e:  # noqa: BLE001
                     logging.exception("short-lived upload")
                     check(False, "share-short.localhost: no exception", repr(e))
+                try:
+                    await self.never_expiring(session)
+                except Exception as e:  # noqa: BLE001
+                    logging.exception("never-expiring upload")
+                    check(False, "share-never.localhost: no exception", repr(e))
                 for service, kind in [
                     ("upload.localhost", "hmac"),
                     ("upload2.localhost", "hmac"),
@@ -160,6 +169,25 @@ class E2EClient(slixmpp.ClientXMPP):
         check(st == 200 and data == body, "share-short.localhost: GET returns the same bytes", str(st))
         REPORT["short_lived"] = {"get": s["get"], "expires": claims.get("expires"), "iat": claims.get("iat"),
                                  "path": urllib.parse.unquote(urllib.parse.urlsplit(s["get"]).path)}
+
+    async def never_expiring(self, session):
+        """http_file_share_expires_after = -1 (never): the token carries no `expires` at all,
+        and the program takes the upload all the same (it keeps such a file until its
+        `retention`; run.sh's cleanup must leave it)."""
+        body = b"this file never expires\n"
+        s = await self.slot("share-never.localhost", "kept.txt", len(body), "text/plain")
+        e = examine_jwt(s["headers"]["Authorization"][len("Bearer "):], self.args.jwt_secret)
+        c = e["claims"]
+        REPORT["never_expiring"] = {"claims": c}
+        check(e["signature_valid"], "share-never.localhost: JWT HS256 signature verified independently")
+        check("expires" not in c, "share-never.localhost: no `expires` claim when files never expire",
+              json.dumps(c, ensure_ascii=False))
+        check(c.get("exp", 0) - c.get("iat", 0) == self.args.jwt_ttl,
+              f"share-never.localhost: exp = iat + {self.args.jwt_ttl}")
+        st, _, msg = await http(session, "PUT", s["put"], body, {"Content-Type": "text/plain", **s["headers"]})
+        check(st == 201, "share-never.localhost: PUT -> 201", f"{st} {msg[:80]!r}")
+        st, _, data = await http(session, "GET", s["get"])
+        check(st == 200 and data == body, "share-never.localhost: GET returns the same bytes", str(st))
 
     async def denied_user(self, session):
         """A user whom the program's rules deny: Prosody still grants slots (it does not know
@@ -363,7 +391,9 @@ class E2EClient(slixmpp.ClientXMPP):
         check(e["header"] == {"alg": "HS256", "typ": "JWT"}, f"{service}: JWT header", json.dumps(e["header"]))
         check(e["padding_free"], f"{service}: JWT base64url without padding")
         check(c.get("sub") == a.jid, f"{service}: sub is the uploader's bare JID", c.get("sub"))
-        check(c.get("exp", 0) - c.get("iat", 0) == 300, f"{service}: exp = iat + 300")
+        ttl = a.jwt_ttl  # the generation's: 300 for Prosody 0.12, 600 for 13
+        check(c.get("exp", 0) - c.get("iat", 0) == ttl, f"{service}: exp = iat + {ttl}",
+              f"exp - iat = {c.get('exp', 0) - c.get('iat', 0)}")
         check(c.get("expires", 0) - c.get("iat", 0) == 86400, f"{service}: expires = iat + expires_after")
         check(abs(c.get("iat", 0) - time.time()) < 60, f"{service}: iat is now")
         check(c.get("filename") == name and c.get("filesize") == size and c.get("filetype") == ctype,
@@ -386,6 +416,9 @@ def main():
     p.add_argument("--jwt-secret", required=True)
     p.add_argument("--report", required=True)
     p.add_argument("--role", choices=["main", "denied"], default="main")
+    p.add_argument("--generation", required=True, help="stable or backports (tests/e2e/generations.sh)")
+    p.add_argument("--expect-server", required=True, help="name and version the server must report")
+    p.add_argument("--jwt-ttl", type=int, required=True, help="exp - iat of the generation's tokens")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.WARNING,

@@ -17,6 +17,20 @@ def check(ok, label, detail=""):
     return ok
 
 
+async def check_server_version(xmpp, expected, generation):
+    """The running server's own name and version (XEP-0092, asked of the user's domain) must be
+    the generation's pinned one (`expected`: "Prosody 13.0.1"): a machine with another version
+    installed fails here. Debian's ejabberd reports its package version ("24.12-3~bpo12+1"):
+    a Debian revision after the upstream version is accepted."""
+    try:
+        iq = await xmpp.plugin["xep_0092"].get_version(xmpp.boundjid.domain, timeout=15)
+        got = f"{iq['software_version']['name']} {iq['software_version']['version']}"
+    except Exception as e:  # noqa: BLE001 - an error reply or a timeout is a failed check
+        got = repr(e)
+    ok = got == expected or got.startswith(expected + "-")
+    return check(ok, f"the server is {expected} (XEP-0092 software version, pinned for {generation})", got)
+
+
 async def http(session, method, url, body=None, headers=None):
     """One request with the URL sent byte for byte as the XMPP server wrote it (and no
     Content-Type unless given: aiohttp would add application/octet-stream on its own)."""

@@ -1,5 +1,6 @@
 # tests/e2e/lib.sh — what the end-to-end drivers (run.sh for Prosody, ejabberd/run.sh) share:
-# installing or skipping on missing packages, building the program, free ports, waiting, and
+# installing or skipping on missing packages, the generation of XMPP servers under test and
+# its pinned versions (generations.sh), building the program, free ports, waiting, and
 # starting the program and nginx in the test directory. Sourced, not run. The driver defines
 # log(), missing() (which may call e2e_missing_common), show_logs(), and sets PKGS, ROOT, PY.
 
@@ -100,4 +101,79 @@ e2e_start_nginx() {
     for port in "$@"; do
         wait_for 100 "nginx on $port" port_open "$port" || { show_logs; exit 1; }
     done
+}
+
+# ---------------------------------------------------------------- the generation under test
+# The drivers test one generation of XMPP servers per run (tests/e2e/generations.sh):
+# XHU_E2E_GENERATION=stable (default: the host's packages) or backports (a root of its own,
+# tests/e2e/server-root.sh, where the servers run through chroot). Sets what generations.sh's
+# e2e_generation sets, and SROOT (the servers' root, "" = the host) and SRV (the command
+# prefix that runs a program there: empty or `chroot $SROOT`). Paths the servers read are
+# their own view: a directory $D made below $SROOT is "${D#"$SROOT"}" to them.
+e2e_select_generation() {
+    # shellcheck source=tests/e2e/generations.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/generations.sh"
+    e2e_generation "${XHU_E2E_GENERATION:-stable}" || exit 1
+    SROOT=$GEN_ROOT
+    SRV=()
+    [[ -z $SROOT ]] || SRV=(chroot "$SROOT")
+}
+
+# The generation's server packages ($@ of prosody, prosody-modules, ejabberd) must have the
+# pinned upstream versions, in the root or on the host. Missing or other versions: under
+# CI=true (or XHU_E2E_INSTALL=1, as root) the root is made (server-root.sh) or the host's
+# packages are installed at the pinned versions; otherwise a missing root skips (77) and the
+# host's other versions fail: a machine with the other generation installed must not pass
+# for this one. $SERVICE: the system service the host's packages may start, stopped after.
+e2e_pin_servers() {
+    local install=0 wrong picked pin p=()
+    [[ "${CI:-}" == "true" || "${XHU_E2E_INSTALL:-}" == "1" ]] && install=1
+    if [[ -n $SROOT ]]; then
+        if [[ $(id -u) != 0 ]]; then
+            log "SKIP: the $GEN generation's servers run through chroot, which needs root"
+            [[ $install == 1 ]] && exit 1
+            exit 77
+        fi
+        if [[ ! -f $SROOT/.xhu-e2e-ready || -n $(e2e_generation_mismatches "$@") ]]; then
+            if [[ $install == 1 ]]; then
+                bash "$(dirname "${BASH_SOURCE[0]}")/server-root.sh" "$GEN" || exit 1
+            elif [[ -f $SROOT/.xhu-e2e-ready ]]; then
+                log "FAIL: the $GEN root has $(e2e_versions "$@"); pinned: $(e2e_generation_mismatches "$@") (update it: tests/e2e/server-root.sh $GEN)"
+                exit 1
+            else
+                log "SKIP: no $GEN root at $SROOT (make it as root: tests/e2e/server-root.sh $GEN; or run with CI=true or XHU_E2E_INSTALL=1)"
+                exit 77
+            fi
+        fi
+    else
+        wrong=$(e2e_generation_mismatches "$@")
+        if [[ -n $wrong && $install == 1 && $(id -u) == 0 ]]; then
+            log "installing the $GEN generation's pinned versions on the host (have: $(e2e_versions "$@"))"
+            export DEBIAN_FRONTEND=noninteractive
+            APT_CACHE=apt-cache
+            for pin in $wrong; do
+                picked=$(e2e_pick_version "$pin") || { apt-get update -qq; picked=$(e2e_pick_version "$pin"); } || exit 1
+                p+=("$picked")
+            done
+            apt-get install -y -qq --no-install-recommends --allow-downgrades "${p[@]}" >/dev/null || exit 1
+            service "${SERVICE:-none}" stop >/dev/null 2>&1 || true
+            wrong=$(e2e_generation_mismatches "$@")
+        fi
+        if [[ -n $wrong ]]; then
+            log "FAIL: the host's packages are not the $GEN generation's: have $(e2e_versions "$@"); pinned: $wrong (tests/e2e/generations.sh)"
+            exit 1
+        fi
+    fi
+    log "generation $GEN: $(e2e_versions "$@")${SROOT:+ (in $SROOT, through chroot)}"
+}
+
+# "package version, ..." of the packages $@ as installed for the generation.
+e2e_versions() {
+    local pkg v out=()
+    for pkg in "$@"; do
+        v=$(e2e_installed_version "$pkg" "$SROOT")
+        out+=("$pkg ${v:-(not installed)}")
+    done
+    local IFS=,
+    echo "${out[*]}" | sed 's/,/, /g'
 }

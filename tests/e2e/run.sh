@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # End-to-end test with a real XMPP server (issue 4 item 6, issue 8 item 5):
 #
-#   slixmpp client --XMPP--> Prosody 0.12 (Debian) --slot with signed URL / JWT--> client
+#   slixmpp client --XMPP--> Prosody --slot with signed URL / JWT--> client
 #   client --PUT/GET--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#
+# Prosody is the one of the generation XHU_E2E_GENERATION (tests/e2e/generations.sh): stable
+# (Debian 12's 0.12.3, the host's package) or backports (13.0.1, run through chroot in the
+# root of tests/e2e/server-root.sh); the client checks the version the running server reports.
 #
 # Prosody runs three upload components side by side (tests/e2e/prosody.cfg.lua.in):
 #   upload.localhost   mod_http_upload_external (prosody-modules), protocol v1  -> /share/
 #   upload2.localhost  mod_http_upload_external, protocol v2                    -> /share/
 #   share.localhost    mod_http_file_share (built in) with http_file_share_base_url
 #                      and http_file_share_secret (JWT)                         -> /file_share/
+#   share-short/-never the same with files expiring after 3 s / never           -> /file_share/
 # Everything listens on 127.0.0.1 on free high ports, in a temporary directory; nothing
 # touches the system's own Prosody or nginx.
 #
 # Usage: tests/e2e/run.sh [--keep]
+#   XHU_E2E_GENERATION=stable|backports  the Prosody to test (default stable)
 #   XHU_BIN=path        the binary under test (default: `cargo build`, target/debug)
-#   CI=true             install missing Debian packages with apt-get (as root); a missing
-#                       dependency is then an error. XHU_E2E_INSTALL=1 installs too.
+#   CI=true             install missing Debian packages with apt-get (as root), or the
+#                       pinned versions, or make the backports root; a missing dependency
+#                       is then an error. XHU_E2E_INSTALL=1 installs too.
 #   XHU_E2E_REPORT=file also copy the client's JSON report (what Prosody sent) there
 #   XHU_E2E_KEEP=1 / --keep  keep the temporary directory (logs, configs, files)
 # Exit status: 0 passed, 1 failed, 77 skipped (dependencies missing and not installing).
@@ -33,27 +40,35 @@ source "$HERE/lib.sh"
 log() { echo "e2e: $*"; }
 
 # ---------------------------------------------------------------- dependencies
-PKGS="prosody prosody-modules lua-unbound nginx-light python3-slixmpp python3-aiohttp"
+e2e_select_generation
+# The host needs nginx and the client; Prosody too when the generation is the host's own.
+PKGS="nginx-light python3-slixmpp python3-aiohttp"
+[[ -n $SROOT ]] || PKGS="prosody prosody-modules lua-unbound $PKGS"
 
 missing() {
     local m=()
-    command -v prosody >/dev/null 2>&1 || m+=(prosody)
-    command -v prosodyctl >/dev/null 2>&1 || m+=(prosodyctl)
-    [[ -f /usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua ]] ||
-        m+=(prosody-modules)
-    [[ -f /usr/lib/prosody/modules/mod_http_file_share.lua ]] || m+=(mod_http_file_share)
+    if [[ -z $SROOT ]]; then
+        command -v prosody >/dev/null 2>&1 || m+=(prosody)
+        command -v prosodyctl >/dev/null 2>&1 || m+=(prosodyctl)
+        [[ -f /usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua ]] ||
+            m+=(prosody-modules)
+        [[ -f /usr/lib/prosody/modules/mod_http_file_share.lua ]] || m+=(mod_http_file_share)
+    fi
     # shellcheck disable=SC2207
     m+=($(e2e_missing_common))
     echo "${m[*]:-}"
 }
 
 e2e_install_or_skip prosody
+SERVICE=prosody e2e_pin_servers prosody prosody-modules
 
 # ---------------------------------------------------------------- the binary
 e2e_build_program
 
 # ---------------------------------------------------------------- the directory
-D=$(mktemp -d "${TMPDIR:-/tmp}/xhu-e2e.XXXXXX")
+# Below the servers' root when they have one; DS is Prosody's view of the same directory.
+D=$(mktemp -d "${SROOT:-${TMPDIR:-/tmp}}${SROOT:+/tmp}/xhu-e2e.XXXXXX")
+DS=${D#"$SROOT"}
 chmod 755 "$D"
 UPLOAD_ROOT="$D/files"
 mkdir -p "$UPLOAD_ROOT/share" "$UPLOAD_ROOT/file_share" "$D/nginx-tmp" "$D/certs" "$D/prosody-data"
@@ -82,7 +97,7 @@ NGINX_USER_LINE=""
 [[ $(id -u) == 0 ]] && NGINX_USER_LINE="user root root;"
 
 fill() {
-    sed -e "s|@DIR@|$D|g" -e "s|@UPLOAD_ROOT@|$UPLOAD_ROOT|g" \
+    sed -e "s|@DIR@|$D|g" -e "s|@SERVER_DIR@|$DS|g" -e "s|@UPLOAD_ROOT@|$UPLOAD_ROOT|g" \
         -e "s|@C2S_PORT@|$C2S_PORT|g" -e "s|@PROSODY_HTTP_PORT@|$PROSODY_HTTP_PORT|g" \
         -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HMAC_SECRET@|$HMAC_SECRET|g" \
         -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@NGINX_USER_LINE@|$NGINX_USER_LINE|g" "$1" >"$2"
@@ -110,19 +125,21 @@ e2e_start_nginx "$NGINX_PORT"
 # ---------------------------------------------------------------- Prosody
 PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 for user in alice mallory; do
-    prosodyctl --config "$D/prosody.cfg.lua" register "$user" localhost "$PASSWORD" >>"$D/prosodyctl.out" 2>&1 ||
-        { cat "$D/prosodyctl.out"; exit 1; }
+    "${SRV[@]}" prosodyctl --config "$DS/prosody.cfg.lua" register "$user" localhost "$PASSWORD" \
+        >>"$D/prosodyctl.out" 2>&1 || { cat "$D/prosodyctl.out"; exit 1; }
 done
-prosody --config "$D/prosody.cfg.lua" -F >"$D/prosody.out" 2>&1 &
+# A simple command, so that $! is Prosody itself (chroot execs it).
+"${SRV[@]}" prosody --config "$DS/prosody.cfg.lua" -F >"$D/prosody.out" 2>&1 &
 PIDS+=($!)
 wait_for 100 "Prosody c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
-log "prosody $(prosodyctl --config "$D/prosody.cfg.lua" about 2>/dev/null | sed -n 's/^Prosody \(.*\)$/\1/p' | head -n1)," \
+log "prosody $("${SRV[@]}" prosodyctl --config "$DS/prosody.cfg.lua" about 2>/dev/null | sed -n 's/^Prosody \(.*\)$/\1/p' | head -n1)," \
     "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT, dir $D"
 
 # ---------------------------------------------------------------- the client
 client() { # role, jid, report
     timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
         --nginx-port "$NGINX_PORT" --hmac-secret "$HMAC_SECRET" --jwt-secret "$JWT_SECRET" \
+        --generation "$GEN" --expect-server "Prosody $GEN_PROSODY" --jwt-ttl "$GEN_PROSODY_JWT_TTL" \
         --report "$3" ${XHU_E2E_DEBUG:+--debug}
 }
 set +e

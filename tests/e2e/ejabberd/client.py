@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """XMPP client side of the ejabberd end-to-end test (tests/e2e/ejabberd/run.sh).
 
-Logs in to ejabberd with slixmpp, asks its mod_http_upload for slots (XEP-0363), records
+Logs in to ejabberd with slixmpp, checks that the server is the pinned version of the
+generation under test (XEP-0092), asks its mod_http_upload for slots (XEP-0363), records
 exactly which URLs ejabberd handed out, PUTs the files through nginx + xmpp-http-upload the
 way XMPP clients do (the URL byte for byte as received), downloads them and compares bytes.
 
@@ -36,7 +37,7 @@ import slixmpp.exceptions  # noqa: E402
 from slixmpp import JID  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_common import check, http, run_to_end  # noqa: E402
+from e2e_common import check, check_server_version, http, run_to_end  # noqa: E402
 
 REPORT = {"slixmpp": slixmpp.__version__, "aiohttp": aiohttp.__version__, "slots": []}
 
@@ -58,6 +59,7 @@ class E2EClient(slixmpp.ClientXMPP):
         self.args = args
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0363")
+        self.register_plugin("xep_0092")
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.done = asyncio.Event()
@@ -69,6 +71,8 @@ class E2EClient(slixmpp.ClientXMPP):
     async def start(self, _event):
         try:
             check(True, "XMPP login", str(self.boundjid))
+            if not await check_server_version(self, self.args.expect_server, self.args.generation):
+                return  # the wrong server: nothing else it says would count
             timeout = aiohttp.ClientTimeout(total=30)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 try:
@@ -285,6 +289,8 @@ def main():
     p.add_argument("--hmac-secret", required=True)
     p.add_argument("--report", required=True)
     p.add_argument("--role", choices=["slot", "external", "denied"], required=True)
+    p.add_argument("--generation", required=True, help="stable or backports (tests/e2e/generations.sh)")
+    p.add_argument("--expect-server", required=True, help="name and version the server must report")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.WARNING,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end test with a real ejabberd (Debian 12's ejabberd 23.01), so that INSTALL.md's
-# "ejabberd" and "ejabberd with external_secret" examples are tested:
+# End-to-end test with a real ejabberd, so that INSTALL.md's "ejabberd" and "ejabberd with
+# external_secret" examples are tested:
 #
 #   slixmpp client --XMPP--> ejabberd mod_http_upload
 #       localhost      service_url --GET ?jid=&name=&size=&content_type=--> nginx --> program
@@ -12,10 +12,16 @@
 # with its own spool, log, Erlang cookie ($HOME) and epmd (ERL_EPMD_PORT); nothing touches
 # the system's own ejabberd, epmd or nginx.
 #
+# ejabberd is the one of the generation XHU_E2E_GENERATION (tests/e2e/generations.sh): stable
+# (Debian 12's 23.01, the host's package) or backports (24.12, run through chroot in the root
+# of tests/e2e/server-root.sh); the client checks the version the running server reports.
+#
 # Usage: tests/e2e/ejabberd/run.sh [--keep]
+#   XHU_E2E_GENERATION=stable|backports  the ejabberd to test (default stable)
 #   XHU_BIN=path        the binary under test (default: `cargo build`, target/debug)
-#   CI=true             install missing Debian packages with apt-get (as root); a missing
-#                       dependency is then an error. XHU_E2E_INSTALL=1 installs too.
+#   CI=true             install missing Debian packages with apt-get (as root), or the
+#                       pinned versions, or make the backports root; a missing dependency
+#                       is then an error. XHU_E2E_INSTALL=1 installs too.
 #   XHU_E2E_REPORT=file also copy the clients' JSON reports (what ejabberd sent) there
 #   XHU_E2E_KEEP=1 / --keep  keep the temporary directory (logs, configs, files)
 # Exit status: 0 passed, 1 failed, 77 skipped (dependencies missing and not installing).
@@ -33,27 +39,36 @@ source "$HERE/../lib.sh"
 log() { echo "e2e-ejabberd: $*"; }
 
 # ---------------------------------------------------------------- dependencies
-PKGS="ejabberd nginx-light python3-slixmpp python3-aiohttp"
+e2e_select_generation
+# The host needs nginx and the client; ejabberd too when the generation is the host's own.
+PKGS="nginx-light python3-slixmpp python3-aiohttp"
+[[ -n $SROOT ]] || PKGS="ejabberd $PKGS"
+# Paths as ejabberd sees them (below $SROOT for a generation with a root).
 EJ_LIBS=/usr/lib/x86_64-linux-gnu # where Debian installs ejabberd's Erlang applications
 ERL=/usr/bin/erl
 EPMD=/usr/bin/epmd
 
 missing() {
     local m=()
-    [[ -x $ERL && -x $EPMD ]] || m+=(erlang)
-    compgen -G "$EJ_LIBS/ejabberd-*/ebin/ejabberd.app" >/dev/null || m+=(ejabberd)
+    if [[ -z $SROOT ]]; then
+        [[ -x $ERL && -x $EPMD ]] || m+=(erlang)
+        compgen -G "$EJ_LIBS/ejabberd-*/ebin/ejabberd.app" >/dev/null || m+=(ejabberd)
+    fi
     # shellcheck disable=SC2207
     m+=($(e2e_missing_common))
     echo "${m[*]:-}"
 }
 
 e2e_install_or_skip ejabberd
+SERVICE=ejabberd e2e_pin_servers ejabberd
 
 # ---------------------------------------------------------------- the binary
 e2e_build_program
 
 # ---------------------------------------------------------------- the directory
-D=$(mktemp -d "${TMPDIR:-/tmp}/xhu-e2e-ej.XXXXXX")
+# Below the servers' root when they have one; DS is ejabberd's view of the same directory.
+D=$(mktemp -d "${SROOT:-${TMPDIR:-/tmp}}${SROOT:+/tmp}/xhu-e2e-ej.XXXXXX")
+DS=${D#"$SROOT"}
 chmod 755 "$D"
 UPLOAD_ROOT="$D/files"
 mkdir -p "$UPLOAD_ROOT/share" "$D/nginx-tmp" "$D/ejabberd-spool" "$D/ejabberd-log" "$D/erlang-home"
@@ -66,18 +81,20 @@ HMAC_SECRET="hmac-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 NGINX_USER_LINE=""
 [[ $(id -u) == 0 ]] && NGINX_USER_LINE="user root root;"
 
-# The environment ejabberdctl would set up (/usr/sbin/ejabberdctl), pointed at $D. Our own
-# epmd on its own port: a system epmd (or another test's) is never used nor killed.
-export HOME="$D/erlang-home" # the Erlang cookie ($HOME/.erlang.cookie), shared with the ctl calls
+# The environment ejabberdctl would set up (/usr/sbin/ejabberdctl), pointed at $D (as
+# ejabberd sees it: $DS). Our own epmd on its own port: a system epmd (or another test's) is
+# never used nor killed.
+export HOME="$DS/erlang-home" # the Erlang cookie ($HOME/.erlang.cookie), shared with the ctl calls
 export ERL_EPMD_PORT=$EPMD_PORT
 export ERL_LIBS=$EJ_LIBS
 export ERL_INETRC=/etc/ejabberd/inetrc # "localhost" = 127.0.0.1 for the node name
-[[ -f $ERL_INETRC ]] || unset ERL_INETRC
-export EJABBERD_CONFIG_PATH="$D/ejabberd.yml"
-export EJABBERD_LOG_PATH="$D/ejabberd-log/ejabberd.log"
-export ERL_CRASH_DUMP="$D/ejabberd-log/erl_crash.dump"
-export CONTRIB_MODULES_PATH="$D/ejabberd-contrib"
-export CONTRIB_MODULES_CONF_DIR="$D/ejabberd-contrib-conf"
+[[ -f $SROOT$ERL_INETRC ]] || unset ERL_INETRC
+export EJABBERD_CONFIG_PATH="$DS/ejabberd.yml"
+export EJABBERD_LOG_PATH="$DS/ejabberd-log/ejabberd.log"
+export ERL_CRASH_DUMP="$DS/ejabberd-log/erl_crash.dump"
+export CONTRIB_MODULES_PATH="$DS/ejabberd-contrib"
+export CONTRIB_MODULES_CONF_DIR="$DS/ejabberd-contrib-conf"
+EJ_LOG="$D/ejabberd-log/ejabberd.log" # the same log, as this script sees it
 
 EJ_PID=""
 PIDS=()
@@ -91,7 +108,7 @@ cleanup() {
         wait "$EJ_PID" 2>/dev/null || true
     fi
     # Only our epmd: the one on $ERL_EPMD_PORT, which the node above started.
-    "$EPMD" -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    "${SRV[@]}" "$EPMD" -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     if [[ $rc != 0 || $KEEP == 1 ]]; then
@@ -117,8 +134,8 @@ fill "$HERE/config.toml.in" "$D/config.toml"
 
 # What `ejabberdctl <command>` runs, without its `su ejabberd`.
 ejctl() {
-    (cd "$D/ejabberd-spool" &&
-        "$ERL" -sname "ctl-$$-$RANDOM@localhost" -hidden -noinput -s ejabberd_ctl -extra "$NODE" "$@")
+    "${SRV[@]}" env -C "$DS/ejabberd-spool" \
+        "$ERL" -sname "ctl-$$-$RANDOM@localhost" -hidden -noinput -s ejabberd_ctl -extra "$NODE" "$@"
 }
 
 show_logs() {
@@ -127,9 +144,9 @@ show_logs() {
         echo "---- $f (last 40 lines)"
         tail -n 40 "$D/$f"
     done
-    if [[ -s "$EJABBERD_LOG_PATH" ]]; then
+    if [[ -s "$EJ_LOG" ]]; then
         echo "---- ejabberd.log (warnings, errors, http_upload)"
-        grep -E "warning|error|http_upload|critical" "$EJABBERD_LOG_PATH" | tail -n 40 || true
+        grep -E "warning|error|http_upload|critical" "$EJ_LOG" | tail -n 40 || true
     fi
 }
 
@@ -138,26 +155,31 @@ e2e_start_program
 e2e_start_nginx "$NGINX_PORT" "$NGINX_SLOT_PORT"
 
 # ---------------------------------------------------------------- ejabberd
-# In the foreground (as `ejabberdctl foreground` does), so that we hold its pid.
-(cd "$D/ejabberd-spool" &&
-    exec "$ERL" -sname "$NODE" -noinput +K true +P 250000 -env ERL_CRASH_DUMP_BYTES 0 \
-        -mnesia dir "\"$D/ejabberd-spool\"" -s ejabberd) >"$D/ejabberd.out" 2>&1 &
+# In the foreground (as `ejabberdctl foreground` does), so that we hold its pid: a simple
+# command, so that $! is erl itself (chroot and env exec it).
+"${SRV[@]}" env -C "$DS/ejabberd-spool" \
+    "$ERL" -sname "$NODE" -noinput +K true +P 250000 -env ERL_CRASH_DUMP_BYTES 0 \
+    -mnesia dir "\"$DS/ejabberd-spool\"" -s ejabberd >"$D/ejabberd.out" 2>&1 &
 EJ_PID=$!
 # ejabberd needs a few seconds (Mnesia); give it 60.
 wait_for 600 "ejabberd c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
-ejctl status >"$D/ejctl-status.out" 2>&1 || { cat "$D/ejctl-status.out"; show_logs; exit 1; }
+# The listener opens before ejabberd has finished starting (the more so with two ejabberds
+# starting side by side): ask until `status` says it is running (each ask is an Erlang VM).
+ejabberd_running() { ejctl status >"$D/ejctl-status.out" 2>&1; }
+wait_for 60 "ejabberd's status 'running'" ejabberd_running || { cat "$D/ejctl-status.out"; show_logs; exit 1; }
 PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 for jid in alice@localhost mallory@localhost alice@ext.localhost; do
     ejctl register "${jid%@*}" "${jid#*@}" "$PASSWORD" >>"$D/ejctl.out" 2>&1 ||
         { cat "$D/ejctl.out"; show_logs; exit 1; }
 done
-log "$(head -n1 "$D/ejctl-status.out" | tr -d '\n'); $(sed -n 's/.*\(ejabberd [0-9.-]* is running\).*/\1/p' "$D/ejctl-status.out")" \
+log "$(head -n1 "$D/ejctl-status.out" | tr -d '\n'); $(sed -n 's/.*\(ejabberd [^ ]* is running\).*/\1/p' "$D/ejctl-status.out")" \
     "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT (slot API :$NGINX_SLOT_PORT), dir $D"
 
 # ---------------------------------------------------------------- the clients
 client() { # role, jid, service, report
     timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
         --service "$3" --nginx-port "$NGINX_PORT" --hmac-secret "$HMAC_SECRET" \
+        --generation "$GEN" --expect-server "ejabberd $GEN_EJABBERD" \
         --report "$4" ${XHU_E2E_DEBUG:+--debug}
 }
 set +e
@@ -169,6 +191,9 @@ client external alice@ext.localhost upload.ext.localhost "$D/report-external.jso
 log "a user the program's rules deny (service_url):"
 client denied mallory@localhost upload.localhost "$D/report-denied.json" || RC=1
 set -e
+
+# What ejabberd thinks of the configuration (both 23.01 and 24.12 call service_url deprecated).
+grep -o "Option '[a-z_]*' is deprecated.*" "$EJ_LOG" 2>/dev/null | sort -u | sed "s/^/e2e-ejabberd: note  /" || true
 
 # What ejabberd sent to the slot API (nginx's log of the raw request line and headers).
 log "slot requests as nginx received them from ejabberd:"
