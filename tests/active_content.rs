@@ -73,9 +73,7 @@ impl StubFastCgi {
         stub
     }
 
-    fn run(
-        accept: impl Fn() -> std::io::Result<Box<dyn Conn>> + Send + 'static,
-    ) -> StubFastCgi {
+    fn run(accept: impl Fn() -> std::io::Result<Box<dyn Conn>> + Send + 'static) -> StubFastCgi {
         let hits = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (hits2, stop2) = (hits.clone(), stop.clone());
@@ -216,8 +214,9 @@ fn samples() -> Vec<Sample> {
         // A type map would serve another file, with the uploader's Content-Type.
         Sample {
             name: "t.var",
-            bytes: b"URI: t.var\nContent-Type: text/html\n\nURI: shell.php\nContent-Type: text/html\n"
-                .to_vec(),
+            bytes:
+                b"URI: t.var\nContent-Type: text/html\n\nURI: shell.php\nContent-Type: text/html\n"
+                    .to_vec(),
         },
     ]
 }
@@ -236,7 +235,10 @@ fn every_upload_comes_back_as_bytes(stack: &Stack, stub: &StubFastCgi) {
             sample.bytes.len() as u64,
             "application/octet-stream",
         );
-        assert_eq!(slot.name, sample.name, "the program keeps the name as it is");
+        assert_eq!(
+            slot.name, sample.name,
+            "the program keeps the name as it is"
+        );
         let path = file.display().to_string();
         let put = curl(&[
             "-T",
@@ -382,7 +384,9 @@ fn apache_serves_uploaded_scripts_as_bytes() {
     for name in ["index.php", "pic.php.png", "checked.php7"] {
         let probe = curl(&[&format!("http://127.0.0.1:{probe_port}/{name}")]);
         if probe.body != format!("{EXECUTED}\n").into_bytes() {
-            stack.fail(&format!("the PHP handlers must run {name} elsewhere: {probe:?}"));
+            stack.fail(&format!(
+                "the PHP handlers must run {name} elsewhere: {probe:?}"
+            ));
         }
     }
     assert_eq!(stub.hits(), 3, "the stub counts what reaches it");

@@ -74,20 +74,17 @@ pub enum Refused {
 }
 
 impl Flavour {
-    /// The status a client sees for a refused PUT. nginx turns every refusal of the auth
-    /// subrequest into 403, Apache every refusal of an access checker into 401 (SPEC 8); the CGI
-    /// program answers for itself.
+    /// The status a client sees for a refused PUT: the program's own, through every flavour
+    /// (issue 11, item 9). nginx answers it from the program's XHU-Status header
+    /// (`@xmpp_http_upload_refused`), Apache through its ErrorDocument for mod_fcgid's 401
+    /// (`/_xmpp_http_upload_refused/`); the CGI program answers for itself.
     pub fn refused_status(self, why: Refused) -> u16 {
-        match self {
-            Flavour::Nginx => 403,
-            Flavour::ApacheDav => 401,
-            Flavour::ApacheCgi => match why {
-                Refused::Unknown => 404,
-                Refused::Exists => 409,
-                Refused::Expired => 410,
-                Refused::TooLarge => 413,
-                Refused::WrongType => 415,
-            },
+        match why {
+            Refused::Unknown => 404,
+            Refused::Exists => 409,
+            Refused::Expired => 410,
+            Refused::TooLarge => 413,
+            Refused::WrongType => 415,
         }
     }
 
