@@ -137,13 +137,11 @@ impl Conn for std::net::TcpStream {
 /// response whose body is [`EXECUTED`], and closes.
 fn answer_executed(mut conn: Box<dyn Conn>) {
     conn.set_timeout(Duration::from_secs(5));
-    let mut id = [0u8; 2];
-    loop {
+    let id = loop {
         let mut header = [0u8; 8];
         if conn.read_exact(&mut header).is_err() {
             return;
         }
-        id = [header[2], header[3]];
         let len = u16::from_be_bytes([header[4], header[5]]) as usize + header[6] as usize;
         let mut content = vec![0u8; len];
         if conn.read_exact(&mut content).is_err() {
@@ -151,9 +149,9 @@ fn answer_executed(mut conn: Box<dyn Conn>) {
         }
         // FCGI_STDIN, empty: the request is complete.
         if header[1] == 5 && header[4] == 0 && header[5] == 0 {
-            break;
+            break [header[2], header[3]];
         }
-    }
+    };
     let body = format!("Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n{EXECUTED}\n");
     let len = body.len() as u16;
     let mut out = Vec::new();
