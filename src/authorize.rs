@@ -1,19 +1,22 @@
 //! May this PUT proceed? (SPEC 3) The one decision behind every upload, whether the web server
 //! writes the file (nginx `auth_request`, Apache `FcgidAccessChecker`) or the program does.
 //!
-//! Checks, in order: the slot exists, the URL's name is the slot's, the file is not there yet,
-//! the slot is younger than `put_timeout`, the length is declared (not chunked) and equals the
-//! slot's size exactly, the media type matches the slot's.
+//! Checks, in order: the slot exists, the URL's name is the slot's (when the web server writes,
+//! spelled so that it lands at `<token>/<name>`), the file is not there yet, the slot is
+//! younger than `put_timeout`, the length is declared (not chunked, not a range) and equals the
+//! slot's size exactly, the media type matches the slot's. Then the allowance is recorded:
+//! when the web server writes the body, only the first PUT of a slot is ever allowed.
 
 use crate::App;
 use crate::files::{SafePath, already_stored, is_token};
-use crate::name::{parse_decimal, url_name_matches};
+use crate::name::{parse_decimal, percent_decode_segment, url_name_matches};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::Request;
-use crate::store::Slot;
+use crate::store::{Slot, already_authorized};
 
-/// The slot a PUT to `<put_prefix>/<token>/<raw_name>` may fill, or why not. `now` is unix seconds.
-pub fn check_put(
+/// The slot a PUT to `<put_prefix>/<token>/<raw_name>` may fill, or why not; on yes the slot
+/// is recorded as authorized (it counts as an upload from then on). `now` is unix seconds.
+pub fn allow_put(
     app: &App,
     req: &Request,
     token: &str,
@@ -25,12 +28,17 @@ pub fn check_put(
         return Err(unknown().into());
     }
     let slot = app.store.slot(token)?.ok_or_else(unknown)?;
-    if !url_name_matches(raw_name, &slot.name) {
+    if !name_spelling_accepted(req, raw_name, &slot.name) {
         return Err(unknown().into());
     }
     let path = SafePath::slot(token, &slot.name)?;
     if slot.uploaded.is_some() {
         return Err(already_stored(&slot.name).into());
+    }
+    if req.decide_only && slot.authorized.is_some() {
+        // The web server writes the body: one allowed PUT per slot (`Store::authorize_once`
+        // makes this exact under races; this is the early, readable answer).
+        return Err(already_authorized(&slot.name).into());
     }
     app.uploads.check_absent(&path)?;
     let age = now.saturating_sub(slot.created);
@@ -46,7 +54,30 @@ pub fn check_put(
     }
     check_length(req, slot.size)?;
     check_media_type(req, slot.content_type.as_deref())?;
+    if req.decide_only {
+        if !app.store.authorize_once(token, now)? {
+            return Err(already_authorized(&slot.name).into());
+        }
+    } else {
+        // The program writes, and links the finished file into place without overwriting:
+        // a retry after an interrupted transfer may use the same slot.
+        app.store.mark_authorized(token, now)?;
+    }
     Ok(slot)
+}
+
+/// Whether the name as it stands in the PUT URL may fill a slot named `slot_name`.
+///
+/// When the program writes the file itself it stores it under the slot's name whatever the
+/// spelling, so the tolerant match applies (raw, encoded once, or twice: SPEC 3). When the web
+/// server writes it (decide-only), nginx and Apache decode the URL once and write there: only a
+/// spelling that decodes once to the slot's name lands at `<token>/<name>`. Any other would put
+/// a second, stray file beside the slot's, outside every check and quota.
+fn name_spelling_accepted(req: &Request, raw_name: &str, slot_name: &str) -> bool {
+    if req.decide_only {
+        return percent_decode_segment(raw_name).is_some_and(|once| once == slot_name);
+    }
+    url_name_matches(raw_name, slot_name)
 }
 
 /// The body must be announced with a Content-Length equal to the slot's size.
@@ -67,8 +98,15 @@ fn check_length(req: &Request, expected: u64) -> Result<(), Refusal> {
 }
 
 /// The body size the PUT declares. Chunked or unannounced bodies are refused: every check
-/// of an upload is made on its length before a byte is written.
+/// of an upload is made on its length before a byte is written. So is a partial body
+/// (`Content-Range`): a PUT stores a whole file or nothing (RFC 9110 §14.5 lets a server
+/// refuse it with 400; Apache's mod_dav would otherwise write the range at its offset).
 pub fn declared_length(req: &Request) -> Result<u64, Refusal> {
+    if let Some(range) = &req.content_range {
+        return Err(Refusal::bad_request(format!(
+            "Content-Range {range:?} is not accepted: PUT the whole file"
+        )));
+    }
     if req
         .transfer_encoding
         .as_deref()
@@ -157,6 +195,42 @@ mod tests {
         assert_eq!(
             check_length(&chunked, 5).unwrap_err().kind,
             RefusalKind::LengthRequired
+        );
+    }
+
+    #[test]
+    fn the_web_server_must_land_on_the_slot_name() {
+        let decide = Request {
+            decide_only: true,
+            ..Request::default()
+        };
+        let receive = Request::default();
+        for (spelling, decide_ok) in [
+            ("a b.txt", true),
+            ("a%20b.txt", true),
+            ("%61%20b.txt", true),
+            ("a%2520b.txt", false),
+            ("%2561%20b.txt", false),
+        ] {
+            assert_eq!(
+                name_spelling_accepted(&decide, spelling, "a b.txt"),
+                decide_ok,
+                "decide-only {spelling}"
+            );
+            assert!(
+                name_spelling_accepted(&receive, spelling, "a b.txt"),
+                "program-written {spelling}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ranged_put_is_refused() {
+        let mut ranged = put(Some("5"), None);
+        ranged.content_range = Some("bytes 0-4/1000000000000".into());
+        assert_eq!(
+            declared_length(&ranged).unwrap_err().kind,
+            RefusalKind::BadRequest
         );
     }
 

@@ -1,9 +1,8 @@
 //! Expiry: slots nobody used, uploads that never landed, files past retention (slot uploads
 //! and external-protocol uploads alike), and the directories they leave empty. Safe to run
 //! while the server serves: it only removes what no request can still complete, and never a
-//! directory that is not empty.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! directory that is not empty. Ages come from the program's records (or the kernel's inode
+//! change time), never from a file's mtime, which a client can choose through nginx.
 
 use crate::App;
 use crate::files::{Entry, SafePath};
@@ -55,37 +54,23 @@ impl std::fmt::Display for Report {
 }
 
 /// Runs one cleanup at `now` (unix seconds).
+///
+/// Every age is judged on the program's own clock: the times it recorded when it allowed a PUT
+/// (or stored the file itself), and for a file it has no record of, the inode's change time —
+/// never the file's mtime, which nginx sets from the client's `Date` header.
 pub fn run(app: &App, now: i64) -> Result<Report, Error> {
     let mut report = Report::default();
     let put_timeout = i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX);
     let retention_cutoff =
         now.saturating_sub(i64::try_from(app.config.retention).unwrap_or(i64::MAX));
+    let grace_cutoff = now.saturating_sub(TRANSFER_GRACE);
 
-    for slot in app
-        .store
-        .unconfirmed_before(now.saturating_sub(put_timeout))?
-    {
-        let path = SafePath::for_slot(&slot).ok();
-        if let Some(modified) = path.as_ref().and_then(|p| app.uploads.modified(p)) {
-            // The web server wrote it after our authorization: from now on retention counts.
-            app.store
-                .mark_uploaded(&slot.token, unix_seconds(modified))?;
-            report.confirmed += 1;
-            continue;
-        }
-        match slot.authorized {
-            None => report.unused_slots.push(slot.token.clone()),
-            // Give a large authorized transfer a day to land before giving up on it.
-            Some(at) if at <= now.saturating_sub(TRANSFER_GRACE) => {
-                report.failed_uploads.push(slot.token.clone())
-            }
-            Some(_) => continue,
-        }
-        app.store.delete_slot(&slot.token)?;
-        if let Some(path) = &path {
-            app.uploads.remove_parent_if_empty(path);
-        }
-    }
+    settle_unconfirmed_slots(
+        app,
+        now.saturating_sub(put_timeout),
+        grace_cutoff,
+        &mut report,
+    )?;
 
     // Uploads of the JWT protocol go at their own `expires`.
     for slot in app.store.expiring_before(now)? {
@@ -97,62 +82,152 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         app.store.delete_slot(&slot.token)?;
     }
 
+    // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload.
+    for slot in app.store.uploaded_before(retention_cutoff)? {
+        if let Ok(path) = SafePath::for_slot(&slot)
+            && app.uploads.remove(&path)?
+        {
+            report.expired_files.push(path.to_string());
+        }
+        app.store.delete_slot(&slot.token)?;
+    }
+
+    expire_signed_uploads(app, retention_cutoff, grace_cutoff, &mut report)?;
+
+    // What no record covers: temporary files of interrupted uploads, and files whose record
+    // is gone (or that someone put there), by the inode's change time.
     for entry in app.uploads.slot_files()? {
-        if expire(app, &entry, "", now, retention_cutoff, &mut report)? {
-            app.store.delete_slot(entry.parent_name())?;
+        let recorded = app.store.slot(entry.parent_name())?.is_some();
+        expire_unrecorded(
+            app,
+            &entry,
+            "",
+            recorded,
+            retention_cutoff,
+            grace_cutoff,
+            &mut report,
+        )?;
+    }
+    for share in &app.config.file_share {
+        for entry in app.uploads.tree_files(&share.dir)? {
+            let recorded = app.store.slot(entry.parent_name())?.is_some();
+            expire_unrecorded(
+                app,
+                &entry,
+                &share.dir,
+                recorded,
+                retention_cutoff,
+                grace_cutoff,
+                &mut report,
+            )?;
         }
     }
-    // HMAC uploads have no slot; a JWT upload's slot is named by its directory.
-    let external_dirs = app.config.external.iter().map(|e| (&e.dir, false));
-    let file_share_dirs = app.config.file_share.iter().map(|f| (&f.dir, true));
-    for (dir, has_slots) in external_dirs.chain(file_share_dirs) {
-        for entry in app.uploads.tree_files(dir)? {
-            if expire(app, &entry, dir, now, retention_cutoff, &mut report)? && has_slots {
-                app.store.delete_slot(entry.parent_name())?;
-            }
+    for ext in &app.config.external {
+        for entry in app.uploads.tree_files(&ext.dir)? {
+            let relative = app.uploads.relative(&entry.path);
+            let recorded = app.store.signed_upload_authorized(&relative)?.is_some();
+            expire_unrecorded(
+                app,
+                &entry,
+                &ext.dir,
+                recorded,
+                retention_cutoff,
+                grace_cutoff,
+                &mut report,
+            )?;
         }
     }
-    // Slots of uploads whose file is gone by other means.
-    app.store.delete_uploaded_before(retention_cutoff)?;
     Ok(report)
 }
 
-/// Removes `entry` if it is a stale temporary file or a file past retention; true when it
-/// removed a stored file.
-fn expire(
+/// Slots whose upload is not confirmed: a file is there (the web server wrote it after our
+/// "yes", and renames a body into place only when it is complete; its upload time is the time
+/// of that "yes"), never used within `put_timeout` (removed), or allowed more than
+/// `TRANSFER_GRACE` ago and still without a file (removed).
+fn settle_unconfirmed_slots(
+    app: &App,
+    created_cutoff: i64,
+    grace_cutoff: i64,
+    report: &mut Report,
+) -> Result<(), Error> {
+    for slot in app.store.unconfirmed(created_cutoff)? {
+        let path = SafePath::for_slot(&slot).ok();
+        if path.as_ref().is_some_and(|p| app.uploads.exists(p)) {
+            let allowed_at = slot.authorized.unwrap_or(slot.created);
+            app.store.mark_uploaded(&slot.token, allowed_at)?;
+            report.confirmed += 1;
+            continue;
+        }
+        match slot.authorized {
+            None => report.unused_slots.push(slot.token.clone()),
+            // Give a large authorized transfer a day to land before giving up on it.
+            Some(at) if at <= grace_cutoff => report.failed_uploads.push(slot.token.clone()),
+            Some(_) => continue,
+        }
+        app.store.delete_slot(&slot.token)?;
+        if let Some(path) = &path {
+            app.uploads.remove_parent_if_empty(path);
+        }
+    }
+    Ok(())
+}
+
+/// Uploads of the HMAC protocol: past retention from their recorded "yes" (file and record
+/// go), and records of a "yes" whose file never appeared within `TRANSFER_GRACE` (the record
+/// goes, so that the signed URL may be used again).
+fn expire_signed_uploads(
+    app: &App,
+    retention_cutoff: i64,
+    grace_cutoff: i64,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let cutoff = retention_cutoff.max(grace_cutoff);
+    for (recorded, authorized) in app.store.signed_uploads_before(cutoff)? {
+        let found = app.config.external.iter().find_map(|ext| {
+            SafePath::stored_under(&ext.dir, &recorded).map(|path| (path, ext.dir.as_str()))
+        });
+        let Some((path, dir)) = found else {
+            // Its prefix is no longer configured: the record means nothing any more.
+            app.store.delete_signed_upload(&recorded)?;
+            continue;
+        };
+        if authorized <= retention_cutoff {
+            if app.uploads.remove_in(&path, dir)? {
+                report.expired_files.push(path.to_string());
+            }
+        } else if app.uploads.exists(&path) {
+            continue;
+        } else {
+            report.failed_uploads.push(recorded.clone());
+        }
+        app.store.delete_signed_upload(&recorded)?;
+    }
+    Ok(())
+}
+
+/// Removes `entry` if it is a temporary file untouched for `TRANSFER_GRACE`, or a stored file
+/// without a record (`recorded` false) whose inode changed last before `retention_cutoff`.
+fn expire_unrecorded(
     app: &App,
     entry: &Entry,
     area: &str,
-    now: i64,
+    recorded: bool,
     retention_cutoff: i64,
+    grace_cutoff: i64,
     report: &mut Report,
-) -> Result<bool, Error> {
-    let modified = unix_seconds(entry.modified);
-    let shown = entry
-        .path
-        .strip_prefix(app.uploads.root())
-        .unwrap_or(&entry.path)
-        .display()
-        .to_string();
+) -> Result<(), Error> {
+    let shown = app.uploads.relative(&entry.path);
     if entry.is_partial() {
-        if modified <= now.saturating_sub(TRANSFER_GRACE) {
+        if entry.changed <= grace_cutoff {
             app.uploads.remove_entry(entry, area)?;
             report.stale_parts.push(shown);
         }
-        return Ok(false);
+        return Ok(());
     }
-    if modified > retention_cutoff {
-        return Ok(false);
+    if recorded || entry.changed > retention_cutoff {
+        return Ok(());
     }
     app.uploads.remove_entry(entry, area)?;
     report.expired_files.push(shown);
-    Ok(true)
-}
-
-fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-        .try_into()
-        .unwrap_or(i64::MAX)
+    Ok(())
 }

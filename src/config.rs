@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -357,6 +357,36 @@ impl Config {
         }
     }
 
+    /// What is allowed but probably not meant: one line each, for `check-config` and the log
+    /// when serving.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.slot_api.secret.is_none() {
+            let tcp_listen = self
+                .listen
+                .as_deref()
+                .is_some_and(|listen| !listen.starts_with("unix:"));
+            let loopback_callers = self
+                .slot_api
+                .allow_from
+                .iter()
+                .any(|net| net.addr().is_loopback());
+            if tcp_listen {
+                warnings.push(format!(
+                    "slot_api has no secret and FastCGI listens on TCP ({}): any local user can                      connect, claim any REMOTE_ADDR and mint slots; set [slot_api] secret or                      listen on a unix: socket",
+                    self.listen.as_deref().unwrap_or_default()
+                ));
+            }
+            if loopback_callers {
+                warnings.push(
+                    "slot_api has no secret and allows loopback callers: any local user can mint                      slots through the web server's loopback slot API; set [slot_api] secret                      (sent as Authorization: Bearer)"
+                        .to_string(),
+                );
+            }
+        }
+        warnings
+    }
+
     /// A human-readable account of what was understood, for `check-config`. No secrets.
     pub fn describe(&self) -> String {
         let mut out = String::new();
@@ -423,7 +453,10 @@ impl Config {
                 share.dir
             );
         }
-        let _ = writeln!(out, "rules (first match decides, no match = deny):");
+        let _ = writeln!(
+            out,
+            "rules (first match decides, no match = deny; patterns ignore case):"
+        );
         for (i, rule) in self.rules.iter().enumerate() {
             let _ = write!(out, "  {:>2}. {} → ", i + 1, rule.pattern.as_str());
             match &rule.action {
@@ -582,23 +615,29 @@ fn slot_api_access(at: &Locator, raw: Option<RawSlotApi>) -> Result<SlotApiAcces
 fn rule(at: &Locator, index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     let key = |field: &str| format!("rules[{index}].{field}");
     let span = raw.pattern.span();
-    let pattern = Regex::new(raw.pattern.get_ref()).map_err(|e| {
-        let detail = e
-            .to_string()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        at.error(
-            &span,
-            &key("match"),
-            format!(
-                "invalid regular expression {:?}: {detail}",
-                raw.pattern.get_ref()
-            ),
-        )
-    })?;
+    // XMPP localparts and domains compare case-insensitively (JIDs are lower-cased before the
+    // rules see them), so a pattern written with capitals must still match: `^Blocked@` is
+    // meant to deny `blocked@`.
+    let pattern = RegexBuilder::new(raw.pattern.get_ref())
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| {
+            let detail = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            at.error(
+                &span,
+                &key("match"),
+                format!(
+                    "invalid regular expression {:?}: {detail}",
+                    raw.pattern.get_ref()
+                ),
+            )
+        })?;
     let has_limits = raw.max_file_size.is_some()
         || raw.max_total_size.is_some()
         || raw.bytes_per_window.is_some()
@@ -893,6 +932,40 @@ mod tests {
         assert_eq!(c.rules[1].action, Action::Deny);
         let text = format!("{MINIMAL}[[rules]]\nmatch = \"a\"\ndeny = true\nmax_file_size = 3\n");
         assert!(Config::parse(&text, "c.toml").is_err());
+    }
+
+    #[test]
+    fn patterns_ignore_case() {
+        let text = format!("{MINIMAL}[[rules]]\nmatch = '^Blocked@Example\\.org$'\ndeny = true\n");
+        let c = Config::parse(&text, "c.toml").unwrap();
+        for jid in [
+            "blocked@example.org",
+            "BLOCKED@EXAMPLE.ORG",
+            "Blocked@example.org",
+        ] {
+            assert!(c.rules[0].pattern.is_match(jid), "{jid}");
+        }
+        assert!(c.describe().contains("patterns ignore case"));
+    }
+
+    #[test]
+    fn a_slot_api_without_secret_is_warned_about() {
+        let open = Config::parse(MINIMAL, "c.toml").unwrap();
+        assert!(open.warnings().iter().any(|w| w.contains("loopback")));
+        let tcp = format!(
+            "listen = \"127.0.0.1:9000\"\n{MINIMAL}[slot_api]\nallow_from = [\"192.0.2.1\"]\n"
+        );
+        let tcp = Config::parse(&tcp, "c.toml").unwrap();
+        let warnings = tcp.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("TCP"), "{warnings:?}");
+        let guarded = format!("{MINIMAL}[slot_api]\nsecret = \"0123456789abcdef0123\"\n");
+        assert!(
+            Config::parse(&guarded, "c.toml")
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
     }
 
     #[test]

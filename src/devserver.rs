@@ -40,6 +40,7 @@ fn answer(app: &App, mut http: tiny_http::Request) {
         content_length: header("Content-Length"),
         content_type: header("Content-Type"),
         transfer_encoding: header("Transfer-Encoding"),
+        content_range: header("Content-Range"),
         host: header("Host"),
         https: false,
         remote_addr: http.remote_addr().map(|a| a.ip().to_string()),

@@ -21,6 +21,7 @@ use crate::name::{parse_query, percent_decode_path};
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::check_max_file_size;
+use crate::store::already_authorized;
 use crate::transfer::{created, guessed_type, serve_file};
 
 /// What Prosody signs for v2 when the client declared no type.
@@ -94,12 +95,15 @@ fn decode_path(raw_rest: &str) -> Result<(Vec<String>, String), Refusal> {
 }
 
 /// May this PUT to `<prefix>/<raw_rest>` proceed? The path on disk, or why not:
-/// 403 bad or missing MAC, 413 over the prefix's maximum, 409 the file exists.
-pub fn check_put(
+/// 403 bad or missing MAC, 413 over the prefix's maximum, 409 the file exists or (when the web
+/// server writes the body) a PUT of this URL was allowed before. On yes the allowance is
+/// recorded with our clock: retention counts from it.
+pub fn allow_put(
     app: &App,
     ext: &SignedPrefix,
     req: &Request,
     raw_rest: &str,
+    now: i64,
 ) -> Result<SafePath, Outcome> {
     let (segments, signed_path) = decode_path(raw_rest)?;
     let path = SafePath::external(&ext.dir, &segments)?;
@@ -120,6 +124,15 @@ pub fn check_put(
     }
     check_max_file_size(ext.max_file_size, size)?;
     app.uploads.check_absent(&path)?;
+    // When the web server writes, a second allowed PUT could replace the first body when it
+    // finishes later (nginx renames into place): one allowance per signed path. When the program
+    // writes, `link` refuses a second file, and a retry after an interrupted transfer is fine.
+    if !app
+        .store
+        .claim_signed_path(&path.to_string(), size, now, req.decide_only)?
+    {
+        return Err(already_authorized(path.file_name()).into());
+    }
     Ok(path)
 }
 
@@ -130,8 +143,9 @@ pub fn receive(
     req: &Request,
     raw_rest: &str,
     body: &mut dyn std::io::Read,
+    now: i64,
 ) -> Result<Response, Outcome> {
-    let path = check_put(app, ext, req, raw_rest)?;
+    let path = allow_put(app, ext, req, raw_rest, now)?;
     let size = declared_length(req)?;
     app.uploads.receive(&path, size, body)?;
     Ok(created())

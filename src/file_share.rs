@@ -23,7 +23,7 @@ use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::{check_max_file_size, limits_for};
 use crate::slot::valid_content_type;
-use crate::store::Slot;
+use crate::store::{Slot, already_authorized};
 use crate::transfer::{created, guessed_type, serve_file};
 
 /// The claims of an upload token, as Prosody 0.12 writes them.
@@ -88,8 +88,8 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, Refusal> {
 
 /// May this PUT to `<prefix>/<raw_rest>` proceed? Checks the token, then the URL, length and
 /// type against its claims, then the access rules and quotas of `sub`, and records the upload
-/// (once: a retry of an interrupted upload is not counted again).
-pub fn check_put(
+/// (see `record_upload` for a slot seen before).
+pub fn allow_put(
     app: &App,
     share: &SignedPrefix,
     req: &Request,
@@ -136,22 +136,28 @@ pub fn check_put(
     check_media_type(req, claims.filetype.as_deref())?;
     check_max_file_size(share.max_file_size, size)?;
     app.uploads.check_absent(&path)?;
-    record_upload(app, share, &claims, now)?;
+    record_upload(app, share, &claims, req.decide_only, now)?;
     Ok((path, claims))
 }
 
-/// Applies the rules and quotas of `sub` and records the upload, unless this slot was
-/// recorded already by an earlier (interrupted) attempt of the same uploader.
+/// Applies the rules and quotas of `sub` and records the upload. A slot recorded already is
+/// refused when the web server writes the body (`once`: a second body could replace the
+/// first), and accepted again from the same uploader when the program writes it (the retry of
+/// an interrupted transfer, not counted twice; `link` never lets it overwrite).
 fn record_upload(
     app: &App,
     share: &SignedPrefix,
     claims: &Claims,
+    once: bool,
     now: i64,
 ) -> Result<(), Outcome> {
     if let Some(existing) = app.store.slot(&claims.slot)? {
         if existing.jid == claims.sub.to_lowercase()
             && existing.area.as_deref() == Some(share.dir.as_str())
         {
+            if once {
+                return Err(already_authorized(&claims.filename).into());
+            }
             return Ok(());
         }
         return Err(Refusal::forbidden(format!(
@@ -188,7 +194,7 @@ pub fn receive(
     body: &mut dyn std::io::Read,
     now: i64,
 ) -> Result<Response, Outcome> {
-    let (path, claims) = check_put(app, share, req, raw_rest, now)?;
+    let (path, claims) = allow_put(app, share, req, raw_rest, now)?;
     app.uploads.receive(&path, claims.filesize, body)?;
     app.store.mark_uploaded(&claims.slot, crate::unix_now())?;
     Ok(created())
@@ -204,12 +210,8 @@ pub fn serve(
     let not_found = || Refusal::not_found(format!("no file at {:?}", req.path));
     let segments = percent_decode_path(raw_rest).ok_or_else(not_found)?;
     let path = SafePath::external(&share.dir, &segments).map_err(|_| not_found())?;
-    let recorded_type = match app.store.slot(&segments[0])? {
-        Some(slot) if slot.name == segments[segments.len() - 1] => slot.content_type,
-        _ => None,
-    };
-    let content_type = recorded_type.unwrap_or_else(|| guessed_type(path.file_name()).to_string());
-    serve_file(app, req, &path, &content_type)
+    // From the name, as the web server would serve it: never the uploader's declared type.
+    serve_file(app, req, &path, guessed_type(path.file_name()))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use crate::name::{MAX_NAME_BYTES, is_safe_name};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
@@ -70,6 +70,15 @@ impl SafePath {
         let mut all: Vec<String> = dir.split('/').map(str::to_string).collect();
         all.extend(segments.iter().cloned());
         Ok(SafePath { segments: all })
+    }
+
+    /// A path as `Display` wrote it (relative to the upload root, as the database records the
+    /// uploads of the HMAC protocol), below the configured prefix directory `dir`; `None` when it
+    /// is not below `dir` or a segment is not a plain name.
+    pub fn stored_under(dir: &str, text: &str) -> Option<SafePath> {
+        let rest = text.strip_prefix(dir)?.strip_prefix('/')?;
+        let segments: Vec<String> = rest.split('/').map(str::to_string).collect();
+        SafePath::external(dir, &segments).ok()
     }
 
     /// Where the file of a stored slot lives: `<token>/<name>` for the slot API, or
@@ -139,6 +148,15 @@ impl UploadDir {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `path` (found under the root) relative to the root, `/`-separated, as `SafePath`'s
+    /// `Display` writes it and the database records it.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     /// 409 when the file exists (or anything else stands at its path).
@@ -240,14 +258,6 @@ impl UploadDir {
         })
     }
 
-    /// Modification time of the file, if it exists.
-    pub fn modified(&self, path: &SafePath) -> Option<SystemTime> {
-        fs::symlink_metadata(path.under(&self.root))
-            .ok()?
-            .modified()
-            .ok()
-    }
-
     /// Removes the directory that holds (or would hold) `path` if it is empty; anything else stays.
     pub fn remove_parent_if_empty(&self, path: &SafePath) -> bool {
         fs::remove_dir(path.parent_under(&self.root)).is_ok()
@@ -297,8 +307,26 @@ impl UploadDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("removing {}", entry.path.display()), e)),
         }
+        self.remove_empty_parents(&entry.path, stop_at);
+        Ok(())
+    }
+
+    /// Removes the file at `path` (if there), then its parent directories as long as they are
+    /// empty, up to (not including) `<root>/<stop_at>`; true when a file was removed.
+    pub fn remove_in(&self, path: &SafePath, stop_at: &str) -> Result<bool, Error> {
+        let full = path.under(&self.root);
+        let removed = match fs::remove_file(&full) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(format!("removing {}", full.display()), e)),
+        };
+        self.remove_empty_parents(&full, stop_at);
+        Ok(removed)
+    }
+
+    fn remove_empty_parents(&self, file: &Path, stop_at: &str) {
         let stop = self.root.join(stop_at);
-        let mut dir = entry.path.parent();
+        let mut dir = file.parent();
         while let Some(current) = dir {
             if current == stop
                 || !current.starts_with(&self.root)
@@ -308,7 +336,6 @@ impl UploadDir {
             }
             dir = current.parent();
         }
-        Ok(())
     }
 }
 
@@ -317,7 +344,10 @@ impl UploadDir {
 pub struct Entry {
     /// Full path (under the root; found by walking it, symlinks not followed).
     pub path: PathBuf,
-    pub modified: SystemTime,
+    /// When the inode last changed (ctime, unix seconds): set by the kernel when the file was
+    /// created, written or renamed into place. Unlike mtime, no client can choose it (nginx's
+    /// `dav_methods PUT` copies the request's `Date` header into mtime).
+    pub changed: i64,
 }
 
 impl Entry {
@@ -360,11 +390,11 @@ fn collect_files(dir: &Path, depth: usize, found: &mut Vec<Entry>) -> Result<(),
                 collect_files(&entry.path(), depth - 1, found)?;
             }
         } else if file_type.is_file()
-            && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+            && let Ok(meta) = entry.metadata()
         {
             found.push(Entry {
                 path: entry.path(),
-                modified,
+                changed: meta.ctime(),
             });
         }
     }

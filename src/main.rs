@@ -102,6 +102,9 @@ fn run(args: Args) -> Result<(), String> {
         "check-config" => {
             let config = load_config(&args)?;
             println!("{}: OK", config_path(&args).display());
+            for warning in config.warnings() {
+                println!("warning: {warning}");
+            }
             print!("{}", config.describe());
             Ok(())
         }
@@ -119,6 +122,9 @@ fn run(args: Args) -> Result<(), String> {
 
 fn serve(args: &Args) -> Result<(), String> {
     let config = load_config(args)?;
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
     let listen = args
         .listen
         .as_deref()

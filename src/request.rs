@@ -22,6 +22,9 @@ pub struct Request {
     pub content_type: Option<String>,
     /// `Transfer-Encoding` as sent: `chunked` uploads are refused.
     pub transfer_encoding: Option<String>,
+    /// `Content-Range` as sent: a PUT carrying one is refused (Apache's mod_dav would write
+    /// the range into the file, at any offset).
+    pub content_range: Option<String>,
     /// `Host` header, to build URLs when no `base_url` is configured.
     pub host: Option<String>,
     /// Whether the client spoke HTTPS to the web server.
@@ -57,6 +60,7 @@ impl Request {
                 .or_else(|| non_empty("HTTP_CONTENT_LENGTH")),
             content_type: non_empty("CONTENT_TYPE").or_else(|| non_empty("HTTP_CONTENT_TYPE")),
             transfer_encoding: non_empty("HTTP_TRANSFER_ENCODING"),
+            content_range: non_empty("HTTP_CONTENT_RANGE"),
             host: non_empty("HTTP_HOST"),
             https,
             remote_addr: non_empty("REMOTE_ADDR"),

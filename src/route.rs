@@ -99,7 +99,7 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
             },
         ) => transfer::serve(app, req, token, raw_name),
         ("PUT", Endpoint::External { ext, raw_rest }) => {
-            external::receive(app, ext, req, raw_rest, body)
+            external::receive(app, ext, req, raw_rest, body, now)
         }
         ("GET" | "HEAD", Endpoint::External { ext, raw_rest }) => {
             external::serve(app, ext, req, raw_rest)
@@ -134,15 +134,14 @@ fn decide(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
             put: true,
             ..
         } if method == "PUT" => {
-            let slot = authorize::check_put(app, req, token, raw_name, now)?;
-            app.store.mark_authorized(token, now)?;
+            let slot = authorize::allow_put(app, req, token, raw_name, now)?;
             SafePath::slot(token, &slot.name)?
         }
         Endpoint::External { ext, raw_rest } if method == "PUT" => {
-            external::check_put(app, ext, req, raw_rest)?
+            external::allow_put(app, ext, req, raw_rest, now)?
         }
         Endpoint::FileShare { share, raw_rest } if method == "PUT" => {
-            file_share::check_put(app, share, req, raw_rest, now)?.0
+            file_share::allow_put(app, share, req, raw_rest, now)?.0
         }
         _ => {
             return Err(

@@ -60,6 +60,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE slot_v3 RENAME TO slot;
     CREATE INDEX slot_usage ON slot (jid, created, authorized, size);
     CREATE INDEX slot_expires ON slot (expires) WHERE expires IS NOT NULL;",
+    // 4: uploads of the HMAC protocol have no slot. Each signed path the program allowed is
+    // recorded once: a second PUT of the same URL cannot be allowed while the first may still
+    // be writing, and retention counts from `authorized` (our clock), not from the file's mtime
+    // (nginx sets that from the client's `Date` header).
+    "CREATE TABLE signed_upload (
+        path       TEXT PRIMARY KEY, -- relative to upload_root: <prefix dir>/<segments...>
+        size       INTEGER NOT NULL,
+        authorized INTEGER NOT NULL  -- unix seconds: the PUT was allowed
+    ) WITHOUT ROWID;
+    CREATE INDEX signed_upload_authorized ON signed_upload (authorized);",
 ];
 
 /// A slot as stored.
@@ -201,7 +211,9 @@ impl Store {
             if let Err(refusal) = check_quota(limits, slot.size, usage) {
                 return Ok(Err(refusal));
             }
-            tx.execute(
+            // The slot may exist already: a JWT slot is recorded by its first allowed PUT, and
+            // two PUTs of one token can race here. The primary key decides; the loser is a 409.
+            let inserted = tx.execute(
                 "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -215,8 +227,12 @@ impl Store {
                     slot.area,
                     slot.expires
                 ],
-            )
-            .map_err(fail)?;
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_duplicate_key(&e) => return Ok(Err(already_authorized(&slot.name))),
+                Err(e) => return Err(fail(e)),
+            }
             tx.commit().map_err(fail)?;
             Ok(Ok(()))
         })?
@@ -234,6 +250,81 @@ impl Store {
             .optional()
             .map_err(|e| Error::sqlite("looking up a slot", e))
         })
+    }
+
+    /// Allows the one PUT of a slot whose body the web server writes: true when this call
+    /// recorded the authorization, false when an earlier PUT was allowed already (it may still
+    /// be writing: nginx renames each finished body into place, so a second body would replace
+    /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
+    pub fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
+                params![token, now],
+            )
+            .map(|changed| changed == 1)
+            .map_err(|e| Error::sqlite("authorizing a slot", e))
+        })
+    }
+
+    /// Records that a PUT of the HMAC protocol was allowed for `path` (relative to the upload
+    /// root). With `once` (the web server writes the body) only the first call for a path
+    /// succeeds; without (the program writes, and never overwrites) a repeated call keeps the
+    /// first record and succeeds too. True when the PUT may go ahead.
+    pub fn claim_signed_path(
+        &self,
+        path: &str,
+        size: u64,
+        now: i64,
+        once: bool,
+    ) -> Result<bool, Error> {
+        let stored_size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO signed_upload (path, size, authorized) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (path) DO NOTHING",
+                params![path, stored_size, now],
+            )
+            .map(|inserted| inserted == 1 || !once)
+            .map_err(|e| Error::sqlite("recording a signed upload", e))
+        })
+    }
+
+    /// When the PUT of a signed `path` was allowed, if it was recorded.
+    pub fn signed_upload_authorized(&self, path: &str) -> Result<Option<i64>, Error> {
+        self.with_reader(|conn| {
+            conn.query_row(
+                "SELECT authorized FROM signed_upload WHERE path = ?1",
+                [path],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| Error::sqlite("looking up a signed upload", e))
+        })
+    }
+
+    /// Signed uploads allowed at or before `cutoff`: their paths relative to the upload root,
+    /// and when they were allowed.
+    pub fn signed_uploads_before(&self, cutoff: i64) -> Result<Vec<(String, i64)>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing signed uploads", e);
+            let mut stmt = conn
+                .prepare("SELECT path, authorized FROM signed_upload WHERE authorized <= ?1")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([cutoff], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Forgets the record of a signed upload.
+    pub fn delete_signed_upload(&self, path: &str) -> Result<(), Error> {
+        self.execute(
+            "deleting a signed upload",
+            "DELETE FROM signed_upload WHERE path = ?1",
+            params![path],
+        )
     }
 
     /// Notes the first time a PUT for this slot was allowed (from then on it counts as an upload).
@@ -264,13 +355,14 @@ impl Store {
         )
     }
 
-    /// Slots created at or before `cutoff` whose upload was never confirmed: unused ones
-    /// (never authorized) and ones whose authorized PUT may or may not have landed.
-    pub fn unconfirmed_before(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+    /// Slots whose upload is not confirmed: every authorized one (its PUT may or may not have
+    /// landed), and the unused ones created at or before `cutoff`.
+    pub fn unconfirmed(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {SLOT_COLUMNS} FROM slot WHERE uploaded IS NULL AND created <= ?1"
+                    "SELECT {SLOT_COLUMNS} FROM slot
+                     WHERE uploaded IS NULL AND (authorized IS NOT NULL OR created <= ?1)"
                 ))
                 .map_err(|e| Error::sqlite("listing expired slots", e))?;
             let rows = stmt
@@ -295,12 +387,17 @@ impl Store {
         })
     }
 
-    /// Deletes the slots of uploads confirmed at or before `cutoff` (their files are past
-    /// retention); returns how many.
-    pub fn delete_uploaded_before(&self, cutoff: i64) -> Result<usize, Error> {
-        self.with_writer(|conn| {
-            conn.execute("DELETE FROM slot WHERE uploaded <= ?1", [cutoff])
-                .map_err(|e| Error::sqlite("deleting old uploads", e))
+    /// Slots whose upload was confirmed at or before `cutoff` (their files are past retention).
+    pub fn uploaded_before(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing old uploads", e);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {SLOT_COLUMNS} FROM slot WHERE uploaded <= ?1"
+                ))
+                .map_err(fail)?;
+            let rows = stmt.query_map([cutoff], slot_from_row).map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
         })
     }
 
@@ -372,6 +469,25 @@ fn usage(
         }
     }
     Ok(usage)
+}
+
+/// True when `error` is a uniqueness violation (the row exists already).
+fn is_duplicate_key(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == rusqlite::ErrorCode::ConstraintViolation
+    )
+}
+
+/// 409: a PUT of this upload was allowed before; its body may still be on its way.
+pub fn already_authorized(name: &str) -> Refusal {
+    Refusal::new(
+        RefusalKind::Conflict,
+        format!(
+            "a PUT of {name:?} was allowed already: one body per upload URL, request a new slot"
+        ),
+    )
 }
 
 fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
@@ -485,6 +601,82 @@ mod tests {
         let refused = store.reserve_slot(&slot("h", u64::MAX, 1000), &Limits::default(), 360);
         assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::TooLarge));
         assert!(store.slot("h").unwrap().is_none());
+    }
+
+    #[test]
+    fn only_the_first_web_server_put_of_a_slot_is_allowed() {
+        let store = Store::open(&temp_db("once")).unwrap();
+        store
+            .reserve_slot(&slot("o1", 3, 1000), &Limits::default(), 360)
+            .unwrap();
+        assert!(store.authorize_once("o1", 1001).unwrap());
+        assert!(!store.authorize_once("o1", 1002).unwrap(), "second PUT");
+        assert_eq!(store.slot("o1").unwrap().unwrap().authorized, Some(1001));
+        assert!(!store.authorize_once("unknown", 1003).unwrap());
+    }
+
+    #[test]
+    fn racing_authorizations_of_one_slot_have_one_winner() {
+        let store = std::sync::Arc::new(Store::open(&temp_db("race")).unwrap());
+        store
+            .reserve_slot(&slot("r1", 3, 1000), &Limits::default(), 360)
+            .unwrap();
+        let winners: usize = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || store.authorize_once("r1", 1000 + i).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(winners, 1);
+    }
+
+    #[test]
+    fn a_signed_path_is_claimed_once_when_the_web_server_writes() {
+        let store = Store::open(&temp_db("signed")).unwrap();
+        assert!(
+            store
+                .claim_signed_path("share/u/a.txt", 5, 100, true)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .claim_signed_path("share/u/a.txt", 5, 200, true)
+                .unwrap()
+        );
+        // the program writes (and never overwrites): a retry is fine, the first time stays
+        assert!(
+            store
+                .claim_signed_path("share/u/a.txt", 5, 300, false)
+                .unwrap()
+        );
+        assert_eq!(
+            store.signed_upload_authorized("share/u/a.txt").unwrap(),
+            Some(100)
+        );
+        assert_eq!(
+            store.signed_uploads_before(150).unwrap(),
+            vec![("share/u/a.txt".to_string(), 100)]
+        );
+        store.delete_signed_upload("share/u/a.txt").unwrap();
+        assert!(
+            store
+                .claim_signed_path("share/u/a.txt", 5, 400, true)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_slot_recorded_twice_is_a_conflict_not_an_error() {
+        let store = Store::open(&temp_db("dup")).unwrap();
+        let limits = Limits::default();
+        store
+            .reserve_slot(&slot("d1", 3, 1000), &limits, 360)
+            .unwrap();
+        let again = store.reserve_slot(&slot("d1", 3, 1000), &limits, 360);
+        assert!(matches!(again, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Conflict));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use crate::App;
-use crate::authorize::{check_put, media_type};
+use crate::authorize::{allow_put, media_type};
 use crate::files::SafePath;
 use crate::name::{is_safe_name, percent_decode_segment, percent_encode_segment, url_name_matches};
 use crate::refusal::{Outcome, Refusal};
@@ -24,9 +24,7 @@ pub fn receive(
     body: &mut dyn Read,
     now: i64,
 ) -> Result<Response, Outcome> {
-    let slot = check_put(app, req, token, raw_name, now)?;
-    // From here on the slot counts as an upload even if the transfer takes long.
-    app.store.mark_authorized(token, now)?;
+    let slot = allow_put(app, req, token, raw_name, now)?;
     app.uploads
         .receive(&SafePath::slot(token, &slot.name)?, slot.size, body)?;
     app.store.mark_uploaded(token, crate::unix_now())?;
@@ -52,24 +50,29 @@ pub fn guessed_type(name: &str) -> &'static str {
 /// `GET`/`HEAD <get_prefix>/<token>/<name>` served by the program.
 pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Response, Outcome> {
     let not_found = || Refusal::not_found(format!("no file at {:?}", req.path));
-    let (name, content_type) = match app.store.slot(token)? {
-        Some(slot) if url_name_matches(raw_name, &slot.name) => (slot.name, slot.content_type),
+    let name = match app.store.slot(token)? {
+        Some(slot) if url_name_matches(raw_name, &slot.name) => slot.name,
         Some(_) => return Err(not_found().into()),
         // A file without a slot (the slot was forgotten): serve it by its decoded name.
         None => {
             let once = percent_decode_segment(raw_name).ok_or_else(not_found)?;
-            let name = if is_safe_name(&once) {
+            if is_safe_name(&once) {
                 once
             } else {
                 percent_decode_segment(&once)
                     .filter(|n| is_safe_name(n))
                     .ok_or_else(not_found)?
-            };
-            (name, None)
+            }
         }
     };
-    let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
-    serve_file(app, req, &SafePath::slot(token, &name)?, &content_type)
+    // The type comes from the name, as nginx and Apache derive it when they serve the file:
+    // never from what the uploader declared (`text/html` for a `.png` stays `image/png`).
+    serve_file(
+        app,
+        req,
+        &SafePath::slot(token, &name)?,
+        guessed_type(&name),
+    )
 }
 
 /// Serves a stored file with the download headers; HEAD sends the head only.

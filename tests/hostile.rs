@@ -425,9 +425,26 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
     {
         stack.fail(&format!("a chunked PUT: {status}"));
     }
-    // The slot is not burnt by any of that: the honest upload succeeds.
+    // The lies were refused before anything was allowed, but the vanished client's PUT was
+    // allowed: nginx writes bodies itself, so the slot's one PUT is spent (a second body
+    // could replace the first when it lands). The retry is refused and stores nothing; the
+    // honest upload takes a new slot, as XEP-0363 clients do after a failure.
+    let retry = put_bytes(&slot.put, &body, &[], &scratch);
+    if let Some((status, _)) = retry
+        && !(400..500).contains(&status)
+    {
+        stack.fail(&format!("the retry of a spent slot: {status}"));
+    }
+    if stack.stored(&slot.token, &slot.name).exists() {
+        stack.fail("the retry of a spent slot stored a file");
+    }
+    let slot = stack.slot(ALICE, "lie.bin", 100, "application/octet-stream");
     let honest = put_bytes(&slot.put, &body, &[], &scratch);
-    assert_eq!(honest.map(|a| a.0), Some(201), "the honest retry");
+    assert_eq!(
+        honest.map(|a| a.0),
+        Some(201),
+        "the honest upload, new slot"
+    );
     let stored = stack.stored(&slot.token, &slot.name);
     assert_eq!(fs::read(&stored).unwrap(), body, "stored bytes");
 

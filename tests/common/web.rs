@@ -318,6 +318,8 @@ pub struct Settings {
     pub put_timeout: &'static str,
     /// `retention`, e.g. `"30d"`.
     pub retention: &'static str,
+    /// `[[rules]]` placed before the default ones (`@example.org` allowed, the rest denied).
+    pub rules: &'static str,
     /// What the admin's web server has beside our site (none by default).
     pub around: Surroundings,
 }
@@ -327,6 +329,7 @@ impl Default for Settings {
         Settings {
             put_timeout: "360s",
             retention: "30d",
+            rules: "",
             around: Surroundings::default(),
         }
     }
@@ -958,6 +961,7 @@ webserver_download = true
 allow_from = ["127.0.0.1", "::1"]
 secret = "{SECRET}"
 
+{rules}
 [[rules]]
 match = '@example\.org$'
 max_file_size = "200 MiB"
@@ -980,6 +984,7 @@ secret = "{JWT_SECRET}"
         db = root.join("db/uploads.sqlite3").display(),
         timeout = settings.put_timeout,
         retention = settings.retention,
+        rules = settings.rules,
     )
 }
 
