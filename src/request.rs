@@ -70,6 +70,13 @@ impl Request {
     }
 }
 
+/// The header of a decide-only refusal that holds its real status (nginx reads it as
+/// `$upstream_http_xhu_status`, see nginx/xmpp-http-upload.conf).
+pub const REFUSAL_STATUS_HEADER: &str = "XHU-Status";
+/// The header of a decide-only refusal that holds its one-line reason
+/// (`$upstream_http_xhu_reason`).
+pub const REFUSAL_REASON_HEADER: &str = "XHU-Reason";
+
 /// What a response carries after its head.
 pub enum Body {
     Empty,
@@ -131,6 +138,14 @@ impl Response {
             (500, "internal error; the server log says more\n")
         };
         Response::text(status, "text/plain; charset=utf-8", message)
+    }
+
+    /// Adds the headers that carry a decide-only refusal to the web server, which answers the
+    /// client: [`REFUSAL_STATUS_HEADER`] (the status the refusal has when the program answers
+    /// itself) and [`REFUSAL_REASON_HEADER`] (its one line).
+    pub fn with_refusal_headers(self, status: u16, reason: &str) -> Response {
+        self.with_header(REFUSAL_STATUS_HEADER, status.to_string())
+            .with_header(REFUSAL_REASON_HEADER, reason)
     }
 
     /// Adds a header.

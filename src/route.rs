@@ -46,10 +46,19 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         }
         Err(Outcome::Refused(refusal)) => {
             log::info!("refused {} {}: {}", req.method, req.path, refusal);
-            if req.decide_only && refusal.kind != RefusalKind::Unauthorized {
+            if req.decide_only {
                 // nginx turns any status but 2xx/401/403 into a 500 for the client (SPEC 8);
-                // a 401 passes through with its WWW-Authenticate.
-                Response::refusal(&Refusal::new(RefusalKind::Forbidden, refusal.message))
+                // a 401 passes through with its WWW-Authenticate. The web server answers the
+                // client, not us: the real status and the reason travel in headers it can
+                // pass on (nginx: auth_request_set + error_page; Apache: they reach the
+                // client with mod_fcgid's 401).
+                let status = refusal.kind.status();
+                let answer = if refusal.kind == RefusalKind::Unauthorized {
+                    Response::refusal(&refusal)
+                } else {
+                    Response::refusal(&Refusal::new(RefusalKind::Forbidden, &*refusal.message))
+                };
+                answer.with_refusal_headers(status, &refusal.message)
             } else {
                 Response::refusal(&refusal)
             }

@@ -74,20 +74,17 @@ pub enum Refused {
 }
 
 impl Flavour {
-    /// The status a client sees for a refused PUT. nginx turns every refusal of the auth
-    /// subrequest into 403, Apache every refusal of an access checker into 401 (SPEC 8); the CGI
-    /// program answers for itself.
+    /// The status a client sees for a refused PUT: the program's own, through every flavour
+    /// (issue 11, item 9). nginx answers it from the program's XHU-Status header
+    /// (`@xmpp_http_upload_refused`), Apache through its ErrorDocument for mod_fcgid's 401
+    /// (`/_xmpp_http_upload_refused/`); the CGI program answers for itself.
     pub fn refused_status(self, why: Refused) -> u16 {
-        match self {
-            Flavour::Nginx => 403,
-            Flavour::ApacheDav => 401,
-            Flavour::ApacheCgi => match why {
-                Refused::Unknown => 404,
-                Refused::Exists => 409,
-                Refused::Expired => 410,
-                Refused::TooLarge => 413,
-                Refused::WrongType => 415,
-            },
+        match why {
+            Refused::Unknown => 404,
+            Refused::Exists => 409,
+            Refused::Expired => 410,
+            Refused::TooLarge => 413,
+            Refused::WrongType => 415,
         }
     }
 
@@ -323,6 +320,8 @@ pub struct Settings {
     pub retention: &'static str,
     /// `[[rules]]` placed before the default ones (`@example.org` allowed, the rest denied).
     pub rules: &'static str,
+    /// What the admin's web server has beside our site (none by default).
+    pub around: Surroundings,
 }
 
 impl Default for Settings {
@@ -331,8 +330,21 @@ impl Default for Settings {
             put_timeout: "360s",
             retention: "30d",
             rules: "",
+            around: Surroundings::default(),
         }
     }
+}
+
+/// What an admin's web server may hold beside the shipped site, for tests that show the site
+/// holds its ground against it (PHP handlers, a `location ~ \.php$`...).
+#[derive(Clone, Debug, Default)]
+pub struct Surroundings {
+    /// Apache: more modules to load, as (module name, file in Debian's modules directory).
+    pub apache_modules: Vec<(&'static str, &'static str)>,
+    /// Apache: server-level configuration, read before the site (as conf-enabled/ is).
+    pub apache_server: String,
+    /// nginx: lines put into the site's public `server` block, before its locations.
+    pub nginx_server: String,
 }
 
 /// A running web server with the program behind it, in its own directory.
@@ -356,6 +368,8 @@ pub struct Stack {
     program: Option<Process>,
     server: Option<Process>,
     logs: Vec<PathBuf>,
+    /// What the admin's server has beside the site.
+    around: Surroundings,
 }
 
 impl Stack {
@@ -397,6 +411,7 @@ impl Stack {
             program: None,
             server: None,
             logs: Vec::new(),
+            around: settings.around.clone(),
         };
         fs::create_dir_all(&upload_root).expect("create upload root");
         fs::create_dir_all(root.join("db")).expect("create db dir");
@@ -472,6 +487,10 @@ impl Stack {
                 (
                     "/var/lib/xmpp-http-upload/files/",
                     format!("{}/", self.upload_root.display()),
+                ),
+                (
+                    "    disable_symlinks on;\n",
+                    format!("    disable_symlinks on;\n{}\n", self.around.nginx_server),
                 ),
             ],
         );
@@ -666,13 +685,14 @@ impl Stack {
              DefaultRuntimeDir {r}/run\nMutex file:{r}/lock default\n\
              ErrorLog {r}/logs/error.log\nLogLevel info\n{user}"
         );
-        for (name, file) in modules {
+        for (name, file) in modules.iter().chain(&self.around.apache_modules) {
             main.push_str(&format!("LoadModule {name} {APACHE_MODULES}/{file}\n"));
         }
+        let around = &self.around.apache_server;
         main.push_str(&format!(
             "TypesConfig /etc/mime.types\n\
              <Directory />\n    Require all denied\n    AllowOverride None\n</Directory>\n\
-             {extra}IncludeOptional {r}/site.conf\n"
+             {extra}{around}\nIncludeOptional {r}/site.conf\n"
         ));
         write(&root.join("httpd.conf"), &main);
         self.logs.push(root.join("logs/error.log"));
