@@ -124,7 +124,10 @@ fn stop_reading(body: &mut StdinBody) {
     let _ = shutdown(stdin.as_fd().as_raw_fd(), Shutdown::Read);
     body.limits = BodyLimits::refused();
     body.started = Instant::now();
-    let _ = io::copy(&mut Read::by_ref(body).take(DRAIN_MAX_BYTES), &mut io::sink());
+    let _ = io::copy(
+        &mut Read::by_ref(body).take(DRAIN_MAX_BYTES),
+        &mut io::sink(),
+    );
 }
 
 /// Time bounds on reading a body.
@@ -243,14 +246,8 @@ mod tests {
 
     #[test]
     fn a_short_put_timeout_shortens_the_idle_bound() {
-        assert_eq!(
-            BodyLimits::for_upload(3, 0).idle,
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            BodyLimits::for_upload(0, 0).idle,
-            Duration::from_secs(1)
-        );
+        assert_eq!(BodyLimits::for_upload(3, 0).idle, Duration::from_secs(3));
+        assert_eq!(BodyLimits::for_upload(0, 0).idle, Duration::from_secs(1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Shared hosting as a host really runs it: Apache with mod_cgid, the shipped
 //! `apache/shared-hosting/` files, and the program as plain CGI (`Flavour::ApacheCgi`). What a
 //! web request must not be able to do there: start or steer the program through its command
-//! line (RFC 3875 §4.4 hands a query without `=` to a CGI program as argv).
+//! line (RFC 3875 §4.4 hands a query without `=` to a CGI program as argv); leave a partial
+//! file behind or hold a CGI process with a body that is aborted, refused or trickled.
 //!
 //! Without apache2 these tests are skipped with a message; with `CI=true` they fail.
 
@@ -9,12 +10,16 @@
 mod web;
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use web::{Answer, Flavour, SECRET, Stack, available, curl, port_is_open, unused_port};
+use web::{Answer, Flavour, SECRET, Settings, Stack, available, curl, port_is_open, unused_port};
 
 /// A directory nothing creates unless a request manages to start a development server.
 fn untouched_dir(tag: &str) -> PathBuf {
@@ -28,7 +33,9 @@ fn untouched_dir(tag: &str) -> PathBuf {
 fn stop_leftover_programs(stack: &Stack) -> Vec<u32> {
     let pids = stack.program_pids();
     for pid in &pids {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
     pids
 }
@@ -48,12 +55,23 @@ fn slot_get(stack: &Stack, query: &str) -> Answer {
 
 fn try_slot_get(stack: &Stack, query: &str) -> Option<Answer> {
     let output = Command::new("curl")
-        .args(["-sS", "--max-time", "15", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "15",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .args(["-H", &format!("Authorization: Bearer {SECRET}")])
         .arg(format!("{}/http_upload/slot/?{query}", stack.slot_api))
         .output()
         .expect("run curl");
-    let code: u16 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0);
+    let code: u16 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (code != 0).then(|| slot_get(stack, query))
 }
 
@@ -100,7 +118,8 @@ fn a_query_is_never_a_command_line() {
         "--version",
     ] {
         let answer = try_slot_get(&stack, query);
-        let listening = query.starts_with("runserver") && opens_within(port, Duration::from_secs(2));
+        let listening =
+            query.starts_with("runserver") && opens_within(port, Duration::from_secs(2));
         let same = answer
             .as_ref()
             .is_some_and(|a| a.status == ordinary.status && a.body == ordinary.body);
@@ -137,7 +156,12 @@ fn a_query_is_never_a_command_line() {
             "0".repeat(40)
         ),
     ]);
-    assert_eq!(put.status, 404, "PUT ?check-config: {put:?}\n{}", stack.logs());
+    assert_eq!(
+        put.status,
+        404,
+        "PUT ?check-config: {put:?}\n{}",
+        stack.logs()
+    );
 }
 
 #[test]
@@ -170,8 +194,179 @@ fn listen_in_the_config_does_not_turn_cgi_into_a_server() {
     );
 }
 
-/// Reads a file as the test sees it (helper for later tests).
-#[allow(dead_code)]
-fn read(path: &Path) -> Vec<u8> {
-    fs::read(path).unwrap_or_default()
+const ALICE: &str = "alice@example.org";
+
+/// Starts a PUT of `slot_url` by hand: the head (with `Content-Length: declared`) and nothing
+/// of the body yet, so that a test can send, stall or abort it as it likes.
+fn start_put(stack: &Stack, slot_url: &str, declared: u64) -> TcpStream {
+    let path = slot_url
+        .strip_prefix(&stack.public)
+        .unwrap_or_else(|| stack.fail(&format!("{slot_url} not under {}", stack.public)));
+    let host = stack.public.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).expect("connect to Apache");
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send the head");
+    stream
+}
+
+/// The status line of what Apache answered on `stream` (after the body was sent), if any.
+fn read_status(mut stream: TcpStream) -> Option<u16> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("set a read timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits (up to `wait`) until no program process is running; true when none is.
+fn programs_end_within(stack: &Stack, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if stack.program_pids().is_empty() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    stack.program_pids().is_empty()
+}
+
+/// Everything in a token directory, dot-files included (empty when it does not exist).
+fn token_dir_entries(stack: &Stack, token: &str) -> Vec<String> {
+    fs::read_dir(stack.upload_root.join(token))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn an_aborted_put_leaves_nothing() {
+    if !available(Flavour::ApacheCgi) {
+        return;
+    }
+    let stack = Stack::start(Flavour::ApacheCgi);
+    let mut tokens = Vec::new();
+    for round in 0..5 {
+        let slot = stack.slot(
+            ALICE,
+            &format!("big{round}.bin"),
+            4 * MIB,
+            "application/octet-stream",
+        );
+        let mut stream = start_put(&stack, &slot.put, 4 * MIB);
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..16 {
+            stream.write_all(&chunk).expect("send a part of the body");
+        }
+        // Let the program receive what was sent, then go away mid-body.
+        thread::sleep(Duration::from_millis(300));
+        let _ = stream.shutdown(Shutdown::Both);
+        drop(stream);
+        tokens.push(slot.token);
+    }
+    if !programs_end_within(&stack, Duration::from_secs(60)) {
+        stack.fail("the program still runs a minute after its clients went away");
+    }
+    let left: Vec<(String, Vec<String>)> = tokens
+        .iter()
+        .map(|t| (t.clone(), token_dir_entries(&stack, t)))
+        .filter(|(_, entries)| !entries.is_empty())
+        .collect();
+    if !left.is_empty() {
+        stack.fail(&format!("aborted uploads left files behind: {left:?}"));
+    }
+}
+
+#[test]
+fn a_refused_put_does_not_hold_the_program() {
+    if !available(Flavour::ApacheCgi) {
+        return;
+    }
+    let stack = Stack::start(Flavour::ApacheCgi);
+    let slot = stack.slot(ALICE, "small.txt", 100, "application/octet-stream");
+    // Declares (and sends) 8 MiB for a 100-byte slot: refused (413) on its head. The body goes
+    // out at about 2 MiB/s: the program must be gone long before the client is done.
+    let declared = 8 * MIB;
+    let mut stream = start_put(&stack, &slot.put, declared);
+    let chunk = vec![b'y'; 64 * 1024];
+    let mut sent = 0u64;
+    let mut gone_while_sending = false;
+    while sent < declared {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len() as u64;
+        if sent >= 2 * MIB && stack.program_pids().is_empty() {
+            gone_while_sending = true;
+        }
+        thread::sleep(Duration::from_millis(30));
+    }
+    let status = read_status(stream);
+    if !gone_while_sending || status != Some(413) {
+        stack.fail(&format!(
+            "refused PUT: the program ended while the body was still coming: \
+             {gone_while_sending}; {sent} of {declared} bytes sent; status {status:?}"
+        ));
+    }
+    assert!(token_dir_entries(&stack, &slot.token).is_empty());
+}
+
+#[test]
+fn a_trickling_put_is_cut_off() {
+    if !available(Flavour::ApacheCgi) {
+        return;
+    }
+    // put_timeout 3 s: pauses of at most 3 s, the whole body within 3 s + size / 8 KiB/s.
+    let settings = Settings {
+        put_timeout: "3s",
+        ..Settings::default()
+    };
+    let stack = Stack::start_with(Flavour::ApacheCgi, &settings);
+    let stalled = stack.slot(ALICE, "stalled.txt", 1000, "application/octet-stream");
+    let trickled = stack.slot(ALICE, "trickled.txt", 1000, "application/octet-stream");
+    let mut stalling = start_put(&stack, &stalled.put, 1000);
+    stalling
+        .write_all(&[b'a'; 10])
+        .expect("send the start of a body");
+    let trickling = start_put(&stack, &trickled.put, 1000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        let mut stream = trickling.try_clone().expect("clone the stream");
+        thread::spawn(move || {
+            // One byte every 500 ms: 1000 bytes would take over 8 minutes.
+            while !stop.load(Ordering::SeqCst) && stream.write_all(b"b").is_ok() {
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let ended = programs_end_within(&stack, Duration::from_secs(45));
+    stop.store(true, Ordering::SeqCst);
+    let _ = trickler.join();
+    drop(stalling);
+    drop(trickling);
+    if !ended {
+        stack.fail("a stalled or trickling PUT still holds the program after 45 s");
+    }
+    for slot in [&stalled, &trickled] {
+        let left = token_dir_entries(&stack, &slot.token);
+        assert!(left.is_empty(), "{}: {left:?}\n{}", slot.name, stack.logs());
+    }
+    let log = fs::read_to_string(stack.dir.path.join("logs/error.log")).unwrap_or_default();
+    assert!(
+        log.contains("upload stalled") && log.contains("upload too slow"),
+        "the program did not say why it gave up:\n{}",
+        stack.logs()
+    );
 }
