@@ -370,3 +370,243 @@ fn a_trickling_put_is_cut_off() {
         stack.logs()
     );
 }
+
+/// A stand-in for PHP-FPM: a Unix socket that counts the connections it gets.
+struct StubFastCgi {
+    path: PathBuf,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl StubFastCgi {
+    fn start(path: PathBuf) -> StubFastCgi {
+        use std::os::unix::fs::PermissionsExt;
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind the stub");
+        // Apache's children (www-data) must be able to connect.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).expect("chmod the stub");
+        listener.set_nonblocking(true).expect("non-blocking stub");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (connections, stop) = (connections.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        // Counted and closed at once: "PHP" answers nothing.
+                        Ok(_) => {
+                            connections.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+        };
+        StubFastCgi {
+            path,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StubFastCgi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// What a host's Apache enables beside the customer's files, as Debian packages and control
+/// panels do: mod_lua for `.lua`, mod_asis for `.asis`, type maps for `.var` (mod_negotiation),
+/// `php8.2-fpm`'s `<FilesMatch>` (and, for `.phar`, the `<If "-f ...">` variant its comments
+/// suggest) and an `AddHandler` for `.php` (which also matches `pic.php.png`), each pointed at
+/// a stub FastCGI server, and directory listings.
+fn host_with_handlers(fpm: &Path, addhandler_php: &Path) -> web::HostConfig {
+    web::HostConfig {
+        modules: vec![
+            ("lua_module", "mod_lua.so"),
+            ("asis_module", "mod_asis.so"),
+            ("negotiation_module", "mod_negotiation.so"),
+            ("autoindex_module", "mod_autoindex.so"),
+            ("proxy_module", "mod_proxy.so"),
+            ("proxy_fcgi_module", "mod_proxy_fcgi.so"),
+        ],
+        directives: format!(
+            "AddHandler lua-script .lua\n\
+             AddHandler send-as-is asis\n\
+             AddHandler type-map var\n\
+             AddHandler \"proxy:unix:{}|fcgi://localhost\" .php\n\
+             <FilesMatch \".+\\.ph(?:ar|p|tml)$\">\n    \
+             SetHandler \"proxy:unix:{fpm}|fcgi://localhost\"\n</FilesMatch>\n\
+             <FilesMatch \".+\\.phar$\">\n    <If \"-f %{{REQUEST_FILENAME}}\">\n        \
+             SetHandler \"proxy:unix:{fpm}|fcgi://localhost\"\n    </If>\n</FilesMatch>\n",
+            addhandler_php.display(),
+            fpm = fpm.display()
+        ),
+    }
+}
+
+/// Files that a host's handlers would run or interpret, each with the marker that shows it.
+fn active_files() -> Vec<(&'static str, &'static [u8])> {
+    vec![
+        (
+            "t.lua",
+            b"function handle(r)\n  r.content_type = 'text/plain'\n  r:puts('LUA RAN')\n  \
+              return apache2.OK\nend\n",
+        ),
+        (
+            "t.asis.png",
+            b"Status: 302 Found\nLocation: https://evil.example/\nSet-Cookie: stolen=1\n\
+              Content-Type: text/html\n\n<script>alert(1)</script>\n",
+        ),
+        (
+            "t.var",
+            b"URI: t.var\n\nContent-type: text/html\nBody:----x----\n<script>alert(1)</script>\n\
+              ----x----\n",
+        ),
+        ("shell.php", b"<?php system($_GET['c']); ?>\n"),
+        ("x.phtml", b"<?php echo 'PHTML RAN'; ?>\n"),
+        ("x.phar", b"<?php echo 'PHAR RAN'; ?>\n"),
+        ("pic.php.png", b"<?php echo 'PNG RAN'; ?>\n"),
+    ]
+}
+
+#[test]
+fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
+    if !available(Flavour::ApacheCgi) {
+        return;
+    }
+    let stubs_dir = std::env::temp_dir().join(format!("xhu-stub-{}", std::process::id()));
+    fs::create_dir_all(&stubs_dir).expect("stub dir");
+    let fpm = StubFastCgi::start(stubs_dir.join("fpm.sock"));
+    let addhandler = StubFastCgi::start(stubs_dir.join("addhandler.sock"));
+    let host = host_with_handlers(&fpm.path, &addhandler.path);
+    let stack = Stack::start_hosted(Flavour::ApacheCgi, &Settings::default(), &host);
+    let htdocs = stack.dir.path.join("htdocs");
+
+    // Control: outside upload/ the host's handlers are live.
+    for (name, bytes) in active_files() {
+        fs::write(htdocs.join(format!("control-{name}")), bytes).expect("write a control file");
+    }
+    let lua = curl(&[&format!("{}/control-t.lua", stack.public)]);
+    assert_eq!(lua.body, b"LUA RAN", "control: mod_lua is on: {lua:?}");
+    let asis = curl(&[&format!("{}/control-t.asis.png", stack.public)]);
+    assert_eq!(asis.status, 302, "control: mod_asis is on: {asis:?}");
+    let var = curl(&[&format!("{}/control-t.var", stack.public)]);
+    assert_eq!(
+        var.header("content-type"),
+        Some("text/html"),
+        "control: type maps: {var:?}"
+    );
+    let _ = curl(&[&format!("{}/control-shell.php", stack.public)]);
+    assert_eq!(
+        fpm.connections(),
+        1,
+        "control: the FilesMatch handler is on"
+    );
+    let _ = curl(&[&format!("{}/control-x.phar", stack.public)]);
+    assert_eq!(
+        fpm.connections(),
+        2,
+        "control: the FilesMatch + If handler is on"
+    );
+    let _ = curl(&[&format!("{}/control-pic.php.png", stack.public)]);
+    assert!(
+        addhandler.connections() > 0,
+        "control: the AddHandler handler is on"
+    );
+    let (fpm_before, addhandler_before) = (fpm.connections(), addhandler.connections());
+
+    let scratch = stack.dir.path.join("scratch");
+    fs::create_dir_all(&scratch).expect("scratch dir");
+    let mut wrong = Vec::new();
+    for (name, bytes) in active_files() {
+        let slot = stack.slot(ALICE, name, bytes.len() as u64, "application/octet-stream");
+        assert_eq!(slot.name, name, "the name stays as it is");
+        let file = scratch.join(name);
+        fs::write(&file, bytes).expect("write the upload");
+        let put = curl(&[
+            "-T",
+            file.to_str().expect("UTF-8 path"),
+            "-H",
+            "Content-Type: application/octet-stream",
+            &slot.put,
+        ]);
+        assert_eq!(put.status, 201, "PUT {name}: {put:?}\n{}", stack.logs());
+        let get = curl(&[&slot.get]);
+        let interpreted = get.status != 200
+            || get.body != bytes
+            || get.header("location").is_some()
+            || get.header("set-cookie").is_some()
+            || get
+                .header("content-type")
+                .is_some_and(|t| t.contains("html"));
+        if interpreted {
+            wrong.push(format!("{name}: {get:?}"));
+        }
+    }
+    let reached = (
+        fpm.connections() - fpm_before,
+        addhandler.connections() - addhandler_before,
+    );
+    if !wrong.is_empty() || reached != (0, 0) {
+        stack.fail(&format!(
+            "uploads were not served as their bytes:\n{}\nconnections to the FilesMatch / \
+             AddHandler \"PHP\": {reached:?}",
+            wrong.join("\n")
+        ));
+    }
+    drop(stack);
+    let _ = fs::remove_dir_all(&stubs_dir);
+}
+
+#[test]
+fn the_document_root_lists_nothing_and_serves_no_ht_files() {
+    if !available(Flavour::ApacheCgi) {
+        return;
+    }
+    // A host whose default turns listings on for the customer's document root.
+    let host = web::HostConfig {
+        modules: vec![("autoindex_module", "mod_autoindex.so")],
+        directives: "<Directory @ROOT@/htdocs>\n    Options Indexes FollowSymLinks\n</Directory>\n"
+            .into(),
+    };
+    let stack = Stack::start_hosted(Flavour::ApacheCgi, &Settings::default(), &host);
+    let htdocs = stack.dir.path.join("htdocs");
+    fs::write(htdocs.join(".htpasswd"), "admin:$apr1$secret\n").expect("write .htpasswd");
+    fs::create_dir_all(htdocs.join("other")).expect("a directory of the customer's");
+    fs::write(htdocs.join("other/file.txt"), "listed?\n").expect("write a file");
+    let mut wrong = Vec::new();
+    for path in [
+        "/.htaccess",
+        "/.htpasswd",
+        "/xmpp-http-upload/.htaccess",
+        "/upload/.htaccess",
+    ] {
+        let answer = curl(&[&format!("{}{path}", stack.public)]);
+        let secret_shown = ["RewriteEngine", "SetHandler", "Header", "apr1"]
+            .iter()
+            .any(|marker| String::from_utf8_lossy(&answer.body).contains(marker));
+        if answer.status == 200 || secret_shown {
+            wrong.push(format!("{path}: {} {:?}", answer.status, answer.body.len()));
+        }
+    }
+    for path in ["/", "/other/", "/xmpp-http-upload/"] {
+        let answer = curl(&[&format!("{}{path}", stack.public)]);
+        if String::from_utf8_lossy(&answer.body).contains("Index of") {
+            wrong.push(format!("{path}: a listing"));
+        }
+    }
+    if !wrong.is_empty() {
+        stack.fail(&format!("served what it should not: {wrong:?}"));
+    }
+}

@@ -676,7 +676,7 @@ impl Stack {
         for (name, file) in modules.iter().copied().chain(host_modules) {
             main.push_str(&format!("LoadModule {name} {APACHE_MODULES}/{file}\n"));
         }
-        let host = &self.host.directives;
+        let host = self.host.directives.replace("@ROOT@", &r.to_string());
         main.push_str(&format!(
             "TypesConfig /etc/mime.types\n\
              <Directory />\n    Require all denied\n    AllowOverride None\n</Directory>\n\
@@ -1171,7 +1171,8 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 pub struct HostConfig {
     /// `(module name, file under /usr/lib/apache2/modules)` to load as well.
     pub modules: Vec<(&'static str, &'static str)>,
-    /// Server-level directives, placed before the site's configuration.
+    /// Server-level directives, placed before the site's configuration; `@ROOT@` stands for
+    /// the stack's directory (the document root of `ApacheCgi` is `@ROOT@/htdocs`).
     pub directives: String,
 }
 
