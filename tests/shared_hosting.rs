@@ -610,3 +610,42 @@ fn the_document_root_lists_nothing_and_serves_no_ht_files() {
         stack.fail(&format!("served what it should not: {wrong:?}"));
     }
 }
+
+/// Cleanup, run from the crontab as the web user, removes old files below the upload root
+/// only: an external-protocol area that is a symbolic link (planted, or made by mistake) is not
+/// walked, so nothing outside the root is deleted.
+#[test]
+fn cleanup_never_follows_a_link_out_of_the_upload_root() {
+    if !available(Flavour::ApacheCgi) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::start(Flavour::ApacheCgi);
+    let outside = stack.dir.path.join("outside");
+    fs::create_dir_all(outside.join("u1")).expect("a directory outside the root");
+    let victim = outside.join("u1/old.txt");
+    fs::write(&victim, "not an upload\n").expect("write a file outside the root");
+    // Old enough for any retention, and deletable by the web user if it were followed.
+    let touched = Command::new("touch")
+        .args(["-d", "2000-01-01"])
+        .arg(&victim)
+        .status()
+        .expect("run touch");
+    assert!(touched.success());
+    for dir in [&outside, &outside.join("u1")] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let area = web::HMAC_PREFIX.trim_start_matches('/');
+    std::os::unix::fs::symlink(&outside, stack.upload_root.join(area)).expect("plant the link");
+    let output = stack.run_program("cleanup");
+    assert!(
+        output.status.success(),
+        "cleanup failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        victim.exists(),
+        "cleanup deleted a file outside the upload root through a link: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
