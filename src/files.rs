@@ -3,15 +3,33 @@
 //! Every path is a `SafePath`: either a slot's `<token>/<name>` (a 40-hex token and a name that
 //! passed `name::is_safe_name`) or the path of an external-protocol upload under its prefix
 //! directory, checked segment by segment. Neither can leave the root or name a dot-file.
-//! Uploads the program receives itself are streamed into a temporary dot-file in the target
-//! directory, checked for their exact length, fsynced, and hard-linked into place: `link`
+//!
+//! Below the root nothing is looked up by path: each level is opened from the one above with
+//! `openat(O_DIRECTORY | O_NOFOLLOW)` and files with `O_NOFOLLOW`, so a symbolic link planted
+//! anywhere below the root (or swapped in between a check and a use) is never followed — not by
+//! a download, an upload, nor cleanup's walks and removals.
+//!
+//! Uploads the program receives itself are streamed into an unnamed file (`O_TMPFILE`) in the
+//! target directory, checked for their exact length, fsynced, and linked into place: `linkat`
 //! fails if the name exists, so a file is never overwritten and a half-written file never
-//! appears under its real name.
+//! appears under its real name; a process killed mid-upload (mod_cgid sends SIGTERM when the
+//! client goes away) leaves nothing behind. Where `O_TMPFILE` or `/proc` is missing the
+//! temporary file is a named dot-file (`.<random>.part`), removed on every way out but a kill;
+//! cleanup removes the ones a kill left.
+//!
+//! Not here: which file may be written or served (that is `authorize`, `transfer`, `cleanup`).
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::name::{MAX_NAME_BYTES, is_safe_name};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
@@ -95,16 +113,9 @@ impl SafePath {
         self.segments.last().map(String::as_str).unwrap_or("")
     }
 
-    fn under(&self, root: &Path) -> PathBuf {
-        let mut path = root.to_path_buf();
-        path.extend(&self.segments);
-        path
-    }
-
-    fn parent_under(&self, root: &Path) -> PathBuf {
-        let mut path = root.to_path_buf();
-        path.extend(&self.segments[..self.segments.len() - 1]);
-        path
+    /// The directories above the file, from the root down.
+    fn parents(&self) -> &[String] {
+        &self.segments[..self.segments.len() - 1]
     }
 }
 
@@ -135,10 +146,48 @@ pub struct StoredFile {
     pub len: u64,
 }
 
+/// Why a directory below the root could not be opened.
+enum DirError {
+    /// A level is missing (and was not to be created).
+    Missing,
+    /// A level is a symbolic link, a file or anything else but a plain directory.
+    NotPlain(String),
+    /// The file system said no.
+    Failed(Error),
+}
+
+impl DirError {
+    /// The answer to a request: a missing level means the file is not there (404).
+    fn into_outcome(self, file_name: &str) -> Outcome {
+        match self {
+            DirError::Missing => Refusal::not_found(format!("no file {file_name:?}")).into(),
+            DirError::NotPlain(segment) => Refusal::forbidden(format!(
+                "{segment:?} in the upload directory is not a plain directory"
+            ))
+            .into(),
+            DirError::Failed(error) => error.into(),
+        }
+    }
+}
+
+/// Flags of every directory opened below the root: never through a symbolic link.
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// The entry `name` of `dir` as it is, a symbolic link not followed.
+fn stat_at(dir: &OwnedFd, name: &str) -> nix::Result<FileStat> {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+fn is_kind(stat: &FileStat, kind: SFlag) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == kind
+}
+
 impl UploadDir {
     /// The upload directory at `root`; created (with parents) if missing.
     pub fn open(root: &Path) -> Result<UploadDir, Error> {
-        fs::create_dir_all(root)
+        std::fs::create_dir_all(root)
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
         Ok(UploadDir {
             root: root.to_path_buf(),
@@ -150,6 +199,148 @@ impl UploadDir {
         &self.root
     }
 
+    /// 409 when the file exists (or anything else stands at its path).
+    pub fn check_absent(&self, path: &SafePath) -> Result<(), Refusal> {
+        if self.exists(path) {
+            return Err(already_stored(path.file_name()));
+        }
+        Ok(())
+    }
+
+    /// True when the file exists, or anything else stands at its path — also when a directory
+    /// above it is not a plain directory (a web server writing there would follow the link).
+    pub fn exists(&self, path: &SafePath) -> bool {
+        match self.open_dir(path.parents(), false) {
+            Ok(dir) => stat_at(&dir, path.file_name()) != Err(Errno::ENOENT),
+            Err(DirError::Missing) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Creates the directory that will hold `path`, for a web server that writes the file but
+    /// does not create directories (Apache mod_dav).
+    pub fn create_parent(&self, path: &SafePath) -> Result<(), Outcome> {
+        self.open_dir(path.parents(), true)
+            .map(|_| ())
+            .map_err(|e| e.into_outcome(path.file_name()))
+    }
+
+    /// The root, opened as a directory (the root itself may be reached through a link: the
+    /// administrator chose it).
+    fn open_root(&self) -> Result<OwnedFd, Error> {
+        openat(
+            AT_FDCWD,
+            &self.root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(format!("opening {}", self.root.display()), e.into()))
+    }
+
+    /// The directory `<root>/<segments...>`, each level opened from the one above without
+    /// following a symbolic link; missing levels are created when `create` is set.
+    fn open_dir(&self, segments: &[String], create: bool) -> Result<OwnedFd, DirError> {
+        let mut dir = self.open_root().map_err(DirError::Failed)?;
+        let mut shown = self.root.clone();
+        for segment in segments {
+            shown.push(segment);
+            let opened = match openat(&dir, segment.as_str(), dir_flags(), Mode::empty()) {
+                Err(Errno::ENOENT) if create => {
+                    // The usual 0777 less the umask, as `mkdir` does: the web server must be
+                    // able to walk in and serve the files.
+                    match mkdirat(&dir, segment.as_str(), Mode::from_bits_truncate(0o777)) {
+                        // EEXIST: another request made it in the meantime.
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            let context = format!("creating {}", shown.display());
+                            return Err(DirError::Failed(Error::io(context, e.into())));
+                        }
+                    }
+                    openat(&dir, segment.as_str(), dir_flags(), Mode::empty())
+                }
+                other => other,
+            };
+            dir = match opened {
+                Ok(next) => next,
+                Err(Errno::ENOENT) => return Err(DirError::Missing),
+                // ELOOP: a symbolic link (O_NOFOLLOW); ENOTDIR: a file or a link to one.
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    return Err(DirError::NotPlain(segment.clone()));
+                }
+                Err(e) => {
+                    let context = format!("opening {}", shown.display());
+                    return Err(DirError::Failed(Error::io(context, e.into())));
+                }
+            };
+        }
+        Ok(dir)
+    }
+
+    /// Streams exactly `expected_len` bytes of `body` into `path`.
+    /// A body that is shorter or longer, an existing file, or any I/O failure leaves nothing
+    /// behind: the temporary file is unnamed (or removed) and the real name never half-written.
+    pub fn receive(
+        &self,
+        path: &SafePath,
+        expected_len: u64,
+        body: &mut dyn Read,
+    ) -> Result<(), Outcome> {
+        let name = path.file_name();
+        let dir = self
+            .open_dir(path.parents(), true)
+            .map_err(|e| e.into_outcome(name))?;
+        if stat_at(&dir, name) != Err(Errno::ENOENT) {
+            return Err(already_stored(name).into());
+        }
+        let shown = self.root.join(path.to_string());
+        let mut temp = TempFile::create(&dir, &shown)?;
+        copy_exact(body, &mut temp.file, expected_len, &shown)?;
+        temp.file
+            .sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", shown.display()), e))?;
+        temp.link_as(name, &shown)?;
+        // `temp` goes out of scope here: a named temporary file loses its name, the data lives
+        // on under the real name.
+        drop(temp);
+        // Makes the new directory entry durable; a failure here is not worth failing for.
+        let _ = File::from(dir).sync_all();
+        Ok(())
+    }
+
+    /// Opens a stored file for reading, or 404 (also for a symbolic link or anything else
+    /// that is not a regular file).
+    pub fn open_stored(&self, path: &SafePath) -> Result<StoredFile, Outcome> {
+        let name = path.file_name();
+        let not_found = || Outcome::from(Refusal::not_found(format!("no file {name:?}")));
+        let dir = self
+            .open_dir(path.parents(), false)
+            .map_err(|e| e.into_outcome(name))?;
+        // O_NONBLOCK: opening a FIFO someone planted must not wait for a writer.
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK;
+        let fd = match openat(&dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENXIO | Errno::ENOTDIR) => {
+                return Err(not_found());
+            }
+            Err(e) => {
+                let context = format!("opening {}", self.root.join(path.to_string()).display());
+                return Err(Error::io(context, e.into()).into());
+            }
+        };
+        let stat = fstat(&fd).map_err(|e| Error::io(format!("reading {name:?}"), e.into()))?;
+        if !is_kind(&stat, SFlag::S_IFREG) {
+            return Err(not_found());
+        }
+        Ok(StoredFile {
+            file: File::from(fd),
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+        })
+    }
+
     /// `path` (found under the root) relative to the root, `/`-separated, as `SafePath`'s
     /// `Display` writes it and the database records it.
     pub fn relative(&self, path: &Path) -> String {
@@ -159,118 +350,70 @@ impl UploadDir {
             .to_string()
     }
 
-    /// 409 when the file exists (or anything else stands at its path).
-    pub fn check_absent(&self, path: &SafePath) -> Result<(), Refusal> {
-        if self.exists(path) {
-            return Err(already_stored(path.file_name()));
-        }
-        Ok(())
+    /// Removes the file at `path` (if there), then its parent directories as long as they are
+    /// empty, up to (not including) `<root>/<stop_at>`; true when a file was removed.
+    pub fn remove_in(&self, path: &SafePath, stop_at: &str) -> Result<bool, Error> {
+        let dir = match self.open_dir(path.parents(), false) {
+            Ok(dir) => dir,
+            Err(DirError::Failed(error)) => return Err(error),
+            Err(_) => return Ok(false),
+        };
+        let removed = match unlinkat(&dir, path.file_name(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => true,
+            Err(Errno::ENOENT) => false,
+            Err(e) => {
+                let context = format!("removing {}", self.root.join(path.to_string()).display());
+                return Err(Error::io(context, e.into()));
+            }
+        };
+        self.remove_empty_parents(path.parents(), stop_at);
+        Ok(removed)
     }
 
-    /// True when the file exists (or anything else stands at its path).
-    pub fn exists(&self, path: &SafePath) -> bool {
-        fs::symlink_metadata(path.under(&self.root)).is_ok()
-    }
-
-    /// Creates the directory that will hold `path`, for a web server that writes the file but
-    /// does not create directories (Apache mod_dav).
-    pub fn create_parent(&self, path: &SafePath) -> Result<(), Outcome> {
-        self.real_parent_dir(path, true).map(|_| ())
-    }
-
-    /// The directory holding `path`, each level of it checked to be a real directory, not a
-    /// symbolic link (which could lead out of the root); missing levels are created when
-    /// `create` is set. A symlink or file in the way is refused (403).
-    fn real_parent_dir(&self, path: &SafePath, create: bool) -> Result<PathBuf, Outcome> {
-        let mut dir = self.root.clone();
-        for segment in &path.segments[..path.segments.len() - 1] {
-            dir.push(segment);
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(Refusal::forbidden(format!(
-                        "{segment:?} in the upload directory is not a plain directory"
-                    ))
-                    .into());
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    match fs::create_dir(&dir) {
-                        Ok(()) => {}
-                        // Another request made it in the meantime.
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => {
-                            return Err(Error::io(format!("creating {}", dir.display()), e).into());
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(
-                        Refusal::not_found(format!("no file {:?}", path.file_name())).into(),
-                    );
-                }
-                Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e).into()),
+    /// Removes the directories `parents` (a path below the root, level by level) from the
+    /// deepest up as long as they are empty, stopping at `<root>/<stop_at>` (`""`: the root).
+    fn remove_empty_parents(&self, parents: &[String], stop_at: &str) {
+        let stop = if stop_at.is_empty() {
+            0
+        } else {
+            stop_at.split('/').count()
+        };
+        for level in (stop..parents.len()).rev() {
+            let removed = self.open_dir(&parents[..level], false).is_ok_and(|above| {
+                unlinkat(&above, parents[level].as_str(), UnlinkatFlags::RemoveDir).is_ok()
+            });
+            if !removed {
+                break;
             }
         }
-        Ok(dir)
-    }
-
-    /// Streams exactly `expected_len` bytes of `body` into `path`.
-    /// A body that is shorter or longer, an existing file, or any I/O failure leaves nothing
-    /// behind: the temporary file is removed and the real name is never half-written.
-    pub fn receive(
-        &self,
-        path: &SafePath,
-        expected_len: u64,
-        body: &mut dyn Read,
-    ) -> Result<(), Outcome> {
-        let dir = self.real_parent_dir(path, true)?;
-        let final_path = dir.join(path.file_name());
-        if fs::symlink_metadata(&final_path).is_ok() {
-            return Err(already_stored(path.file_name()).into());
-        }
-        let mut temp = TempFile::create(&dir)?;
-        copy_exact(body, &mut temp.file, expected_len, &temp.path)?;
-        temp.file
-            .sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", temp.path.display()), e))?;
-        link_no_overwrite(&temp.path, &final_path, path.file_name())?;
-        // `temp` goes out of scope here: its name is removed, the data lives on under the real name.
-        drop(temp);
-        sync_dir(&dir);
-        Ok(())
-    }
-
-    /// Opens a stored file for reading, or 404.
-    pub fn open_stored(&self, path: &SafePath) -> Result<StoredFile, Outcome> {
-        let full = self.real_parent_dir(path, false)?.join(path.file_name());
-        let not_found = || Refusal::not_found(format!("no file {:?}", path.file_name()));
-        let meta = match fs::symlink_metadata(&full) {
-            Ok(meta) if meta.is_file() => meta,
-            Ok(_) => return Err(not_found().into()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found().into()),
-            Err(e) => return Err(Error::io(format!("reading {}", full.display()), e).into()),
-        };
-        let file =
-            File::open(&full).map_err(|e| Error::io(format!("opening {}", full.display()), e))?;
-        Ok(StoredFile {
-            file,
-            len: meta.len(),
-        })
     }
 
     /// Removes the directory that holds (or would hold) `path` if it is empty; anything else stays.
     pub fn remove_parent_if_empty(&self, path: &SafePath) -> bool {
-        fs::remove_dir(path.parent_under(&self.root)).is_ok()
+        let parents = path.parents();
+        let Some((last, above)) = parents.split_last() else {
+            return false;
+        };
+        self.open_dir(above, false)
+            .is_ok_and(|dir| unlinkat(&dir, last.as_str(), UnlinkatFlags::RemoveDir).is_ok())
     }
 
     /// Removes the file at `path` (if there) and its directory when that is left empty; true
     /// when a file was removed.
     pub fn remove(&self, path: &SafePath) -> Result<bool, Error> {
-        let full = path.under(&self.root);
-        let removed = match fs::remove_file(&full) {
+        let dir = match self.open_dir(path.parents(), false) {
+            Ok(dir) => dir,
+            Err(DirError::Failed(error)) => return Err(error),
+            // Nothing of ours is there (and a link is not followed).
+            Err(_) => return Ok(false),
+        };
+        let removed = match unlinkat(&dir, path.file_name(), UnlinkatFlags::NoRemoveDir) {
             Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(format!("removing {}", full.display()), e)),
+            Err(Errno::ENOENT) => false,
+            Err(e) => {
+                let context = format!("removing {}", self.root.join(path.to_string()).display());
+                return Err(Error::io(context, e.into()));
+            }
         };
         self.remove_parent_if_empty(path);
         Ok(removed)
@@ -279,11 +422,16 @@ impl UploadDir {
     /// Every file in the token directories (the slot API's uploads), for cleanup.
     /// Top-level directories that are not token-shaped are not ours and are skipped.
     pub fn slot_files(&self) -> Result<Vec<Entry>, Error> {
+        let root = self.open_root()?;
         let mut found = Vec::new();
-        for entry in read_dir(&self.root)? {
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && entry.file_name().to_str().is_some_and(is_token) {
-                collect_files(&entry.path(), 0, &mut found)?;
+        for name in list(&root, &self.root)? {
+            if !is_token(&name) {
+                continue;
+            }
+            match openat(&root, name.as_str(), dir_flags(), Mode::empty()) {
+                Ok(dir) => collect_files(&dir, &self.root.join(&name), 0, &mut found)?,
+                // A link or a file with a token's name: not ours to walk.
+                Err(_) => continue,
             }
         }
         Ok(found)
@@ -291,51 +439,44 @@ impl UploadDir {
 
     /// Every file below `<root>/<dir>` (an external protocol's uploads), for cleanup.
     pub fn tree_files(&self, dir: &str) -> Result<Vec<Entry>, Error> {
-        let top = self.root.join(dir);
+        let segments: Vec<String> = dir.split('/').map(str::to_string).collect();
         let mut found = Vec::new();
-        if top.is_dir() {
-            collect_files(&top, MAX_EXTERNAL_DEPTH, &mut found)?;
+        match self.open_dir(&segments, false) {
+            Ok(top) => collect_files(&top, &self.root.join(dir), MAX_EXTERNAL_DEPTH, &mut found)?,
+            Err(DirError::Failed(error)) => return Err(error),
+            Err(_) => {}
         }
         Ok(found)
     }
 
     /// Removes a file found by `slot_files`/`tree_files`, then its parent directories as long
-    /// as they are empty, up to (not including) `<root>/<stop_at>` (`""`: the root).
+    /// as they are empty, up to (not including) `<root>/<stop_at>` (`""`: the root). The path
+    /// is opened level by level again: a directory swapped for a link since the walk stops it.
     pub fn remove_entry(&self, entry: &Entry, stop_at: &str) -> Result<(), Error> {
-        match fs::remove_file(&entry.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", entry.path.display()), e)),
-        }
-        self.remove_empty_parents(&entry.path, stop_at);
-        Ok(())
-    }
-
-    /// Removes the file at `path` (if there), then its parent directories as long as they are
-    /// empty, up to (not including) `<root>/<stop_at>`; true when a file was removed.
-    pub fn remove_in(&self, path: &SafePath, stop_at: &str) -> Result<bool, Error> {
-        let full = path.under(&self.root);
-        let removed = match fs::remove_file(&full) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(format!("removing {}", full.display()), e)),
+        let Ok(relative) = entry.path.strip_prefix(&self.root) else {
+            return Ok(());
         };
-        self.remove_empty_parents(&full, stop_at);
-        Ok(removed)
-    }
-
-    fn remove_empty_parents(&self, file: &Path, stop_at: &str) {
-        let stop = self.root.join(stop_at);
-        let mut dir = file.parent();
-        while let Some(current) = dir {
-            if current == stop
-                || !current.starts_with(&self.root)
-                || fs::remove_dir(current).is_err()
-            {
-                break;
+        let segments: Vec<String> = relative
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        let Some((file, parents)) = segments.split_last() else {
+            return Ok(());
+        };
+        let dir = match self.open_dir(parents, false) {
+            Ok(dir) => dir,
+            Err(DirError::Failed(error)) => return Err(error),
+            Err(_) => return Ok(()),
+        };
+        match unlinkat(&dir, file.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => {
+                let context = format!("removing {}", entry.path.display());
+                return Err(Error::io(context, e.into()));
             }
-            dir = current.parent();
         }
+        self.remove_empty_parents(parents, stop_at);
+        Ok(())
     }
 }
 
@@ -372,29 +513,46 @@ impl Entry {
     }
 }
 
-fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
-    let entries =
-        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-    Ok(entries.flatten().collect())
+/// The names in `dir` (not `.` and `..`; names that are not UTF-8 are not ours and skipped).
+fn list(dir: &OwnedFd, shown: &Path) -> Result<Vec<String>, Error> {
+    let context = || format!("listing {}", shown.display());
+    let handle = dir.try_clone().map_err(|e| Error::io(context(), e))?;
+    let listing = nix::dir::Dir::from_fd(handle).map_err(|e| Error::io(context(), e.into()))?;
+    let mut names = Vec::new();
+    for entry in listing.into_iter().flatten() {
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        if let Ok(name) = std::str::from_utf8(bytes) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
 }
 
-/// Files below `dir`, descending at most `depth` more levels; symlinks are neither followed
-/// nor listed.
-fn collect_files(dir: &Path, depth: usize, found: &mut Vec<Entry>) -> Result<(), Error> {
-    for entry in read_dir(dir)? {
-        let Ok(file_type) = entry.file_type() else {
+/// Files below `dir` (shown as `shown`), descending at most `depth` more levels; symlinks are
+/// neither followed nor listed.
+fn collect_files(
+    dir: &OwnedFd,
+    shown: &Path,
+    depth: usize,
+    found: &mut Vec<Entry>,
+) -> Result<(), Error> {
+    for name in list(dir, shown)? {
+        let Ok(stat) = stat_at(dir, &name) else {
             continue;
         };
-        if file_type.is_dir() {
-            if depth > 0 {
-                collect_files(&entry.path(), depth - 1, found)?;
+        if is_kind(&stat, SFlag::S_IFDIR) {
+            if depth > 0
+                && let Ok(sub) = openat(dir, name.as_str(), dir_flags(), Mode::empty())
+            {
+                collect_files(&sub, &shown.join(&name), depth - 1, found)?;
             }
-        } else if file_type.is_file()
-            && let Ok(meta) = entry.metadata()
-        {
+        } else if is_kind(&stat, SFlag::S_IFREG) {
             found.push(Entry {
-                path: entry.path(),
-                changed: meta.ctime(),
+                path: shown.join(&name),
+                changed: stat.st_ctime,
             });
         }
     }
@@ -409,33 +567,99 @@ pub fn already_stored(name: &str) -> Refusal {
     )
 }
 
-/// The temporary file of an upload in progress: a dot-file in the target directory, removed
-/// when dropped — on success after it was linked into place, on a refusal or error, and also
-/// when the FastCGI crate panics mid-body (the request runs under `catch_unwind`, so drops run).
-struct TempFile {
-    path: PathBuf,
+/// The temporary file of an upload in progress, in the target directory.
+///
+/// Preferably unnamed (`O_TMPFILE`): it has no name until `link_as` gives it its real one, so
+/// nothing is left however the process ends. Linking it needs its `/proc/self/fd` path
+/// (`AT_EMPTY_PATH` would need a capability). Where either is missing it is a named dot-file,
+/// removed when dropped — after the link, on a refusal or error, and when the FastCGI crate
+/// panics mid-body (requests run under `catch_unwind`, so drops run) — only a kill leaves it,
+/// for cleanup.
+struct TempFile<'dir> {
+    dir: BorrowedFd<'dir>,
+    /// The dot-name of a named temporary file; `None` for an unnamed one.
+    name: Option<String>,
     file: File,
 }
 
-impl TempFile {
-    fn create(dir: &Path) -> Result<TempFile, Error> {
+impl<'dir> TempFile<'dir> {
+    fn create(dir: &'dir OwnedFd, shown: &Path) -> Result<TempFile<'dir>, Error> {
+        // Same mode as any created file: 0666 less the umask (the web server serves it).
+        let mode = Mode::from_bits_truncate(0o666);
+        if Path::new("/proc/self/fd").is_dir() {
+            let flags = OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+            match openat(dir, ".", flags, mode) {
+                Ok(fd) => {
+                    return Ok(TempFile {
+                        dir: dir.as_fd(),
+                        name: None,
+                        file: File::from(fd),
+                    });
+                }
+                // The file system (or kernel) has no O_TMPFILE: fall back to a named file.
+                Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
+                Err(e) => {
+                    let context = format!("creating a temporary file for {}", shown.display());
+                    return Err(Error::io(context, e.into()));
+                }
+            }
+        }
+        TempFile::named(dir, shown)
+    }
+
+    /// The fallback: a named dot-file.
+    fn named(dir: &'dir OwnedFd, shown: &Path) -> Result<TempFile<'dir>, Error> {
+        let mode = Mode::from_bits_truncate(0o666);
         let mut random = [0u8; 8];
         getrandom::fill(&mut random)
             .map_err(|e| Error::io("reading random bytes", io::Error::other(e.to_string())))?;
         let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!(".{hex}{PART_SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        Ok(TempFile { path, file })
+        let name = format!(".{hex}{PART_SUFFIX}");
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(dir, name.as_str(), flags, mode)
+            .map_err(|e| Error::io(format!("creating {name} for {}", shown.display()), e.into()))?;
+        Ok(TempFile {
+            dir: dir.as_fd(),
+            name: Some(name),
+            file: File::from(fd),
+        })
+    }
+
+    /// Gives the finished file its real name; 409 if that name was taken in the meantime.
+    fn link_as(&self, final_name: &str, shown: &Path) -> Result<(), Outcome> {
+        let linked = match &self.name {
+            Some(temp) => linkat(
+                self.dir,
+                temp.as_str(),
+                self.dir,
+                final_name,
+                AtFlags::empty(),
+            ),
+            None => {
+                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                linkat(
+                    AT_FDCWD,
+                    OsStr::from_bytes(proc_path.as_bytes()),
+                    self.dir,
+                    final_name,
+                    AtFlags::AT_SYMLINK_FOLLOW,
+                )
+            }
+        };
+        match linked {
+            Ok(()) => Ok(()),
+            Err(Errno::EEXIST) => Err(already_stored(final_name).into()),
+            Err(e) => Err(Error::io(format!("storing {}", shown.display()), e.into()).into()),
+        }
     }
 }
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if let Some(name) = &self.name {
+            let _ = unlinkat(self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
     }
 }
 
@@ -478,23 +702,10 @@ fn copy_exact(
     Ok(())
 }
 
-fn link_no_overwrite(temp: &Path, final_path: &Path, name: &str) -> Result<(), Outcome> {
-    match fs::hard_link(temp, final_path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_stored(name).into()),
-        Err(e) => Err(Error::io(format!("storing {}", final_path.display()), e).into()),
-    }
-}
-
-/// Makes the new directory entry durable; a failure here is not worth failing the upload for.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = File::open(dir) {
-        let _ = handle.sync_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -617,5 +828,103 @@ mod tests {
         up.receive(&path, 2, &mut &b"hi"[..]).unwrap();
         assert_eq!(fs::read(up.root().join("share/u1/a b.txt")).unwrap(), b"hi");
         assert!(up.exists(&path));
+    }
+
+    #[test]
+    fn a_symlinked_file_is_not_served() {
+        let up = temp_root("symfile");
+        let outside = up.root().with_extension("outside-file");
+        fs::write(&outside, b"secret").unwrap();
+        fs::create_dir_all(up.root().join(TOKEN)).unwrap();
+        std::os::unix::fs::symlink(&outside, up.root().join(TOKEN).join("l.txt")).unwrap();
+        let refused = up.open_stored(&slot("l.txt"));
+        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::NotFound));
+        // ...nor counted as absent (a web server writing there would follow it).
+        assert!(up.exists(&slot("l.txt")));
+    }
+
+    #[test]
+    fn a_fifo_is_not_served_and_does_not_block() {
+        let up = temp_root("fifo");
+        fs::create_dir_all(up.root().join(TOKEN)).unwrap();
+        let fifo = up.root().join(TOKEN).join("f.txt");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(up.open_stored(&slot("f.txt")).is_err());
+    }
+
+    #[test]
+    fn an_upload_in_progress_has_no_name() {
+        // Reading the body, the directory holds nothing yet (with O_TMPFILE): a killed
+        // process leaves nothing behind.
+        struct Watch<'a>(&'a Path, Vec<Vec<String>>, &'a [u8]);
+        impl Read for Watch<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1.push(entries(self.0));
+                let n = self.2.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.2[..n]);
+                self.2 = &self.2[n..];
+                Ok(n)
+            }
+        }
+        let up = temp_root("unnamed");
+        let dir = up.root().join(TOKEN);
+        let mut watch = Watch(&dir, Vec::new(), b"abc");
+        up.receive(&slot("u.txt"), 3, &mut watch).unwrap();
+        assert!(watch.1.iter().all(|seen| seen.is_empty()), "{:?}", watch.1);
+        assert_eq!(entries(&dir), vec!["u.txt"]);
+        assert_eq!(fs::read(dir.join("u.txt")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn cleanup_walks_do_not_follow_links() {
+        let up = temp_root("walks");
+        let outside = up.root().with_extension("outside-walk");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("sub/old.txt"), b"not ours").unwrap();
+        // A token-shaped link, and an external area that is a link.
+        std::os::unix::fs::symlink(outside.join("sub"), up.root().join(TOKEN)).unwrap();
+        std::os::unix::fs::symlink(&outside, up.root().join("share")).unwrap();
+        assert!(up.slot_files().unwrap().is_empty());
+        assert!(up.tree_files("share").unwrap().is_empty());
+        // An entry whose directory was swapped for a link after the walk is not removed.
+        let entry = Entry {
+            path: up.root().join(TOKEN).join("old.txt"),
+            changed: 0,
+        };
+        up.remove_entry(&entry, "").unwrap();
+        assert!(up.remove(&slot("old.txt")).is_ok_and(|removed| !removed));
+        assert!(outside.join("sub/old.txt").exists());
+    }
+
+    #[test]
+    fn cleanup_removes_files_and_empty_directories() {
+        let up = temp_root("remove");
+        let path = SafePath::external("share", &["a".into(), "b".into(), "c.txt".into()]).unwrap();
+        up.receive(&path, 2, &mut &b"hi"[..]).unwrap();
+        let found = up.tree_files("share").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, up.root().join("share/a/b/c.txt"));
+        up.remove_entry(&found[0], "share").unwrap();
+        assert!(!up.root().join("share/a").exists());
+        assert!(up.root().join("share").is_dir());
+    }
+
+    #[test]
+    fn the_named_fallback_leaves_only_the_real_name() {
+        let up = temp_root("named");
+        let dir = up.open_dir(&[TOKEN.to_string()], true).ok().unwrap();
+        let shown = up.root().join(TOKEN);
+        let mut temp = TempFile::named(&dir, &shown).unwrap();
+        temp.file.write_all(b"hi").unwrap();
+        assert!(entries(&shown)[0].ends_with(PART_SUFFIX));
+        temp.link_as("n.txt", &shown).unwrap();
+        drop(temp);
+        assert_eq!(entries(&shown), vec!["n.txt"]);
+        let refused = TempFile::named(&dir, &shown).unwrap();
+        assert!(
+            matches!(refused.link_as("n.txt", &shown), Err(Outcome::Refused(r)) if r.kind == RefusalKind::Conflict)
+        );
+        drop(refused);
+        assert_eq!(entries(&shown), vec!["n.txt"]);
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: `serve` (FastCGI or CGI), `runserver` (development HTTP server),
 //! `cleanup` and `check-config`. Parses arguments, sets up logging, loads the configuration,
-//! and hands over to the library.
+//! and hands over to the library. Started as CGI, the program reads no argument at all
+//! (`cgi::run`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // A panic in a request thread must reach the log, not a terminal nobody reads (SPEC 8).
     std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+    // Under CGI the request is the only input. A web server hands a query without `=` to a
+    // CGI program as its command line (RFC 3875 §4.4): `?runserver+--listen+...` must not
+    // start anything, so argv is not even parsed there.
+    if cgi::started_as_cgi() {
+        return cgi::run();
+    }
     let result = parse_args().and_then(run);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -104,10 +104,35 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// A database or directory the program creates is private to its user (0600/0700,
+    /// whatever the umask): it holds every token, so every download URL.
     pub fn open(path: &Path) -> Result<Store, Error> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let private = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("making {} private", p.display()), e))
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            private(dir, 0o700)?;
+        }
+        // Made here, before SQLite would make it 0644; its -wal and -shm files take its mode.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => private(path, 0o600)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
         }
         let store = Store {
             path: path.to_path_buf(),

@@ -106,10 +106,15 @@ fn cgi_get(env: &Env, args: &[&str], uri: &str) -> fcgi::Response {
 #[test]
 fn cgi_slot_put_get() {
     let env = Env::new(&standard_config(ALLOW_ALL));
-    let config = env.config.to_str().unwrap().to_string();
     let content = body_of(300_000, 9);
     let size = content.len().to_string();
-    for args in [vec![], vec!["serve", "--config", config.as_str()]] {
+    // Under CGI the command line is never read (a query without `=` arrives as argv, RFC 3875
+    // §4.4): the configuration comes from the environment whatever argv says.
+    for args in [
+        vec![],
+        vec!["serve", "--config", "/nonexistent/config.toml"],
+        vec!["runserver", "--listen", "127.0.0.1:1"],
+    ] {
         let uri = format!(
             "/http_upload/slot/?jid={JID}&name={}&size={size}",
             pct("доклад 1.pdf")
@@ -339,4 +344,59 @@ fn a_stalled_connection_does_not_block_others() {
     );
     drop(stalled);
     drop(slow);
+}
+
+/// The database holds every token (so every download URL): the program creates it, its
+/// directory and SQLite's -wal/-shm files private to its user whatever the umask — here 000,
+/// under which SQLite alone would make them 0666 and the directory 0777.
+#[test]
+fn cgi_creates_the_database_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let database = env.dir.path.join("private/db/uploads.sqlite3");
+    let config = env.dir.path.join("private.toml");
+    let text = fs_read(&env.config).replace(
+        &format!("database = {:?}", env.database.to_str().unwrap()),
+        &format!("database = {:?}", database.to_str().unwrap()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\"", BIN])
+        .env("XMPP_HTTP_UPLOAD_CONFIG", &config)
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env(
+            "REQUEST_URI",
+            "/http_upload/slot/?jid=bob@example.org&name=a.txt&size=3",
+        )
+        .env("QUERY_STRING", "jid=bob@example.org&name=a.txt&size=3")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary as CGI");
+    let answer = fcgi::parse_cgi_output(&output.stdout).expect("a CGI answer");
+    assert_eq!(answer.status, 200, "{}", output_text(&output));
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        mode(database.parent().unwrap()),
+        0o700,
+        "database directory"
+    );
+    assert_eq!(mode(&database), 0o600, "database");
+    for suffix in ["-wal", "-shm"] {
+        let side = database.with_file_name(format!("uploads.sqlite3{suffix}"));
+        if side.exists() {
+            assert_eq!(mode(&side), 0o600, "{}", side.display());
+        }
+    }
+}
+
+fn fs_read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

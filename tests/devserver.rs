@@ -197,3 +197,60 @@ fn the_readme_flow_works_without_a_web_server() {
         "{headers:?}"
     );
 }
+
+/// A request line with raw UTF-8 (as `curl --path-as-is` may send it, and nginx accepts) is
+/// answered like its percent-encoded form — tiny_http, used before, dropped the connection
+/// without a word — and a head that is not even UTF-8 gets a 400 with one line.
+#[test]
+fn raw_utf8_in_the_request_line_is_answered() {
+    let dir = TempDir::new();
+    let server = start_dev(&dir.path.join("data"));
+    let port = server.port;
+    let content = b"raw!";
+    let (status, _, body) = http(
+        port,
+        "GET",
+        &format!(
+            "/http_upload/slot/?jid=user@example.com&name={}&size={}",
+            pct("сырой.txt"),
+            content.len()
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let put_url = text.lines().next().expect("PUT URL");
+    let raw_path = url_path(put_url);
+    assert!(raw_path.ends_with("/сырой.txt"), "{raw_path}");
+    let (status, _, body) = http(port, "PUT", &raw_path, &[], content);
+    assert_eq!(
+        status,
+        201,
+        "raw UTF-8 PUT: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = http(port, "GET", &raw_path, &[], b"");
+    assert_eq!((status, body.as_slice()), (200, &content[..]));
+
+    // Not UTF-8 at all, in the path and in a header value.
+    for head in [
+        &b"GET /http_upload/upload/x/\xff\xfe HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        &b"GET /http_upload/slot/ HTTP/1.1\r\nHost: a\r\nX-Name: \xff\r\n\r\n"[..],
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(head).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        let status = answer.split_whitespace().nth(1).unwrap_or("");
+        assert!(
+            status.starts_with('4'),
+            "{:?}: {answer:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
