@@ -26,7 +26,7 @@ use crate::slot::valid_content_type;
 use crate::store::{Slot, already_authorized};
 use crate::transfer::{created, guessed_type, serve_file};
 
-/// The claims of an upload token, as Prosody 0.12 writes them.
+/// The claims of an upload token, as Prosody 0.12 and 13 write them (`docs/xmpp-servers.md`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Claims {
     /// The uploader's bare JID.
