@@ -23,6 +23,8 @@ pub struct Report {
     pub expired_files: Vec<String>,
     /// Temporary files of interrupted uploads.
     pub stale_parts: Vec<String>,
+    /// Files of purged slots that landed (or stayed) after `purge`.
+    pub purged_files: Vec<String>,
     /// Uploads written by the web server that are now known to be complete.
     pub confirmed: usize,
 }
@@ -40,6 +42,9 @@ impl std::fmt::Display for Report {
         }
         for file in &self.stale_parts {
             writeln!(f, "removed stale temporary file {file}")?;
+        }
+        for file in &self.purged_files {
+            writeln!(f, "removed file {file} of a purged account")?;
         }
         write!(
             f,
@@ -93,6 +98,7 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
     }
 
     expire_signed_uploads(app, retention_cutoff, grace_cutoff, &mut report)?;
+    remove_purged(app, grace_cutoff, &mut report)?;
 
     // What no record covers: temporary files of interrupted uploads, and files whose record
     // is gone (or that someone put there), by the inode's change time.
@@ -154,6 +160,7 @@ fn settle_unconfirmed_slots(
         let path = SafePath::for_slot(&slot).ok();
         if path.as_ref().is_some_and(|p| app.uploads.exists(p)) {
             let allowed_at = slot.authorized.unwrap_or(slot.created);
+            // (false only when the slot was purged meanwhile: its file is then in `purged`)
             app.store.mark_uploaded(&slot.token, allowed_at)?;
             report.confirmed += 1;
             continue;
@@ -201,6 +208,23 @@ fn expire_signed_uploads(
             report.failed_uploads.push(recorded.clone());
         }
         app.store.delete_signed_upload(&recorded)?;
+    }
+    Ok(())
+}
+
+/// Files of slots that `purge` forgot: removed whenever they are there (a PUT allowed before
+/// the purge may have landed since); each record goes once `TRANSFER_GRACE` has passed since
+/// the purge, when no allowed transfer can still be on its way.
+fn remove_purged(app: &App, grace_cutoff: i64, report: &mut Report) -> Result<(), Error> {
+    for purged in app.store.purged()? {
+        if let Ok(path) = SafePath::in_area(purged.area.as_deref(), &purged.token, &purged.name)
+            && app.uploads.remove(&path)?
+        {
+            report.purged_files.push(path.to_string());
+        }
+        if purged.purged <= grace_cutoff {
+            app.store.forget_purged(&purged.token)?;
+        }
     }
     Ok(())
 }

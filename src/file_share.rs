@@ -196,7 +196,7 @@ pub fn receive(
 ) -> Result<Response, Outcome> {
     let (path, claims) = allow_put(app, share, req, raw_rest, now)?;
     app.uploads.receive(&path, claims.filesize, body)?;
-    app.store.mark_uploaded(&claims.slot, crate::unix_now())?;
+    crate::transfer::confirm_stored(app, &claims.slot, &path)?;
     Ok(created())
 }
 

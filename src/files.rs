@@ -84,9 +84,14 @@ impl SafePath {
     /// Where the file of a stored slot lives: `<token>/<name>` for the slot API, or
     /// `<area>/<token>/<name>` for the JWT protocol.
     pub fn for_slot(slot: &Slot) -> Result<SafePath, Refusal> {
-        match &slot.area {
-            None => SafePath::slot(&slot.token, &slot.name),
-            Some(area) => SafePath::external(area, &[slot.token.clone(), slot.name.clone()]),
+        SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
+    }
+
+    /// `<token>/<name>` (no area: the slot API) or `<area>/<token>/<name>` (the JWT protocol).
+    pub fn in_area(area: Option<&str>, token: &str, name: &str) -> Result<SafePath, Refusal> {
+        match area {
+            None => SafePath::slot(token, name),
+            Some(area) => SafePath::external(area, &[token.to_string(), name.to_string()]),
         }
     }
 
@@ -348,6 +353,8 @@ pub struct Entry {
     /// created, written or renamed into place. Unlike mtime, no client can choose it (nginx's
     /// `dav_methods PUT` copies the request's `Date` header into mtime).
     pub changed: i64,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 impl Entry {
@@ -395,6 +402,7 @@ fn collect_files(dir: &Path, depth: usize, found: &mut Vec<Entry>) -> Result<(),
             found.push(Entry {
                 path: entry.path(),
                 changed: meta.ctime(),
+                len: meta.len(),
             });
         }
     }

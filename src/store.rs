@@ -70,6 +70,15 @@ const MIGRATIONS: &[&str] = &[
         authorized INTEGER NOT NULL  -- unix seconds: the PUT was allowed
     ) WITHOUT ROWID;
     CREATE INDEX signed_upload_authorized ON signed_upload (authorized);",
+    // 5: `purge` forgets a JID's slots at once; a file of one of them that may still land (its
+    // PUT was allowed, the web server may still be writing it) or that could not be removed
+    // is remembered here until cleanup has removed it.
+    "CREATE TABLE purged (
+        token  TEXT PRIMARY KEY,
+        area   TEXT,             -- as in slot
+        name   TEXT NOT NULL,
+        purged INTEGER NOT NULL  -- unix seconds
+    ) WITHOUT ROWID;",
 ];
 
 /// A slot as stored.
@@ -87,6 +96,17 @@ pub struct Slot {
     pub area: Option<String>,
     /// When the file is to be deleted (JWT `expires`); `None`: by retention only.
     pub expires: Option<i64>,
+}
+
+/// A purged slot whose file cleanup still has to make sure is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    pub token: String,
+    /// As `Slot::area`.
+    pub area: Option<String>,
+    pub name: String,
+    /// When it was purged (unix seconds).
+    pub purged: i64,
 }
 
 /// The columns `slot_from_row` reads, in its order.
@@ -336,14 +356,18 @@ impl Store {
         )
     }
 
-    /// Notes that the slot's file is complete on disk.
-    pub fn mark_uploaded(&self, token: &str, when: i64) -> Result<(), Error> {
-        self.execute(
-            "marking a slot uploaded",
-            "UPDATE slot SET authorized = COALESCE(authorized, ?2), uploaded = COALESCE(uploaded, ?2)
-             WHERE token = ?1",
-            params![token, when],
-        )
+    /// Notes that the slot's file is complete on disk. False when the slot is gone (purged
+    /// while its body was on its way): the caller removes the file it just stored.
+    pub fn mark_uploaded(&self, token: &str, when: i64) -> Result<bool, Error> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "UPDATE slot SET authorized = COALESCE(authorized, ?2), uploaded = COALESCE(uploaded, ?2)
+                 WHERE token = ?1",
+                params![token, when],
+            )
+            .map(|changed| changed == 1)
+            .map_err(|e| Error::sqlite("marking a slot uploaded", e))
+        })
     }
 
     /// Forgets a slot.
@@ -399,6 +423,132 @@ impl Store {
             let rows = stmt.query_map([cutoff], slot_from_row).map_err(fail)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(fail)
         })
+    }
+
+    /// Every slot of `jid` (lower-cased bare JID), oldest first.
+    pub fn slots_of(&self, jid: &str) -> Result<Vec<Slot>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing a JID's slots", e);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {SLOT_COLUMNS} FROM slot WHERE jid = ?1 ORDER BY created, token"
+                ))
+                .map_err(fail)?;
+            let rows = stmt.query_map([jid], slot_from_row).map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Forgets every slot of `jid` in one transaction and returns them. Each is remembered
+    /// in `purged` (see `purged`), so that a file still landing or not removable now is
+    /// removed by cleanup later; the caller forgets those it removed (`forget_purged`).
+    pub fn purge_jid(&self, jid: &str, now: i64) -> Result<Vec<Slot>, Error> {
+        self.with_writer(|conn| {
+            let fail = |e| Error::sqlite("purging a JID's slots", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let slots = {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "DELETE FROM slot WHERE jid = ?1 RETURNING {SLOT_COLUMNS}"
+                    ))
+                    .map_err(fail)?;
+                let rows = stmt.query_map([jid], slot_from_row).map_err(fail)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(fail)?
+            };
+            for slot in &slots {
+                tx.execute(
+                    "INSERT INTO purged (token, area, name, purged) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (token) DO NOTHING",
+                    params![slot.token, slot.area, slot.name, now],
+                )
+                .map_err(fail)?;
+            }
+            tx.commit().map_err(fail)?;
+            Ok(slots)
+        })
+    }
+
+    /// The files of purged slots that may still be on disk: (token, area, name, purged at).
+    pub fn purged(&self) -> Result<Vec<Purged>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing purged slots", e);
+            let mut stmt = conn
+                .prepare("SELECT token, area, name, purged FROM purged")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(Purged {
+                        token: row.get(0)?,
+                        area: row.get(1)?,
+                        name: row.get(2)?,
+                        purged: row.get(3)?,
+                    })
+                })
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Forgets a purged slot whose file is known to be gone.
+    pub fn forget_purged(&self, token: &str) -> Result<(), Error> {
+        self.execute(
+            "forgetting a purged slot",
+            "DELETE FROM purged WHERE token = ?1",
+            params![token],
+        )
+    }
+
+    /// Calls `f` with every slot, in no particular order (for `usage` and `check`: one pass,
+    /// no list of all slots in memory).
+    pub fn for_each_slot(&self, mut f: impl FnMut(Slot)) -> Result<(), Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("reading all slots", e);
+            let mut stmt = conn
+                .prepare(&format!("SELECT {SLOT_COLUMNS} FROM slot"))
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                f(slot_from_row(row).map_err(fail)?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every recorded upload of the HMAC protocol: (path, size, authorized).
+    pub fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing signed uploads", e);
+            let mut stmt = conn
+                .prepare("SELECT path, size, authorized FROM signed_upload")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let size: i64 = row.get(1)?;
+                    Ok((row.get(0)?, u64::try_from(size).unwrap_or(0), row.get(2)?))
+                })
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Corrects the recorded size of a slot to what is on disk (`check --repair`).
+    pub fn set_slot_size(&self, token: &str, size: u64) -> Result<(), Error> {
+        self.execute(
+            "correcting a slot's size",
+            "UPDATE slot SET size = ?2 WHERE token = ?1",
+            params![token, i64::try_from(size).unwrap_or(i64::MAX)],
+        )
+    }
+
+    /// Corrects the recorded size of a signed upload to what is on disk (`check --repair`).
+    pub fn set_signed_upload_size(&self, path: &str, size: u64) -> Result<(), Error> {
+        self.execute(
+            "correcting a signed upload's size",
+            "UPDATE signed_upload SET size = ?2 WHERE path = ?1",
+            params![path, i64::try_from(size).unwrap_or(i64::MAX)],
+        )
     }
 
     /// One write statement.
