@@ -121,8 +121,10 @@ fn file_entry(app: &App, slot: &Slot) -> FileEntry {
     let put_timeout = i64::try_from(config.put_timeout).unwrap_or(i64::MAX);
     let expires = match uploaded {
         Some(at) => {
-            let by_retention =
-                at.saturating_add(i64::try_from(config.retention).unwrap_or(i64::MAX));
+            let retention = slot
+                .retention
+                .unwrap_or_else(|| i64::try_from(config.retention).unwrap_or(i64::MAX));
+            let by_retention = at.saturating_add(retention);
             Some(slot.expires.map_or(by_retention, |e| e.min(by_retention)))
         }
         // An unused slot goes when its PUT timeout has passed.

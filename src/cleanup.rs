@@ -7,6 +7,7 @@
 use crate::App;
 use crate::files::{Entry, SafePath};
 use crate::refusal::Error;
+use crate::rules::{Action, Rule, first_match};
 
 /// How long an authorized upload may take to land before its slot is given up, and how long a
 /// temporary file may sit untouched before it is taken for the leftover of a crash.
@@ -58,6 +59,51 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// What `cleanup --reapply-rules` changed before cleaning up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reapplied {
+    /// Slots whose recorded retention changed.
+    pub changed: usize,
+    /// Slots whose JID no rule allows any more: they keep what was recorded.
+    pub kept: usize,
+}
+
+impl std::fmt::Display for Reapplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reapplied rules: retention of {} slots changed; {} slots of JIDs no rule allows keep theirs",
+            self.changed, self.kept
+        )
+    }
+}
+
+/// Records, for every slot, the `retention` of the rule that allows its JID now (none: the
+/// global one), so that the next cleanup judges old uploads by today's rules. The admin asks
+/// for this; a changed configuration alone never moves the deletion of a file already uploaded.
+pub fn reapply_rules(app: &App) -> Result<Reapplied, Error> {
+    let mut report = Reapplied::default();
+    let mut changes = Vec::new();
+    app.store
+        .for_each_slot(|slot| match first_match(&app.config.rules, &slot.jid) {
+            Some(Rule {
+                action: Action::Allow(limits),
+                ..
+            }) => {
+                let retention = limits
+                    .retention
+                    .map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+                if retention != slot.retention {
+                    changes.push((slot.token, retention));
+                }
+            }
+            _ => report.kept += 1,
+        })?;
+    report.changed = changes.len();
+    app.store.set_retentions(&changes)?;
+    Ok(report)
+}
+
 /// Runs one cleanup at `now` (unix seconds).
 ///
 /// Every age is judged on the program's own clock: the times it recorded when it allowed a PUT
@@ -87,8 +133,10 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         app.store.delete_slot(&slot.token)?;
     }
 
-    // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload.
-    for slot in app.store.uploaded_before(retention_cutoff)? {
+    // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload:
+    // the retention of the rule that allowed it, recorded then, or the global one.
+    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
+    for slot in app.store.past_retention(now, retention)? {
         if let Ok(path) = SafePath::for_slot(&slot)
             && app.uploads.remove(&path)?
         {

@@ -42,7 +42,12 @@ enum Command {
         data: Option<PathBuf>,
     },
     /// Remove unused slots, failed uploads and files past retention
-    Cleanup,
+    Cleanup {
+        /// First record for every upload the retention of the rule that allows its JID now
+        /// (uploads keep the retention of the rule that allowed them until asked)
+        #[arg(long)]
+        reapply_rules: bool,
+    },
     /// Validate the configuration and print what was understood
     CheckConfig,
     /// List the files of one JID (URL, name, size, uploaded at, expires at)
@@ -175,8 +180,12 @@ fn run(cli: Cli) -> Result<(), String> {
             print!("{}", config.describe());
             Ok(())
         }
-        Command::Cleanup => {
+        Command::Cleanup { reapply_rules } => {
             let app = open_app(load_config(&args(None, None))?)?;
+            if reapply_rules {
+                let reapplied = cleanup::reapply_rules(&app).map_err(|e| e.to_string())?;
+                println!("{reapplied}");
+            }
             let report = cleanup::run(&app, now).map_err(|e| e.to_string())?;
             println!("{report}");
             Ok(())

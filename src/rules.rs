@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_total_size: Option<u64>,
     pub bytes_per_window: Option<Window>,
     pub uploads_per_window: Option<Window>,
+    /// How long this rule's uploads are kept, in seconds, recorded with each slot at upload;
+    /// `None`: the global `retention`, as it stands when cleanup runs.
+    pub retention: Option<u64>,
 }
 
 /// "At most `amount` (bytes or uploads) within any `seconds` long window ending now".
@@ -162,6 +165,7 @@ mod tests {
                 seconds: 60,
                 amount: 2,
             }),
+            retention: None,
         };
         let usage = Usage {
             total_bytes: 20,

@@ -79,6 +79,10 @@ const MIGRATIONS: &[&str] = &[
         name   TEXT NOT NULL,
         purged INTEGER NOT NULL  -- unix seconds
     ) WITHOUT ROWID;",
+    // 6: the retention of the rule that allowed the upload, recorded with it, so that a later
+    // change of the rule neither extends nor cuts what was promised (`cleanup --reapply-rules`
+    // applies the rules as they stand). NULL: the global `retention` when cleanup runs.
+    "ALTER TABLE slot ADD COLUMN retention INTEGER; -- seconds after `uploaded`",
 ];
 
 /// A slot as stored.
@@ -96,6 +100,9 @@ pub struct Slot {
     pub area: Option<String>,
     /// When the file is to be deleted (JWT `expires`); `None`: by retention only.
     pub expires: Option<i64>,
+    /// Seconds after `uploaded` that the file is kept (the allowing rule's `retention`);
+    /// `None`: the global `retention`.
+    pub retention: Option<i64>,
 }
 
 /// A purged slot whose file cleanup still has to make sure is gone.
@@ -111,7 +118,7 @@ pub struct Purged {
 
 /// The columns `slot_from_row` reads, in its order.
 const SLOT_COLUMNS: &str =
-    "token, jid, name, size, content_type, created, authorized, uploaded, area, expires";
+    "token, jid, name, size, content_type, created, authorized, uploaded, area, expires, retention";
 
 /// A handle on the database, shared by all request threads: pooled connections for reads,
 /// one connection for writes.
@@ -234,8 +241,8 @@ impl Store {
             // The slot may exist already: a JWT slot is recorded by its first allowed PUT, and
             // two PUTs of one token can race here. The primary key decides; the loser is a 409.
             let inserted = tx.execute(
-                "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires, retention)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     slot.token,
                     slot.jid,
@@ -245,7 +252,8 @@ impl Store {
                     slot.created,
                     slot.authorized,
                     slot.area,
-                    slot.expires
+                    slot.expires,
+                    slot.retention
                 ],
             );
             match inserted {
@@ -411,17 +419,40 @@ impl Store {
         })
     }
 
-    /// Slots whose upload was confirmed at or before `cutoff` (their files are past retention).
-    pub fn uploaded_before(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+    /// Slots whose upload is past its retention at `now`: its own (recorded from the rule that
+    /// allowed it) or else `default_retention` (seconds after the recorded upload).
+    pub fn past_retention(&self, now: i64, default_retention: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing old uploads", e);
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {SLOT_COLUMNS} FROM slot WHERE uploaded <= ?1"
+                    "SELECT {SLOT_COLUMNS} FROM slot
+                     WHERE uploaded IS NOT NULL AND uploaded <= ?1 - COALESCE(retention, ?2)"
                 ))
                 .map_err(fail)?;
-            let rows = stmt.query_map([cutoff], slot_from_row).map_err(fail)?;
+            let rows = stmt
+                .query_map([now, default_retention], slot_from_row)
+                .map_err(fail)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Records new retentions (`cleanup --reapply-rules`), all in one transaction.
+    pub fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
+        self.with_writer(|conn| {
+            let fail = |e| Error::sqlite("recording retentions", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            {
+                let mut stmt = tx
+                    .prepare("UPDATE slot SET retention = ?2 WHERE token = ?1")
+                    .map_err(fail)?;
+                for (token, retention) in changes {
+                    stmt.execute(params![token, retention]).map_err(fail)?;
+                }
+            }
+            tx.commit().map_err(fail)
         })
     }
 
@@ -652,6 +683,7 @@ fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
         uploaded: row.get(7)?,
         area: row.get(8)?,
         expires: row.get(9)?,
+        retention: row.get(10)?,
     })
 }
 
@@ -679,6 +711,7 @@ mod tests {
             uploaded: None,
             area: None,
             expires: None,
+            retention: None,
         }
     }
 
