@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
-use crate::rules::{Limits, Usage, check_quota};
+use crate::rules::{Limits, Usage, check_quota, retry_after};
 
 /// How long a writer waits for another process's transaction before giving up (→ 503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -230,13 +230,13 @@ impl Store {
                 || limits.uploads_per_window.is_some();
             // Reading usage costs a query: only when a limit needs it. The size limit of one
             // file is checked either way.
-            let usage = if needs_usage {
+            let (usage, in_window) = if needs_usage {
                 usage(&tx, slot, limits, put_timeout).map_err(fail)?
             } else {
-                Usage::default()
+                (Usage::default(), Vec::new())
             };
             if let Err(refusal) = check_quota(limits, slot.size, usage) {
-                return Ok(Err(refusal));
+                return Ok(Err(with_retry_after(refusal, limits, slot, &in_window)));
             }
             // The slot may exist already: a JWT slot is recorded by its first allowed PUT, and
             // two PUTs of one token can race here. The primary key decides; the loser is a 409.
@@ -619,14 +619,51 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     tx.commit().map_err(fail)
 }
 
+/// A quota refusal (402) says when the windows that refused will have room for `slot`.
+fn with_retry_after(
+    refusal: Refusal,
+    limits: &Limits,
+    slot: &Slot,
+    in_window: &[(i64, u64)],
+) -> Refusal {
+    if refusal.kind != RefusalKind::QuotaExceeded {
+        return refusal;
+    }
+    let windows = [
+        (limits.bytes_per_window, true),
+        (limits.uploads_per_window, false),
+    ];
+    let mut wait: Option<u64> = None;
+    for (window, counts_bytes) in windows {
+        let Some(window) = window else { continue };
+        let since = slot
+            .created
+            .saturating_sub(i64::try_from(window.seconds).unwrap_or(i64::MAX));
+        let inside: Vec<(i64, u64)> = in_window
+            .iter()
+            .copied()
+            .filter(|&(created, _)| created > since)
+            .collect();
+        match retry_after(window, counts_bytes, slot.size, slot.created, &inside) {
+            Some(seconds) => wait = Some(wait.map_or(seconds, |w| w.max(seconds))),
+            // This window never has room for it: no time to give.
+            None => return refusal,
+        }
+    }
+    match wait {
+        Some(seconds) => refusal.with_retry_after(seconds),
+        None => refusal,
+    }
+}
+
 /// What `slot.jid` holds now: summed in Rust with saturating arithmetic (sizes go up to 2^63-1,
-/// SQLite's SUM would overflow).
+/// SQLite's SUM would overflow); and `(created, size)` of what lies inside the longest window.
 fn usage(
     tx: &rusqlite::Transaction,
     slot: &Slot,
     limits: &Limits,
     put_timeout: u64,
-) -> rusqlite::Result<Usage> {
+) -> rusqlite::Result<(Usage, Vec<(i64, u64)>)> {
     let now = slot.created;
     let since = |seconds: u64| now.saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX));
     let unused_cutoff = since(put_timeout);
@@ -638,9 +675,17 @@ fn usage(
     )?;
     let mut rows = stmt.query(params![slot.jid, unused_cutoff])?;
     let mut usage = Usage::default();
+    let mut in_window = Vec::new();
+    let window_since = match (bytes_since, uploads_since) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     while let Some(row) = rows.next()? {
         let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
         let created: i64 = row.get(1)?;
+        if window_since.is_some_and(|t| created > t) {
+            in_window.push((created, size));
+        }
         usage.total_bytes = usage.total_bytes.saturating_add(size);
         if bytes_since.is_some_and(|t| created > t) {
             usage.window_bytes = usage.window_bytes.saturating_add(size);
@@ -649,7 +694,7 @@ fn usage(
             usage.window_uploads += 1;
         }
     }
-    Ok(usage)
+    Ok((usage, in_window))
 }
 
 /// True when `error` is a uniqueness violation (the row exists already).
