@@ -196,7 +196,7 @@ impl fmt::Display for PurgeReport {
         }
         writeln!(
             f,
-            "purge {}{}: {} slots, {} files, {} bytes {verb}; {} uploads in flight",
+            "purge {}{}: {verb} {} slots, {} files, {} bytes; {} uploads in flight",
             self.jid,
             if self.dry_run { " (dry run)" } else { "" },
             self.slots,

@@ -134,7 +134,7 @@ fn purge_removes_files_directories_and_records_and_a_dry_run_removes_nothing() {
         assert!(!env.upload_root.join(&slot.token).exists(), "{text}");
     }
     assert!(
-        text.contains("3 slots, 2 files, 7 bytes removed; 0 uploads in flight"),
+        text.contains("removed 3 slots, 2 files, 7 bytes; 0 uploads in flight"),
         "{text}"
     );
     assert_eq!(
