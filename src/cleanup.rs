@@ -7,6 +7,7 @@
 use crate::App;
 use crate::files::{Entry, SafePath};
 use crate::refusal::Error;
+use crate::rules::{Action, Rule, first_match};
 
 /// How long an authorized upload may take to land before its slot is given up, and how long a
 /// temporary file may sit untouched before it is taken for the leftover of a crash.
@@ -23,6 +24,8 @@ pub struct Report {
     pub expired_files: Vec<String>,
     /// Temporary files of interrupted uploads.
     pub stale_parts: Vec<String>,
+    /// Files of purged slots that landed (or stayed) after `purge`.
+    pub purged_files: Vec<String>,
     /// Uploads written by the web server that are now known to be complete.
     pub confirmed: usize,
 }
@@ -41,6 +44,9 @@ impl std::fmt::Display for Report {
         for file in &self.stale_parts {
             writeln!(f, "removed stale temporary file {file}")?;
         }
+        for file in &self.purged_files {
+            writeln!(f, "removed file {file} of a purged account")?;
+        }
         write!(
             f,
             "cleanup: {} unused slots, {} failed uploads, {} expired files, {} temporary files removed; {} uploads confirmed",
@@ -51,6 +57,51 @@ impl std::fmt::Display for Report {
             self.confirmed
         )
     }
+}
+
+/// What `cleanup --reapply-rules` changed before cleaning up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reapplied {
+    /// Slots whose recorded retention changed.
+    pub changed: usize,
+    /// Slots whose JID no rule allows any more: they keep what was recorded.
+    pub kept: usize,
+}
+
+impl std::fmt::Display for Reapplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reapplied rules: retention of {} slots changed; {} slots of JIDs no rule allows keep theirs",
+            self.changed, self.kept
+        )
+    }
+}
+
+/// Records, for every slot, the `retention` of the rule that allows its JID now (none: the
+/// global one), so that the next cleanup judges old uploads by today's rules. The admin asks
+/// for this; a changed configuration alone never moves the deletion of a file already uploaded.
+pub fn reapply_rules(app: &App) -> Result<Reapplied, Error> {
+    let mut report = Reapplied::default();
+    let mut changes = Vec::new();
+    app.store
+        .for_each_slot(|slot| match first_match(&app.config.rules, &slot.jid) {
+            Some(Rule {
+                action: Action::Allow(limits),
+                ..
+            }) => {
+                let retention = limits
+                    .retention
+                    .map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+                if retention != slot.retention {
+                    changes.push((slot.token, retention));
+                }
+            }
+            _ => report.kept += 1,
+        })?;
+    report.changed = changes.len();
+    app.store.set_retentions(&changes)?;
+    Ok(report)
 }
 
 /// Runs one cleanup at `now` (unix seconds).
@@ -82,8 +133,10 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         app.store.delete_slot(&slot.token)?;
     }
 
-    // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload.
-    for slot in app.store.uploaded_before(retention_cutoff)? {
+    // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload:
+    // the retention of the rule that allowed it, recorded then, or the global one.
+    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
+    for slot in app.store.past_retention(now, retention)? {
         if let Ok(path) = SafePath::for_slot(&slot)
             && app.uploads.remove(&path)?
         {
@@ -93,6 +146,7 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
     }
 
     expire_signed_uploads(app, retention_cutoff, grace_cutoff, &mut report)?;
+    remove_purged(app, grace_cutoff, &mut report)?;
 
     // What no record covers: temporary files of interrupted uploads, and files whose record
     // is gone (or that someone put there), by the inode's change time.
@@ -154,6 +208,7 @@ fn settle_unconfirmed_slots(
         let path = SafePath::for_slot(&slot).ok();
         if path.as_ref().is_some_and(|p| app.uploads.exists(p)) {
             let allowed_at = slot.authorized.unwrap_or(slot.created);
+            // (false only when the slot was purged meanwhile: its file is then in `purged`)
             app.store.mark_uploaded(&slot.token, allowed_at)?;
             report.confirmed += 1;
             continue;
@@ -201,6 +256,23 @@ fn expire_signed_uploads(
             report.failed_uploads.push(recorded.clone());
         }
         app.store.delete_signed_upload(&recorded)?;
+    }
+    Ok(())
+}
+
+/// Files of slots that `purge` forgot: removed whenever they are there (a PUT allowed before
+/// the purge may have landed since); each record goes once `TRANSFER_GRACE` has passed since
+/// the purge, when no allowed transfer can still be on its way.
+fn remove_purged(app: &App, grace_cutoff: i64, report: &mut Report) -> Result<(), Error> {
+    for purged in app.store.purged()? {
+        if let Ok(path) = SafePath::in_area(purged.area.as_deref(), &purged.token, &purged.name)
+            && app.uploads.remove(&path)?
+        {
+            report.purged_files.push(path.to_string());
+        }
+        if purged.purged <= grace_cutoff {
+            app.store.forget_purged(&purged.token)?;
+        }
     }
     Ok(())
 }

@@ -154,6 +154,7 @@ struct RawRule {
     max_total_size: Option<Spanned<Quantity>>,
     bytes_per_window: Option<RawWindow>,
     uploads_per_window: Option<RawWindow>,
+    retention: Option<Spanned<Quantity>>,
 }
 
 #[derive(Deserialize)]
@@ -475,6 +476,9 @@ impl Config {
                     if let Some(w) = l.uploads_per_window {
                         let _ = write!(out, ", {} uploads per {} s", w.amount, w.seconds);
                     }
+                    if let Some(r) = l.retention {
+                        let _ = write!(out, ", retention {r} s");
+                    }
                 }
             }
             out.push('\n');
@@ -641,7 +645,8 @@ fn rule(at: &Locator, index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     let has_limits = raw.max_file_size.is_some()
         || raw.max_total_size.is_some()
         || raw.bytes_per_window.is_some()
-        || raw.uploads_per_window.is_some();
+        || raw.uploads_per_window.is_some()
+        || raw.retention.is_some();
     if raw.deny {
         if has_limits {
             return Err(at.error(&span, &key("deny"), "a denying rule cannot have limits"));
@@ -667,6 +672,10 @@ fn rule(at: &Locator, index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         .uploads_per_window
         .map(|w| window(at, &key("uploads_per_window"), w, "uploads"))
         .transpose()?;
+    let retention = raw
+        .retention
+        .map(|q| duration(at, &key("retention"), q))
+        .transpose()?;
     Ok(Rule {
         pattern,
         action: Action::Allow(Limits {
@@ -674,6 +683,7 @@ fn rule(at: &Locator, index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
             max_total_size,
             bytes_per_window,
             uploads_per_window,
+            retention,
         }),
     })
 }

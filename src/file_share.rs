@@ -180,6 +180,10 @@ fn record_upload(
         uploaded: None,
         area: Some(share.dir.clone()),
         expires: claims.expires.map(|e| e as i64),
+        // The earlier of the two wins: cleanup deletes at `expires` and after `retention`.
+        retention: limits
+            .retention
+            .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)
@@ -196,7 +200,7 @@ pub fn receive(
 ) -> Result<Response, Outcome> {
     let (path, claims) = allow_put(app, share, req, raw_rest, now)?;
     app.uploads.receive(&path, claims.filesize, body)?;
-    app.store.mark_uploaded(&claims.slot, crate::unix_now())?;
+    crate::transfer::confirm_stored(app, &claims.slot, &path)?;
     Ok(created())
 }
 

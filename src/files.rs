@@ -102,9 +102,14 @@ impl SafePath {
     /// Where the file of a stored slot lives: `<token>/<name>` for the slot API, or
     /// `<area>/<token>/<name>` for the JWT protocol.
     pub fn for_slot(slot: &Slot) -> Result<SafePath, Refusal> {
-        match &slot.area {
-            None => SafePath::slot(&slot.token, &slot.name),
-            Some(area) => SafePath::external(area, &[slot.token.clone(), slot.name.clone()]),
+        SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
+    }
+
+    /// `<token>/<name>` (no area: the slot API) or `<area>/<token>/<name>` (the JWT protocol).
+    pub fn in_area(area: Option<&str>, token: &str, name: &str) -> Result<SafePath, Refusal> {
+        match area {
+            None => SafePath::slot(token, name),
+            Some(area) => SafePath::external(area, &[token.to_string(), name.to_string()]),
         }
     }
 
@@ -489,6 +494,8 @@ pub struct Entry {
     /// created, written or renamed into place. Unlike mtime, no client can choose it (nginx's
     /// `dav_methods PUT` copies the request's `Date` header into mtime).
     pub changed: i64,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 impl Entry {
@@ -553,6 +560,7 @@ fn collect_files(
             found.push(Entry {
                 path: shown.join(&name),
                 changed: stat.st_ctime,
+                len: u64::try_from(stat.st_size).unwrap_or(0),
             });
         }
     }
@@ -890,6 +898,7 @@ mod tests {
         let entry = Entry {
             path: up.root().join(TOKEN).join("old.txt"),
             changed: 0,
+            len: 0,
         };
         up.remove_entry(&entry, "").unwrap();
         assert!(up.remove(&slot("old.txt")).is_ok_and(|removed| !removed));

@@ -24,7 +24,9 @@
 //! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
 //! - `rules`, `name`: pure logic (access rules and quotas; file names and URL decoding).
 //! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
+//! - `admin`: the administrator's commands (`files`, `purge`, `usage`, `check`).
 
+pub mod admin;
 pub mod authorize;
 pub mod cgi;
 pub mod cleanup;

@@ -1,64 +1,134 @@
 //! The command line: `serve` (FastCGI or CGI), `runserver` (development HTTP server),
-//! `cleanup` and `check-config`. Parses arguments, sets up logging, loads the configuration,
-//! and hands over to the library. Started as CGI, the program reads no argument at all
-//! (`cgi::run`).
+//! `cleanup`, `check-config`, and the admin commands `files`, `purge`, `usage`, `check`
+//! (`admin`). Parses arguments (clap: `--help`, usage errors and man pages from one
+//! definition), sets up logging, loads the configuration, and hands over to the library.
+//! Started as CGI, the program reads no argument at all (`cgi::run`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::{Parser, Subcommand};
 use xmpp_http_upload::config::{CONFIG_ENV, Config, DEFAULT_CONFIG_PATH};
 use xmpp_http_upload::fcgi::{self, Listen};
-use xmpp_http_upload::{App, cgi, cleanup, devserver, unix_now};
+use xmpp_http_upload::{App, admin, cgi, cleanup, devserver, unix_now};
 
-const USAGE: &str = "\
-usage: xmpp-http-upload [COMMAND] [OPTIONS]
+/// The HTTP side of XMPP HTTP File Upload (XEP-0363). Without a command: serve.
+#[derive(Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file [default: $XMPP_HTTP_UPLOAD_CONFIG, else /etc/xmpp-http-upload/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
 
-commands:
-  serve          answer FastCGI (fd 0, systemd socket, or --listen) or one CGI request (default)
-  runserver      development HTTP server on 127.0.0.1:8000, no web server or config needed
-  cleanup        remove unused slots, failed uploads and files past retention
-  check-config   validate the configuration and print what was understood
+/// The commands; each doc line is its `--help` text.
+#[derive(Subcommand)]
+enum Command {
+    /// Answer FastCGI (fd 0, systemd socket, or --listen) or one CGI request (the default)
+    Serve {
+        /// host:port or unix:/path
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Development HTTP server on 127.0.0.1:8000, no web server or config needed
+    Runserver {
+        /// host:port
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Data directory when no --config is given [default: ./xmpp-http-upload-dev]
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Remove unused slots, failed uploads and files past retention
+    Cleanup {
+        /// First record for every upload the retention of the rule that allows its JID now
+        /// (uploads keep the retention of the rule that allowed them until asked)
+        #[arg(long)]
+        reapply_rules: bool,
+    },
+    /// Validate the configuration and print what was understood
+    CheckConfig,
+    /// List the files of one JID (URL, name, size, uploaded at, expires at)
+    Files {
+        /// The bare JID (any resource is cut off; case does not matter)
+        #[arg(long)]
+        jid: String,
+        /// One JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every file, directory and record of one JID (e.g. on account deletion)
+    Purge {
+        /// The bare JID (any resource is cut off; case does not matter)
+        #[arg(long)]
+        jid: String,
+        /// Say what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Totals (files, bytes, slots waiting) and the JIDs storing the most
+    Usage {
+        /// How many JIDs to list (0: all of them)
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        top: usize,
+        /// One JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the database and the upload directory both ways
+    Check {
+        /// Fix what can be fixed without losing an upload
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: say what would be repaired, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
 
-options:
-  --config PATH         configuration file (else $XMPP_HTTP_UPLOAD_CONFIG, else /etc/xmpp-http-upload/config.toml)
-  --listen ADDR         serve: host:port or unix:/path; runserver: host:port
-  --data DIR            runserver: data directory (default ./xmpp-http-upload-dev)
-";
-
-/// The parsed command line.
+/// What `serve` and `runserver` read of the command line.
 struct Args {
-    command: String,
     config: Option<PathBuf>,
     listen: Option<String>,
     data: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        command: "serve".into(),
-        config: None,
-        listen: None,
-        data: None,
-    };
-    let mut iter = std::env::args().skip(1);
-    let mut command_seen = false;
-    while let Some(arg) = iter.next() {
-        let mut value = |name: &str| iter.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--config" => args.config = Some(PathBuf::from(value("--config")?)),
-            "--listen" => args.listen = Some(value("--listen")?),
-            "--data" => args.data = Some(PathBuf::from(value("--data")?)),
-            "-h" | "--help" | "help" => args.command = "help".into(),
-            "-V" | "--version" => args.command = "version".into(),
-            command if !command_seen && !command.starts_with('-') => {
-                args.command = command.to_string();
-                command_seen = true;
-            }
-            other => return Err(format!("unknown argument {other:?}")),
+/// Parses argv with clap. `--help` and `--version` print and exit 0; a usage error becomes
+/// one line (clap's first), with a pointer to `--help`.
+fn parse_args() -> Result<Cli, String> {
+    Cli::try_parse().map_err(|error| {
+        if matches!(
+            error.kind(),
+            clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            let _ = error.print();
+            std::process::exit(0);
         }
-    }
-    Ok(args)
+        // clap's message is its first paragraph (a list of missing arguments continues on
+        // indented lines); the usage and tip that follow are left to --help.
+        let rendered = error.render().to_string();
+        let message: Vec<&str> = rendered
+            .lines()
+            .take_while(|line| !line.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let message = message.join(" ");
+        format!(
+            "{}; try --help",
+            message.strip_prefix("error: ").unwrap_or(&message)
+        )
+    })
 }
 
 fn config_path(args: &Args) -> PathBuf {
@@ -96,17 +166,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
-    match args.command.as_str() {
-        "help" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        "version" => {
-            println!("xmpp-http-upload {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        "check-config" => {
+fn run(cli: Cli) -> Result<(), String> {
+    let config = cli.config;
+    let args = |listen, data| Args {
+        config: config.clone(),
+        listen,
+        data,
+    };
+    let now = unix_now();
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Serve { listen } => serve(&args(listen, None)),
+        Command::Runserver { listen, data } => runserver(&args(listen, data)),
+        Command::CheckConfig => {
+            let args = args(None, None);
             let config = load_config(&args)?;
             println!("{}: OK", config_path(&args).display());
             for warning in config.warnings() {
@@ -115,16 +187,59 @@ fn run(args: Args) -> Result<(), String> {
             print!("{}", config.describe());
             Ok(())
         }
-        "cleanup" => {
-            let app = open_app(load_config(&args)?)?;
-            let report = cleanup::run(&app, unix_now()).map_err(|e| e.to_string())?;
+        Command::Cleanup { reapply_rules } => {
+            let app = open_app(load_config(&args(None, None))?)?;
+            if reapply_rules {
+                let reapplied = cleanup::reapply_rules(&app).map_err(|e| e.to_string())?;
+                println!("{reapplied}");
+            }
+            let report = cleanup::run(&app, now).map_err(|e| e.to_string())?;
             println!("{report}");
             Ok(())
         }
-        "serve" => serve(&args),
-        "runserver" => runserver(&args),
-        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+        Command::Files { jid, json } => {
+            let jid = admin::jid_argument(&jid)?;
+            let app = open_app(load_config(&args(None, None))?)?;
+            let files = admin::files(&app, &jid).map_err(|e| e.to_string())?;
+            print_report(&files, json)
+        }
+        Command::Purge { jid, dry_run, json } => {
+            let jid = admin::jid_argument(&jid)?;
+            let app = open_app(load_config(&args(None, None))?)?;
+            let report = admin::purge(&app, &jid, dry_run, now).map_err(|e| e.to_string())?;
+            print_report(&report, json)?;
+            report.result()
+        }
+        Command::Usage { top, json } => {
+            let app = open_app(load_config(&args(None, None))?)?;
+            let report = admin::usage(&app, top, now).map_err(|e| e.to_string())?;
+            print_report(&report, json)
+        }
+        Command::Check {
+            repair,
+            dry_run,
+            json,
+        } => {
+            let app = open_app(load_config(&args(None, None))?)?;
+            let report = admin::check(&app, repair && !dry_run, now).map_err(|e| e.to_string())?;
+            print_report(&report, json)?;
+            report.result()
+        }
     }
+}
+
+/// Prints a report as text, or as one JSON document.
+fn print_report<T: std::fmt::Display + serde::Serialize>(
+    report: &T,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 fn serve(args: &Args) -> Result<(), String> {

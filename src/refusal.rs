@@ -47,6 +47,8 @@ impl RefusalKind {
 pub struct Refusal {
     pub kind: RefusalKind,
     pub message: String,
+    /// Seconds after which the same request may succeed (a 402's `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -55,7 +57,17 @@ impl Refusal {
         let mut message = message.into();
         // One line, always: a message may quote client input.
         message.retain(|c| c != '\n' && c != '\r');
-        Refusal { kind, message }
+        Refusal {
+            kind,
+            message,
+            retry_after: None,
+        }
+    }
+    /// The same refusal, saying when to try again (`Retry-After`, and in the message).
+    pub fn with_retry_after(mut self, seconds: u64) -> Refusal {
+        self.message = format!("{}; try again in {seconds} s", self.message);
+        self.retry_after = Some(seconds);
+        self
     }
     /// 400: a parameter is missing or malformed.
     pub fn bad_request(message: impl Into<String>) -> Refusal {

@@ -125,6 +125,10 @@ impl Response {
             // RFC 6750: a 401 names the scheme the client should use.
             return response.with_header("WWW-Authenticate", "Bearer");
         }
+        if let Some(seconds) = refusal.retry_after {
+            // RFC 9110 10.2.3: when the quota window will have room for this upload.
+            return response.with_header("Retry-After", seconds.to_string());
+        }
         response
     }
 

@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_total_size: Option<u64>,
     pub bytes_per_window: Option<Window>,
     pub uploads_per_window: Option<Window>,
+    /// How long this rule's uploads are kept, in seconds, recorded with each slot at upload;
+    /// `None`: the global `retention`, as it stands when cleanup runs.
+    pub retention: Option<u64>,
 }
 
 /// "At most `amount` (bytes or uploads) within any `seconds` long window ending now".
@@ -121,9 +124,67 @@ pub fn check_quota(limits: &Limits, size: u64, usage: Usage) -> Result<(), Refus
     Ok(())
 }
 
+/// Seconds from `now` until a window quota lets one more upload of `size` bytes through, given
+/// the uploads inside the window as `(created, size)`: each leaves it `window.seconds` after it
+/// was created. `counts_bytes`: the window counts bytes, else uploads. `None` when waiting
+/// cannot help (the one file is over the window's amount). At least 1.
+pub fn retry_after(
+    window: Window,
+    counts_bytes: bool,
+    size: u64,
+    now: i64,
+    in_window: &[(i64, u64)],
+) -> Option<u64> {
+    let cost = |bytes: u64| if counts_bytes { bytes } else { 1 };
+    let wanted = cost(size);
+    if wanted > window.amount {
+        return None;
+    }
+    let mut entries = in_window.to_vec();
+    entries.sort_unstable();
+    let mut used = entries
+        .iter()
+        .fold(0u64, |sum, &(_, bytes)| sum.saturating_add(cost(bytes)));
+    let seconds = i64::try_from(window.seconds).unwrap_or(i64::MAX);
+    for (created, bytes) in entries {
+        if used.saturating_add(wanted) <= window.amount {
+            break;
+        }
+        used = used.saturating_sub(cost(bytes));
+        if used.saturating_add(wanted) <= window.amount {
+            let wait = created.saturating_add(seconds).saturating_sub(now);
+            return Some(u64::try_from(wait).unwrap_or(0).max(1));
+        }
+    }
+    Some(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_when_enough_leaves_the_window() {
+        let hour = Window {
+            seconds: 3600,
+            amount: 100,
+        };
+        // 60 + 30 bytes in the window, 20 more wanted: the 60 must leave (at 1000 + 3600)
+        let entries = [(1500, 30), (1000, 60)];
+        assert_eq!(retry_after(hour, true, 20, 2000, &entries), Some(2600));
+        // 5 bytes fit once the older 60 leave too; 11 need both gone: at 1500 + 3600
+        assert_eq!(retry_after(hour, true, 80, 2000, &entries), Some(3100));
+        // larger than the window allows at all: waiting does not help
+        assert_eq!(retry_after(hour, true, 101, 2000, &entries), None);
+        // two uploads per hour: the first to leave frees one
+        let two = Window {
+            seconds: 3600,
+            amount: 2,
+        };
+        assert_eq!(retry_after(two, false, 5, 2000, &entries), Some(2600));
+        // never less than a second
+        assert_eq!(retry_after(two, false, 5, 4600, &entries), Some(1));
+    }
 
     fn rule(pattern: &str, action: Action) -> Rule {
         Rule {
@@ -162,6 +223,7 @@ mod tests {
                 seconds: 60,
                 amount: 2,
             }),
+            retention: None,
         };
         let usage = Usage {
             total_bytes: 20,

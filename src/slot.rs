@@ -48,6 +48,9 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
         uploaded: None,
         area: None,
         expires: None,
+        retention: limits
+            .retention
+            .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)?;
@@ -218,7 +221,7 @@ fn required<'a>(query: &'a [(String, String)], key: &str) -> Result<&'a str, Ref
 /// The bare JID (any resource dropped), lower-cased (node and domain of a JID compare
 /// case-insensitively, so `Evil@example.org` must meet the rules of `evil@example.org`),
 /// refused when it is not `[node@]domain` in shape.
-fn bare_jid(jid: &str) -> Result<String, Refusal> {
+pub fn bare_jid(jid: &str) -> Result<String, Refusal> {
     let bare = jid.split('/').next().unwrap_or("").trim();
     let bad = bare.is_empty()
         || bare.len() > 3071

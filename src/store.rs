@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
-use crate::rules::{Limits, Usage, check_quota};
+use crate::rules::{Limits, Usage, check_quota, retry_after};
 
 /// How long a writer waits for another process's transaction before giving up (→ 503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +70,19 @@ const MIGRATIONS: &[&str] = &[
         authorized INTEGER NOT NULL  -- unix seconds: the PUT was allowed
     ) WITHOUT ROWID;
     CREATE INDEX signed_upload_authorized ON signed_upload (authorized);",
+    // 5: `purge` forgets a JID's slots at once; a file of one of them that may still land (its
+    // PUT was allowed, the web server may still be writing it) or that could not be removed
+    // is remembered here until cleanup has removed it.
+    "CREATE TABLE purged (
+        token  TEXT PRIMARY KEY,
+        area   TEXT,             -- as in slot
+        name   TEXT NOT NULL,
+        purged INTEGER NOT NULL  -- unix seconds
+    ) WITHOUT ROWID;",
+    // 6: the retention of the rule that allowed the upload, recorded with it, so that a later
+    // change of the rule neither extends nor cuts what was promised (`cleanup --reapply-rules`
+    // applies the rules as they stand). NULL: the global `retention` when cleanup runs.
+    "ALTER TABLE slot ADD COLUMN retention INTEGER; -- seconds after `uploaded`",
 ];
 
 /// A slot as stored.
@@ -87,11 +100,25 @@ pub struct Slot {
     pub area: Option<String>,
     /// When the file is to be deleted (JWT `expires`); `None`: by retention only.
     pub expires: Option<i64>,
+    /// Seconds after `uploaded` that the file is kept (the allowing rule's `retention`);
+    /// `None`: the global `retention`.
+    pub retention: Option<i64>,
+}
+
+/// A purged slot whose file cleanup still has to make sure is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    pub token: String,
+    /// As `Slot::area`.
+    pub area: Option<String>,
+    pub name: String,
+    /// When it was purged (unix seconds).
+    pub purged: i64,
 }
 
 /// The columns `slot_from_row` reads, in its order.
 const SLOT_COLUMNS: &str =
-    "token, jid, name, size, content_type, created, authorized, uploaded, area, expires";
+    "token, jid, name, size, content_type, created, authorized, uploaded, area, expires, retention";
 
 /// A handle on the database, shared by all request threads: pooled connections for reads,
 /// one connection for writes.
@@ -228,19 +255,19 @@ impl Store {
                 || limits.uploads_per_window.is_some();
             // Reading usage costs a query: only when a limit needs it. The size limit of one
             // file is checked either way.
-            let usage = if needs_usage {
+            let (usage, in_window) = if needs_usage {
                 usage(&tx, slot, limits, put_timeout).map_err(fail)?
             } else {
-                Usage::default()
+                (Usage::default(), Vec::new())
             };
             if let Err(refusal) = check_quota(limits, slot.size, usage) {
-                return Ok(Err(refusal));
+                return Ok(Err(with_retry_after(refusal, limits, slot, &in_window)));
             }
             // The slot may exist already: a JWT slot is recorded by its first allowed PUT, and
             // two PUTs of one token can race here. The primary key decides; the loser is a 409.
             let inserted = tx.execute(
-                "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires, retention)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     slot.token,
                     slot.jid,
@@ -250,7 +277,8 @@ impl Store {
                     slot.created,
                     slot.authorized,
                     slot.area,
-                    slot.expires
+                    slot.expires,
+                    slot.retention
                 ],
             );
             match inserted {
@@ -361,14 +389,18 @@ impl Store {
         )
     }
 
-    /// Notes that the slot's file is complete on disk.
-    pub fn mark_uploaded(&self, token: &str, when: i64) -> Result<(), Error> {
-        self.execute(
-            "marking a slot uploaded",
-            "UPDATE slot SET authorized = COALESCE(authorized, ?2), uploaded = COALESCE(uploaded, ?2)
-             WHERE token = ?1",
-            params![token, when],
-        )
+    /// Notes that the slot's file is complete on disk. False when the slot is gone (purged
+    /// while its body was on its way): the caller removes the file it just stored.
+    pub fn mark_uploaded(&self, token: &str, when: i64) -> Result<bool, Error> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "UPDATE slot SET authorized = COALESCE(authorized, ?2), uploaded = COALESCE(uploaded, ?2)
+                 WHERE token = ?1",
+                params![token, when],
+            )
+            .map(|changed| changed == 1)
+            .map_err(|e| Error::sqlite("marking a slot uploaded", e))
+        })
     }
 
     /// Forgets a slot.
@@ -412,18 +444,167 @@ impl Store {
         })
     }
 
-    /// Slots whose upload was confirmed at or before `cutoff` (their files are past retention).
-    pub fn uploaded_before(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+    /// Slots whose upload is past its retention at `now`: its own (recorded from the rule that
+    /// allowed it) or else `default_retention` (seconds after the recorded upload).
+    pub fn past_retention(&self, now: i64, default_retention: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing old uploads", e);
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {SLOT_COLUMNS} FROM slot WHERE uploaded <= ?1"
+                    "SELECT {SLOT_COLUMNS} FROM slot
+                     WHERE uploaded IS NOT NULL AND uploaded <= ?1 - COALESCE(retention, ?2)"
                 ))
                 .map_err(fail)?;
-            let rows = stmt.query_map([cutoff], slot_from_row).map_err(fail)?;
+            let rows = stmt
+                .query_map([now, default_retention], slot_from_row)
+                .map_err(fail)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(fail)
         })
+    }
+
+    /// Records new retentions (`cleanup --reapply-rules`), all in one transaction.
+    pub fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
+        self.with_writer(|conn| {
+            let fail = |e| Error::sqlite("recording retentions", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            {
+                let mut stmt = tx
+                    .prepare("UPDATE slot SET retention = ?2 WHERE token = ?1")
+                    .map_err(fail)?;
+                for (token, retention) in changes {
+                    stmt.execute(params![token, retention]).map_err(fail)?;
+                }
+            }
+            tx.commit().map_err(fail)
+        })
+    }
+
+    /// Every slot of `jid` (lower-cased bare JID), oldest first.
+    pub fn slots_of(&self, jid: &str) -> Result<Vec<Slot>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing a JID's slots", e);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {SLOT_COLUMNS} FROM slot WHERE jid = ?1 ORDER BY created, token"
+                ))
+                .map_err(fail)?;
+            let rows = stmt.query_map([jid], slot_from_row).map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Forgets every slot of `jid` in one transaction and returns them. Each is remembered
+    /// in `purged` (see `purged`), so that a file still landing or not removable now is
+    /// removed by cleanup later; the caller forgets those it removed (`forget_purged`).
+    pub fn purge_jid(&self, jid: &str, now: i64) -> Result<Vec<Slot>, Error> {
+        self.with_writer(|conn| {
+            let fail = |e| Error::sqlite("purging a JID's slots", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let slots = {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "DELETE FROM slot WHERE jid = ?1 RETURNING {SLOT_COLUMNS}"
+                    ))
+                    .map_err(fail)?;
+                let rows = stmt.query_map([jid], slot_from_row).map_err(fail)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(fail)?
+            };
+            for slot in &slots {
+                tx.execute(
+                    "INSERT INTO purged (token, area, name, purged) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (token) DO NOTHING",
+                    params![slot.token, slot.area, slot.name, now],
+                )
+                .map_err(fail)?;
+            }
+            tx.commit().map_err(fail)?;
+            Ok(slots)
+        })
+    }
+
+    /// The files of purged slots that may still be on disk: (token, area, name, purged at).
+    pub fn purged(&self) -> Result<Vec<Purged>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing purged slots", e);
+            let mut stmt = conn
+                .prepare("SELECT token, area, name, purged FROM purged")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(Purged {
+                        token: row.get(0)?,
+                        area: row.get(1)?,
+                        name: row.get(2)?,
+                        purged: row.get(3)?,
+                    })
+                })
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Forgets a purged slot whose file is known to be gone.
+    pub fn forget_purged(&self, token: &str) -> Result<(), Error> {
+        self.execute(
+            "forgetting a purged slot",
+            "DELETE FROM purged WHERE token = ?1",
+            params![token],
+        )
+    }
+
+    /// Calls `f` with every slot, in no particular order (for `usage` and `check`: one pass,
+    /// no list of all slots in memory).
+    pub fn for_each_slot(&self, mut f: impl FnMut(Slot)) -> Result<(), Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("reading all slots", e);
+            let mut stmt = conn
+                .prepare(&format!("SELECT {SLOT_COLUMNS} FROM slot"))
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                f(slot_from_row(row).map_err(fail)?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every recorded upload of the HMAC protocol: (path, size, authorized).
+    pub fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("listing signed uploads", e);
+            let mut stmt = conn
+                .prepare("SELECT path, size, authorized FROM signed_upload")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let size: i64 = row.get(1)?;
+                    Ok((row.get(0)?, u64::try_from(size).unwrap_or(0), row.get(2)?))
+                })
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Corrects the recorded size of a slot to what is on disk (`check --repair`).
+    pub fn set_slot_size(&self, token: &str, size: u64) -> Result<(), Error> {
+        self.execute(
+            "correcting a slot's size",
+            "UPDATE slot SET size = ?2 WHERE token = ?1",
+            params![token, i64::try_from(size).unwrap_or(i64::MAX)],
+        )
+    }
+
+    /// Corrects the recorded size of a signed upload to what is on disk (`check --repair`).
+    pub fn set_signed_upload_size(&self, path: &str, size: u64) -> Result<(), Error> {
+        self.execute(
+            "correcting a signed upload's size",
+            "UPDATE signed_upload SET size = ?2 WHERE path = ?1",
+            params![path, i64::try_from(size).unwrap_or(i64::MAX)],
+        )
     }
 
     /// One write statement.
@@ -463,14 +644,51 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     tx.commit().map_err(fail)
 }
 
+/// A quota refusal (402) says when the windows that refused will have room for `slot`.
+fn with_retry_after(
+    refusal: Refusal,
+    limits: &Limits,
+    slot: &Slot,
+    in_window: &[(i64, u64)],
+) -> Refusal {
+    if refusal.kind != RefusalKind::QuotaExceeded {
+        return refusal;
+    }
+    let windows = [
+        (limits.bytes_per_window, true),
+        (limits.uploads_per_window, false),
+    ];
+    let mut wait: Option<u64> = None;
+    for (window, counts_bytes) in windows {
+        let Some(window) = window else { continue };
+        let since = slot
+            .created
+            .saturating_sub(i64::try_from(window.seconds).unwrap_or(i64::MAX));
+        let inside: Vec<(i64, u64)> = in_window
+            .iter()
+            .copied()
+            .filter(|&(created, _)| created > since)
+            .collect();
+        match retry_after(window, counts_bytes, slot.size, slot.created, &inside) {
+            Some(seconds) => wait = Some(wait.map_or(seconds, |w| w.max(seconds))),
+            // This window never has room for it: no time to give.
+            None => return refusal,
+        }
+    }
+    match wait {
+        Some(seconds) => refusal.with_retry_after(seconds),
+        None => refusal,
+    }
+}
+
 /// What `slot.jid` holds now: summed in Rust with saturating arithmetic (sizes go up to 2^63-1,
-/// SQLite's SUM would overflow).
+/// SQLite's SUM would overflow); and `(created, size)` of what lies inside the longest window.
 fn usage(
     tx: &rusqlite::Transaction,
     slot: &Slot,
     limits: &Limits,
     put_timeout: u64,
-) -> rusqlite::Result<Usage> {
+) -> rusqlite::Result<(Usage, Vec<(i64, u64)>)> {
     let now = slot.created;
     let since = |seconds: u64| now.saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX));
     let unused_cutoff = since(put_timeout);
@@ -482,9 +700,17 @@ fn usage(
     )?;
     let mut rows = stmt.query(params![slot.jid, unused_cutoff])?;
     let mut usage = Usage::default();
+    let mut in_window = Vec::new();
+    let window_since = match (bytes_since, uploads_since) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     while let Some(row) = rows.next()? {
         let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
         let created: i64 = row.get(1)?;
+        if window_since.is_some_and(|t| created > t) {
+            in_window.push((created, size));
+        }
         usage.total_bytes = usage.total_bytes.saturating_add(size);
         if bytes_since.is_some_and(|t| created > t) {
             usage.window_bytes = usage.window_bytes.saturating_add(size);
@@ -493,7 +719,7 @@ fn usage(
             usage.window_uploads += 1;
         }
     }
-    Ok(usage)
+    Ok((usage, in_window))
 }
 
 /// True when `error` is a uniqueness violation (the row exists already).
@@ -527,6 +753,7 @@ fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
         uploaded: row.get(7)?,
         area: row.get(8)?,
         expires: row.get(9)?,
+        retention: row.get(10)?,
     })
 }
 
@@ -554,6 +781,7 @@ mod tests {
             uploaded: None,
             area: None,
             expires: None,
+            retention: None,
         }
     }
 

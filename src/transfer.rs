@@ -25,10 +25,25 @@ pub fn receive(
     now: i64,
 ) -> Result<Response, Outcome> {
     let slot = allow_put(app, req, token, raw_name, now)?;
-    app.uploads
-        .receive(&SafePath::slot(token, &slot.name)?, slot.size, body)?;
-    app.store.mark_uploaded(token, crate::unix_now())?;
+    let path = SafePath::slot(token, &slot.name)?;
+    app.uploads.receive(&path, slot.size, body)?;
+    confirm_stored(app, token, &path)?;
     Ok(created())
+}
+
+/// Records that the file at `path` of slot `token` is stored. When the slot is gone — purged
+/// (`xmpp-http-upload purge`) while the body was on its way — the file goes too: a purged
+/// account keeps nothing, and the client hears that the upload did not stay.
+pub fn confirm_stored(app: &App, token: &str, path: &SafePath) -> Result<(), Outcome> {
+    if app.store.mark_uploaded(token, crate::unix_now())? {
+        return Ok(());
+    }
+    app.uploads.remove(path)?;
+    Err(Refusal::new(
+        crate::refusal::RefusalKind::Gone,
+        "this upload's slot was withdrawn (its account's files were purged) while it was sent",
+    )
+    .into())
 }
 
 /// 201 for an upload the program stored, in every protocol.
