@@ -374,13 +374,17 @@ impl Config {
                 .any(|net| net.addr().is_loopback());
             if tcp_listen {
                 warnings.push(format!(
-                    "slot_api has no secret and FastCGI listens on TCP ({}): any local user can                      connect, claim any REMOTE_ADDR and mint slots; set [slot_api] secret or                      listen on a unix: socket",
+                    "slot_api has no secret and FastCGI listens on TCP ({}): any local user can \
+                     connect, claim any REMOTE_ADDR and mint slots; set [slot_api] secret or \
+                     listen on a unix: socket",
                     self.listen.as_deref().unwrap_or_default()
                 ));
             }
             if loopback_callers {
                 warnings.push(
-                    "slot_api has no secret and allows loopback callers: any local user can mint                      slots through the web server's loopback slot API; set [slot_api] secret                      (sent as Authorization: Bearer)"
+                    "slot_api has no secret and allows loopback callers: any local user can mint \
+                     slots through the web server's loopback slot API; set [slot_api] secret \
+                     (sent as Authorization: Bearer)"
                         .to_string(),
                 );
             }

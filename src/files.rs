@@ -658,6 +658,13 @@ impl<'dir> TempFile<'dir> {
         match linked {
             Ok(()) => Ok(()),
             Err(Errno::EEXIST) => Err(already_stored(final_name).into()),
+            // The directory was removed while the body was on its way (the slot was purged or
+            // given up; an unnamed temporary file does not keep a directory from looking empty).
+            Err(Errno::ENOENT) => Err(Refusal::new(
+                RefusalKind::Gone,
+                format!("the place of {final_name:?} was removed while it was being sent"),
+            )
+            .into()),
             Err(e) => Err(Error::io(format!("storing {}", shown.display()), e.into()).into()),
         }
     }

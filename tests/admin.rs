@@ -182,11 +182,10 @@ fn purge_while_uploads_of_the_jid_are_in_flight_leaves_none_of_its_files() {
     assert_allowed(PutMode::AuthRequest, &r, "auth_request PUT");
     // 3. a stored file
     let stored = upload(&env, &server, BOB, "stored.txt", b"stored");
-    // wait until the receiving upload's temporary file exists
+    // wait until the program is receiving: its token directory exists (the body goes to an
+    // unnamed O_TMPFILE file in it, linked into place only when complete)
     assert!(wait_until(std::time::Duration::from_secs(10), || {
-        env.upload_tree()
-            .iter()
-            .any(|p| p.starts_with(&receiving.token) && p.ends_with(".part"))
+        env.upload_root.join(&receiving.token).is_dir()
     }));
 
     let (ok, text, stderr) = admin(&env, &["purge", "--jid", BOB]);
