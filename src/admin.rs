@@ -552,10 +552,10 @@ pub fn check(app: &App, repair: bool, now: i64) -> Result<CheckReport, Error> {
         }
         let gone = match (slot.authorized, slot.uploaded) {
             (_, Some(_)) => "its upload was confirmed, the file is gone",
-            (Some(at), None) if at <= grace_cutoff => {
-                "its PUT was allowed over a day ago, no file came"
-            }
-            // Waiting for its PUT, or still being written: nothing is wrong yet.
+            // Waiting for its PUT, or still being written — however long ago it was allowed:
+            // nginx bounds only the pauses of a body, and a record forgotten now would let
+            // a late file land outside every quota. Cleanup gives it up and, at its
+            // retention, removes it.
             _ => continue,
         };
         let path = SafePath::for_slot(slot)
@@ -637,22 +637,9 @@ fn check_signed_uploads(
             }
         }
     }
-    for (path, &(_, authorized)) in &records {
-        if seen.contains(path) || authorized > grace_cutoff {
-            continue;
-        }
-        let repaired = repair && {
-            app.store.delete_signed_upload(path)?;
-            true
-        };
-        report.findings.push(Finding {
-            kind: "record_without_file",
-            path: path.clone(),
-            detail: "its PUT was allowed over a day ago, the file is not there".into(),
-            repair: Some("forget the record (the signed URL may be used again)".into()),
-            repaired,
-        });
-    }
+    // A record without a file is a PUT still on its way (however long ago it was allowed),
+    // or a note that the path's file went at retention: neither is a difference. Only
+    // cleanup, at retention, turns the first into the second.
     Ok(())
 }
 

@@ -8,9 +8,11 @@ use crate::App;
 use crate::files::{Entry, SafePath};
 use crate::refusal::Error;
 use crate::rules::{Action, Rule, first_match};
+use crate::store::SIGNED_TOMBSTONE_KEEP;
 
-/// How long an authorized upload may take to land before its slot is given up, and how long a
-/// temporary file may sit untouched before it is taken for the leftover of a crash.
+/// How long a temporary file may sit untouched before it is taken for a crash's leftover, and
+/// how long a purge waits at least for bodies already allowed. (An allowed upload itself is
+/// never given up before its retention: nginx bounds only the pauses of a body, not its time.)
 pub const TRANSFER_GRACE: i64 = 86_400;
 
 /// What one run removed.
@@ -18,7 +20,7 @@ pub const TRANSFER_GRACE: i64 = 86_400;
 pub struct Report {
     /// Slots never used within the PUT timeout.
     pub unused_slots: Vec<String>,
-    /// Authorized PUTs whose file never appeared.
+    /// Authorized PUTs whose file did not appear within their retention.
     pub failed_uploads: Vec<String>,
     /// Files past retention, as paths under the upload root.
     pub expired_files: Vec<String>,
@@ -116,10 +118,12 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         now.saturating_sub(i64::try_from(app.config.retention).unwrap_or(i64::MAX));
     let grace_cutoff = now.saturating_sub(TRANSFER_GRACE);
 
+    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
     settle_unconfirmed_slots(
         app,
+        now,
         now.saturating_sub(put_timeout),
-        grace_cutoff,
+        retention,
         &mut report,
     )?;
 
@@ -135,7 +139,6 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
 
     // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload:
     // the retention of the rule that allowed it, recorded then, or the global one.
-    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
     for slot in app.store.past_retention(now, retention)? {
         if let Ok(path) = SafePath::for_slot(&slot)
             && app.uploads.remove(&path)?
@@ -145,8 +148,8 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
         app.store.delete_slot(&slot.token)?;
     }
 
-    expire_signed_uploads(app, retention_cutoff, grace_cutoff, &mut report)?;
-    remove_purged(app, grace_cutoff, &mut report)?;
+    expire_signed_uploads(app, now, retention_cutoff, &mut report)?;
+    remove_purged(app, retention_cutoff, &mut report)?;
 
     // What no record covers: temporary files of interrupted uploads, and files whose record
     // is gone (or that someone put there), by the inode's change time.
@@ -196,12 +199,16 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
 
 /// Slots whose upload is not confirmed: a file is there (the web server wrote it after our
 /// "yes", and renames a body into place only when it is complete; its upload time is the time
-/// of that "yes"), never used within `put_timeout` (removed), or allowed more than
-/// `TRANSFER_GRACE` ago and still without a file (removed).
+/// of that "yes"), never used within `put_timeout` (removed), or allowed longer ago than its
+/// retention and still without a file (removed). Until then an allowed slot keeps its row —
+/// refused to a second PUT and counted in its JID's quota as the upload it may still become:
+/// its body may still be on its way, and forgetting it would let the file land outside every
+/// quota.
 fn settle_unconfirmed_slots(
     app: &App,
+    now: i64,
     created_cutoff: i64,
-    grace_cutoff: i64,
+    default_retention: i64,
     report: &mut Report,
 ) -> Result<(), Error> {
     for slot in app.store.unconfirmed(created_cutoff)? {
@@ -213,10 +220,10 @@ fn settle_unconfirmed_slots(
             report.confirmed += 1;
             continue;
         }
+        let retention_cutoff = now.saturating_sub(slot.retention.unwrap_or(default_retention));
         match slot.authorized {
             None => report.unused_slots.push(slot.token.clone()),
-            // Give a large authorized transfer a day to land before giving up on it.
-            Some(at) if at <= grace_cutoff => report.failed_uploads.push(slot.token.clone()),
+            Some(at) if at <= retention_cutoff => report.failed_uploads.push(slot.token.clone()),
             Some(_) => continue,
         }
         app.store.delete_slot(&slot.token)?;
@@ -227,50 +234,47 @@ fn settle_unconfirmed_slots(
     Ok(())
 }
 
-/// Uploads of the HMAC protocol: past retention from their recorded "yes" (file and record
-/// go), and records of a "yes" whose file never appeared within `TRANSFER_GRACE` (the record
-/// goes, so that the signed URL may be used again).
+/// Uploads of the HMAC protocol past retention from their recorded "yes": the file goes (if it
+/// ever came), the record stays as a note that refuses the path for `SIGNED_TOMBSTONE_KEEP`
+/// (the URL carries no expiry: without the note, whoever holds it could store new bytes behind
+/// links already shared). A record without a file is kept until then as well: its body may
+/// still land, and a second one must not be approved meanwhile.
 fn expire_signed_uploads(
     app: &App,
+    now: i64,
     retention_cutoff: i64,
-    grace_cutoff: i64,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let cutoff = retention_cutoff.max(grace_cutoff);
-    for (recorded, authorized) in app.store.signed_uploads_before(cutoff)? {
+    for (recorded, _) in app.store.signed_uploads_before(retention_cutoff)? {
         let found = app.config.external.iter().find_map(|ext| {
             SafePath::stored_under(&ext.dir, &recorded).map(|path| (path, ext.dir.as_str()))
         });
-        let Some((path, dir)) = found else {
-            // Its prefix is no longer configured: the record means nothing any more.
-            app.store.delete_signed_upload(&recorded)?;
-            continue;
-        };
-        if authorized <= retention_cutoff {
+        if let Some((path, dir)) = found {
             if app.uploads.remove_in(&path, dir)? {
                 report.expired_files.push(path.to_string());
+            } else {
+                report.failed_uploads.push(recorded.clone());
             }
-        } else if app.uploads.exists(&path) {
-            continue;
-        } else {
-            report.failed_uploads.push(recorded.clone());
         }
-        app.store.delete_signed_upload(&recorded)?;
+        // (a prefix no longer configured: the note still refuses its path if it comes back)
+        app.store.mark_signed_removed(&recorded, now)?;
     }
+    app.store
+        .forget_signed_tombstones(now.saturating_sub(SIGNED_TOMBSTONE_KEEP))?;
     Ok(())
 }
 
 /// Files of slots that `purge` forgot: removed whenever they are there (a PUT allowed before
-/// the purge may have landed since); each record goes once `TRANSFER_GRACE` has passed since
-/// the purge, when no allowed transfer can still be on its way.
-fn remove_purged(app: &App, grace_cutoff: i64, report: &mut Report) -> Result<(), Error> {
+/// the purge may have landed since); each record goes once a retention has passed since the
+/// purge (a body may trickle in for longer than a day: nginx bounds only its pauses).
+fn remove_purged(app: &App, retention_cutoff: i64, report: &mut Report) -> Result<(), Error> {
     for purged in app.store.purged()? {
         if let Ok(path) = SafePath::in_area(purged.area.as_deref(), &purged.token, &purged.name)
             && app.uploads.remove(&path)?
         {
             report.purged_files.push(path.to_string());
         }
-        if purged.purged <= grace_cutoff {
+        if purged.purged <= retention_cutoff {
             app.store.forget_purged(&purged.token)?;
         }
     }

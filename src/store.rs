@@ -83,7 +83,16 @@ const MIGRATIONS: &[&str] = &[
     // change of the rule neither extends nor cuts what was promised (`cleanup --reapply-rules`
     // applies the rules as they stand). NULL: the global `retention` when cleanup runs.
     "ALTER TABLE slot ADD COLUMN retention INTEGER; -- seconds after `uploaded`",
+    // 7: an approval is never forgotten while its body could still land (nginx bounds only the
+    // pause between two reads of a body, not its whole time): a signed path whose file went at
+    // retention stays refused for `SIGNED_TOMBSTONE_KEEP` (HMAC URLs carry no expiry of their
+    // own). Slots need no column: an allowed slot keeps its row until its retention.
+    "ALTER TABLE signed_upload ADD COLUMN removed INTEGER; -- unix seconds: its file went
+    CREATE INDEX signed_upload_removed ON signed_upload (removed) WHERE removed IS NOT NULL;",
 ];
+
+/// How long a signed path stays refused after its file went at retention.
+pub const SIGNED_TOMBSTONE_KEEP: i64 = 365 * 86_400;
 
 /// A slot as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,13 +342,29 @@ impl Store {
     ) -> Result<bool, Error> {
         let stored_size = i64::try_from(size).unwrap_or(i64::MAX);
         self.with_writer(|conn| {
-            conn.execute(
-                "INSERT INTO signed_upload (path, size, authorized) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (path) DO NOTHING",
-                params![path, stored_size, now],
-            )
-            .map(|inserted| inserted == 1 || !once)
-            .map_err(|e| Error::sqlite("recording a signed upload", e))
+            let fail = |e| Error::sqlite("recording a signed upload", e);
+            let inserted = conn
+                .execute(
+                    "INSERT INTO signed_upload (path, size, authorized) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (path) DO NOTHING",
+                    params![path, stored_size, now],
+                )
+                .map_err(fail)?;
+            if inserted == 1 {
+                return Ok(true);
+            }
+            if once {
+                return Ok(false);
+            }
+            // The program writes: a retry is fine unless the file already went at retention.
+            let removed: Option<i64> = conn
+                .query_row(
+                    "SELECT removed FROM signed_upload WHERE path = ?1",
+                    [path],
+                    |row| row.get(0),
+                )
+                .map_err(fail)?;
+            Ok(removed.is_none())
         })
     }
 
@@ -347,7 +372,7 @@ impl Store {
     pub fn signed_upload_authorized(&self, path: &str) -> Result<Option<i64>, Error> {
         self.with_reader(|conn| {
             conn.query_row(
-                "SELECT authorized FROM signed_upload WHERE path = ?1",
+                "SELECT authorized FROM signed_upload WHERE path = ?1 AND removed IS NULL",
                 [path],
                 |row| row.get(0),
             )
@@ -356,18 +381,39 @@ impl Store {
         })
     }
 
-    /// Signed uploads allowed at or before `cutoff`: their paths relative to the upload root,
-    /// and when they were allowed.
+    /// Signed uploads allowed at or before `cutoff` whose file has not gone yet: their paths
+    /// relative to the upload root, and when they were allowed.
     pub fn signed_uploads_before(&self, cutoff: i64) -> Result<Vec<(String, i64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing signed uploads", e);
             let mut stmt = conn
-                .prepare("SELECT path, authorized FROM signed_upload WHERE authorized <= ?1")
+                .prepare(
+                    "SELECT path, authorized FROM signed_upload
+                     WHERE authorized <= ?1 AND removed IS NULL",
+                )
                 .map_err(fail)?;
             let rows = stmt
                 .query_map([cutoff], |row| Ok((row.get(0)?, row.get(1)?)))
                 .map_err(fail)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Notes that the file of a signed upload went (at retention): from now on its path is
+    /// refused, until `forget_signed_tombstones` drops the note.
+    pub fn mark_signed_removed(&self, path: &str, now: i64) -> Result<(), Error> {
+        self.execute(
+            "noting a removed signed upload",
+            "UPDATE signed_upload SET removed = ?2 WHERE path = ?1 AND removed IS NULL",
+            params![path, now],
+        )
+    }
+
+    /// Drops the notes of signed uploads whose file went at or before `cutoff`; how many.
+    pub fn forget_signed_tombstones(&self, cutoff: i64) -> Result<usize, Error> {
+        self.with_writer(|conn| {
+            conn.execute("DELETE FROM signed_upload WHERE removed <= ?1", [cutoff])
+                .map_err(|e| Error::sqlite("forgetting removed signed uploads", e))
         })
     }
 
@@ -572,12 +618,12 @@ impl Store {
         })
     }
 
-    /// Every recorded upload of the HMAC protocol: (path, size, authorized).
+    /// Every recorded upload of the HMAC protocol whose file has not gone: (path, size, authorized).
     pub fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing signed uploads", e);
             let mut stmt = conn
-                .prepare("SELECT path, size, authorized FROM signed_upload")
+                .prepare("SELECT path, size, authorized FROM signed_upload WHERE removed IS NULL")
                 .map_err(fail)?;
             let rows = stmt
                 .query_map([], |row| {

@@ -1,17 +1,15 @@
-//! Findings of the review of issue 11 ("what is stored is what was approved, once, for as long
-//! as promised"), each shown through the real web servers started from the shipped configs.
-//! Every test here FAILS on the code it was written against and is `#[ignore]`d with its
-//! finding number, so that the suite stays green until the integrator fixes it; run them with
-//! `cargo test --test review_findings -- --ignored`.
+//! Late bodies and old URLs, shown through the real web servers started from the shipped
+//! configs (found by the review of issue 11, each test failed on the code it was written
+//! against): an allowed upload is never forgotten while its body could still land, and a signed
+//! URL whose file went at retention cannot store new bytes.
 //!
-//! The mechanism behind findings 1 and 2: cleanup gives up an allowed PUT whose file has not
-//! appeared after `TRANSFER_GRACE` (one day) and forgets its record, but nothing bounds how
-//! long a body may take: nginx's `client_body_timeout` (120 s) is a pause between two reads,
-//! not a total, so a client sending a byte every 100 s keeps an upload of 1 KiB going for more
-//! than a day (Apache's Debian default, mod_reqtimeout `body=20,MinRate=500`, does the same
-//! for a body of 43 MB or more). Waiting a day is not a test: the tests let the day pass by
-//! moving the recorded approval back by two days in the database, which is exactly what the
-//! program's clock would show a day later, and then run the real `cleanup`.
+//! Why it matters: nothing bounds how long a body may take. nginx's `client_body_timeout`
+//! (120 s) is a pause between two reads, not a total, so a client sending a byte every 100 s
+//! keeps an upload of 1 KiB going for more than a day (Apache's Debian default, mod_reqtimeout
+//! `body=20,MinRate=500`, does the same for a body of 43 MB or more). Waiting a day is not a
+//! test: the tests let the day pass by moving the recorded approval back by two days in the
+//! database, which is exactly what the program's clock would show a day later, and then run
+//! the real `cleanup`.
 
 // `common` only for its module layout; the stacks come from `common/web.rs`.
 mod common;
@@ -150,7 +148,6 @@ fn signed_url(stack: &Stack, signed: &str, size: usize) -> String {
 /// the slow first body completes, nginx renames it over the stored file (204). The GET URL,
 /// shared after the second upload, now serves other bytes — issue 11 item 4 again.
 #[test]
-#[ignore = "finding 1: a slow first PUT outlives cleanup's grace; its signed URL then takes a second body and the stored file changes"]
 fn nginx_a_signed_url_takes_one_body_even_after_a_day() {
     let Some(stack) = start(Flavour::Nginx, &Settings::default()) else {
         return;
@@ -196,7 +193,6 @@ fn nginx_a_signed_url_takes_one_body_even_after_a_day() {
 /// is free again (each day, `max_total_size` more), and the file is kept by its ctime like a
 /// stray file (for a JWT upload, past its own `expires`).
 #[test]
-#[ignore = "finding 2: a slot whose PUT outlives cleanup's grace loses its row; the file still lands and counts in no quota"]
 fn nginx_a_file_that_lands_late_still_counts() {
     let settings = Settings {
         rules: "[[rules]]\nmatch = '^quota@example\\.org$'\nmax_total_size = 600\n",
@@ -239,13 +235,11 @@ fn nginx_a_file_that_lands_late_still_counts() {
 /// of their own, so whoever holds the PUT URL (the uploader, or anyone who saw it) can store
 /// new bytes behind a GET URL that old messages still link to.
 #[test]
-#[ignore = "finding 3: after retention an HMAC signed URL takes a new body behind an old GET URL"]
 fn nginx_a_signed_url_stays_used_after_retention() {
     a_signed_url_stays_used_after_retention(Flavour::Nginx);
 }
 
 #[test]
-#[ignore = "finding 3: after retention an HMAC signed URL takes a new body behind an old GET URL"]
 fn apache_a_signed_url_stays_used_after_retention() {
     a_signed_url_stays_used_after_retention(Flavour::ApacheDav);
 }
