@@ -406,22 +406,9 @@ impl UploadDir {
     /// Removes the file at `path` (if there) and its directory when that is left empty; true
     /// when a file was removed.
     pub fn remove(&self, path: &SafePath) -> Result<bool, Error> {
-        let dir = match self.open_dir(path.parents(), false) {
-            Ok(dir) => dir,
-            Err(DirError::Failed(error)) => return Err(error),
-            // Nothing of ours is there (and a link is not followed).
-            Err(_) => return Ok(false),
-        };
-        let removed = match unlinkat(&dir, path.file_name(), UnlinkatFlags::NoRemoveDir) {
-            Ok(()) => true,
-            Err(Errno::ENOENT) => false,
-            Err(e) => {
-                let context = format!("removing {}", self.root.join(path.to_string()).display());
-                return Err(Error::io(context, e.into()));
-            }
-        };
-        self.remove_parent_if_empty(path);
-        Ok(removed)
+        let parents = path.parents();
+        let above = parents[..parents.len().saturating_sub(1)].join("/");
+        self.remove_in(path, &above)
     }
 
     /// Every file in the token directories (the slot API's uploads), for cleanup.

@@ -16,17 +16,15 @@ mod common;
 mod web;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::signing::hmac_sha256_hex;
 use web::{
-    Answer, Flavour, HMAC_PREFIX, HMAC_SECRET, SECRET, Settings, Stack, available, curl,
-    ejabberd_encode,
+    Flavour, HMAC_PREFIX, HMAC_SECRET, SECRET, Settings, Stack, TricklingPut, curl,
+    ejabberd_encode, put_file_raw,
 };
 
 /// Allowed 100 bytes in all (the quota that one slot must not multiply).
@@ -34,18 +32,6 @@ const QUOTA_JID: &str = "quota@example.org";
 const QUOTA_RULE: &str = "[[rules]]\nmatch = '^quota@example\\.org$'\nmax_total_size = 100\n";
 /// Written with capitals on purpose: JIDs are case-insensitive.
 const BLOCKED_RULE: &str = "[[rules]]\nmatch = '^Blocked@Example\\.org$'\ndeny = true\n";
-
-fn start(flavour: Flavour, settings: &Settings) -> Option<Stack> {
-    available(flavour).then(|| Stack::start_with(flavour, settings))
-}
-
-fn put(url: &str, body: &Path, extra: &[&str]) -> Answer {
-    let body = body.display().to_string();
-    let mut args = vec!["--http1.1", "--path-as-is", "-H", "Expect:", "-T", &body];
-    args.extend_from_slice(extra);
-    args.push(url);
-    curl(&args)
-}
 
 /// Every file below `dir`, relative to it.
 fn files_under(dir: &Path) -> Vec<String> {
@@ -70,14 +56,6 @@ fn files_under(dir: &Path) -> Vec<String> {
     found
 }
 
-fn scratch_file(stack: &Stack, name: &str, body: &[u8]) -> PathBuf {
-    let dir = stack.dir.path.join("scratch");
-    fs::create_dir_all(&dir).expect("scratch dir");
-    let file = dir.join(name);
-    fs::write(&file, body).expect("write body");
-    file
-}
-
 #[test]
 fn nginx_one_slot_is_one_file_whatever_the_spelling() {
     one_slot_is_one_file_whatever_the_spelling(Flavour::Nginx);
@@ -93,11 +71,11 @@ fn one_slot_is_one_file_whatever_the_spelling(flavour: Flavour) {
         rules: QUOTA_RULE,
         ..Settings::default()
     };
-    let Some(stack) = start(flavour, &settings) else {
+    let Some(stack) = Stack::start_if_available(flavour, &settings) else {
         return;
     };
     let body = vec![b'q'; 100];
-    let file = scratch_file(&stack, "hundred", &body);
+    let file = stack.scratch_file("hundred", &body);
     let slot = stack.slot(QUOTA_JID, "a.txt", 100, "text/plain");
     let base = format!("{}/upload/{}", stack.public, slot.token);
     // Each of these decodes once to something other than "a.txt": the web server would store
@@ -108,7 +86,7 @@ fn one_slot_is_one_file_whatever_the_spelling(flavour: Flavour) {
         "%2561%252E%2574xt",
         "%25%36%31.txt",
     ] {
-        let answer = put(
+        let answer = put_file_raw(
             &format!("{base}/{spelling}"),
             &file,
             &["-H", "Content-Type: text/plain"],
@@ -122,7 +100,7 @@ fn one_slot_is_one_file_whatever_the_spelling(flavour: Flavour) {
         stack.fail(&format!("refused spellings stored {stored:?}"));
     }
     // The slot's own spellings (raw, encoded once) still work: the first one is stored.
-    let answer = put(
+    let answer = put_file_raw(
         &format!("{base}/%61%2Etxt"),
         &file,
         &["-H", "Content-Type: text/plain"],
@@ -146,67 +124,6 @@ fn one_slot_is_one_file_whatever_the_spelling(flavour: Flavour) {
     }
 }
 
-/// A PUT whose body curl reads from a pipe we feed: it is authorized at once (nginx and
-/// Apache ask before reading the body) and finishes when we say so.
-struct TricklingPut {
-    curl: Child,
-}
-
-impl TricklingPut {
-    fn start(url: &str, length: usize, extra: &[&str]) -> TricklingPut {
-        let curl = Command::new("curl")
-            .args([
-                "-sS",
-                "-k",
-                "--http1.1",
-                "-H",
-                "Expect:",
-                "-H",
-                "Transfer-Encoding:",
-            ])
-            .args(["-T", "-"])
-            .args(["-H", &format!("Content-Length: {length}")])
-            .args(extra)
-            .args(["-o", "/dev/null", "-w", "%{http_code}", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start curl");
-        TricklingPut { curl }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        let stdin = self.curl.stdin.as_mut().expect("curl's stdin");
-        stdin.write_all(bytes).expect("feed curl");
-        stdin.flush().expect("flush curl");
-    }
-
-    /// Sends the rest and returns the status the client finally got.
-    fn finish(mut self, rest: &[u8]) -> u16 {
-        self.send(rest);
-        drop(self.curl.stdin.take());
-        let output = self.curl.wait_with_output().expect("curl finished");
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
-    }
-}
-
-/// Waits until the program has logged that it allowed `path` (the first PUT is then past its
-/// authorization and is writing its body).
-fn wait_for_allowance(stack: &Stack, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if stack.logs().contains(&format!("PUT allowed: {path}")) {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    stack.fail(&format!("the first PUT of {path} was never allowed"));
-}
-
 #[test]
 fn nginx_a_second_put_cannot_replace_the_first() {
     a_second_put_cannot_replace_the_first(Flavour::Nginx);
@@ -218,12 +135,12 @@ fn apache_a_second_put_cannot_replace_the_first() {
 }
 
 fn a_second_put_cannot_replace_the_first(flavour: Flavour) {
-    let Some(stack) = start(flavour, &Settings::default()) else {
+    let Some(stack) = Stack::start_if_available(flavour, &Settings::default()) else {
         return;
     };
     let first: Vec<u8> = b"FIRST-".repeat(100);
     let second: Vec<u8> = b"SECOND".repeat(100);
-    let second_file = scratch_file(&stack, "second", &second);
+    let second_file = stack.scratch_file("second", &second);
 
     // The slot API's URLs.
     let slot = stack.slot("alice@example.org", "shared.txt", 600, "text/plain");
@@ -259,8 +176,8 @@ fn check_one_body(
 ) {
     let mut trickle = TricklingPut::start(url, first.len(), extra);
     trickle.send(&first[..10]);
-    wait_for_allowance(stack, path);
-    let answer = put(url, second, extra);
+    stack.wait_for_allowance(path);
+    let answer = put_file_raw(url, second, extra);
     if (200..300).contains(&answer.status) {
         stack.fail(&format!(
             "a second PUT of {path} was allowed while the first was on its way: {answer:?}"
@@ -271,7 +188,7 @@ fn check_one_body(
         stack.fail(&format!("the first PUT of {path} ended with {status}"));
     }
     // And after the first landed, the URL stays refused.
-    let again = put(url, second, extra);
+    let again = put_file_raw(url, second, extra);
     if (200..300).contains(&again.status) {
         stack.fail(&format!("a PUT of {path} after the upload: {again:?}"));
     }
@@ -292,16 +209,16 @@ fn retention_ignores_the_clients_date(flavour: Flavour) {
         retention: "2s",
         ..Settings::default()
     };
-    let Some(stack) = start(flavour, &settings) else {
+    let Some(stack) = Stack::start_if_available(flavour, &settings) else {
         return;
     };
     let future = ["-H", "Date: Fri, 01 Jan 2100 00:00:00 GMT"];
     let body = b"from the future\n";
-    let file = scratch_file(&stack, "future", body);
+    let file = stack.scratch_file("future", body);
 
     let slot = stack.slot("alice@example.org", "future.txt", 16, "text/plain");
     let typed = ["-H", "Content-Type: text/plain", future[0], future[1]];
-    let answer = put(&slot.put, &file, &typed);
+    let answer = put_file_raw(&slot.put, &file, &typed);
     if answer.status != 201 {
         stack.fail(&format!("PUT: {answer:?}"));
     }
@@ -310,7 +227,7 @@ fn retention_ignores_the_clients_date(flavour: Flavour) {
     let signed = "c0ffee/DatedUpload0123456789abcdefghijklmnopq/future.txt";
     let v = hmac_sha256_hex(HMAC_SECRET, format!("{signed} 16").as_bytes());
     let url = format!("{}{HMAC_PREFIX}/{signed}?v={v}", stack.public);
-    let answer = put(&url, &file, &typed);
+    let answer = put_file_raw(&url, &file, &typed);
     if answer.status != 201 {
         stack.fail(&format!("HMAC PUT: {answer:?}"));
     }
@@ -344,7 +261,7 @@ fn retention_ignores_the_clients_date(flavour: Flavour) {
         stack.fail(&format!("GET after cleanup: {get:?}"));
     }
     // The slot's record went too: its URL cannot be used again.
-    let again = put(&slot.put, &file, &typed);
+    let again = put_file_raw(&slot.put, &file, &typed);
     if (200..300).contains(&again.status) {
         stack.fail(&format!("a PUT to the expired slot: {again:?}"));
     }
@@ -365,7 +282,7 @@ fn deny_rules_ignore_case(flavour: Flavour) {
         rules: BLOCKED_RULE,
         ..Settings::default()
     };
-    let Some(stack) = start(flavour, &settings) else {
+    let Some(stack) = Stack::start_if_available(flavour, &settings) else {
         return;
     };
     for jid in [

@@ -17,40 +17,18 @@ mod common;
 mod web;
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::signing::hmac_sha256_hex;
 use web::{
-    Answer, Flavour, HMAC_PREFIX, HMAC_SECRET, SECRET, Settings, Stack, available, curl,
-    ejabberd_encode,
+    Flavour, HMAC_PREFIX, HMAC_SECRET, SECRET, Settings, Stack, TricklingPut, curl,
+    ejabberd_encode, put_file_raw,
 };
 
 /// Two days, in seconds: more than cleanup's one-day grace for a transfer.
 const TWO_DAYS: i64 = 2 * 86_400;
-
-fn start(flavour: Flavour, settings: &Settings) -> Option<Stack> {
-    available(flavour).then(|| Stack::start_with(flavour, settings))
-}
-
-fn scratch_file(stack: &Stack, name: &str, body: &[u8]) -> PathBuf {
-    let dir = stack.dir.path.join("scratch");
-    fs::create_dir_all(&dir).expect("scratch dir");
-    let file = dir.join(name);
-    fs::write(&file, body).expect("write body");
-    file
-}
-
-fn put(url: &str, body: &Path, extra: &[&str]) -> Answer {
-    let body = body.display().to_string();
-    let mut args = vec!["--http1.1", "-H", "Expect:", "-T", &body];
-    args.extend_from_slice(extra);
-    args.push(url);
-    curl(&args)
-}
 
 /// The program's database in a stack's directory (the path every test config names).
 fn database(stack: &Stack) -> PathBuf {
@@ -83,58 +61,6 @@ fn cleanup(stack: &Stack) -> String {
     said
 }
 
-/// A PUT whose body we feed through curl's stdin: the web server has it authorized as soon as
-/// the head is in, and it completes when we say so — a slow client, compressed in time.
-struct SlowPut {
-    curl: Child,
-}
-
-impl SlowPut {
-    fn start(url: &str, length: usize, extra: &[&str]) -> SlowPut {
-        let curl = Command::new("curl")
-            .args(["-sS", "-k", "--http1.1", "-H", "Expect:"])
-            .args(["-H", "Transfer-Encoding:", "-T", "-"])
-            .args(["-H", &format!("Content-Length: {length}")])
-            .args(extra)
-            .args(["-o", "/dev/null", "-w", "%{http_code}", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start curl");
-        SlowPut { curl }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        let stdin = self.curl.stdin.as_mut().expect("curl's stdin");
-        stdin.write_all(bytes).expect("feed curl");
-        stdin.flush().expect("flush curl");
-    }
-
-    /// Sends the rest; the status the client finally got.
-    fn finish(mut self, rest: &[u8]) -> u16 {
-        self.send(rest);
-        drop(self.curl.stdin.take());
-        let output = self.curl.wait_with_output().expect("curl finished");
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
-    }
-}
-
-/// Waits until the program logged that it allowed a PUT of `path`.
-fn wait_for_allowance(stack: &Stack, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if stack.logs().contains(&format!("PUT allowed: {path}")) {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    stack.fail(&format!("the PUT of {path} was never allowed"));
-}
-
 /// A URL of the HMAC protocol as ejabberd signs it (`v`: path and size).
 fn signed_url(stack: &Stack, signed: &str, size: usize) -> String {
     let v = hmac_sha256_hex(HMAC_SECRET, format!("{signed} {size}").as_bytes());
@@ -149,19 +75,19 @@ fn signed_url(stack: &Stack, signed: &str, size: usize) -> String {
 /// shared after the second upload, now serves other bytes — issue 11 item 4 again.
 #[test]
 fn nginx_a_signed_url_takes_one_body_even_after_a_day() {
-    let Some(stack) = start(Flavour::Nginx, &Settings::default()) else {
+    let Some(stack) = Stack::start_if_available(Flavour::Nginx, &Settings::default()) else {
         return;
     };
     let first = b"SLOW-1".repeat(100);
     let second = b"FAST-2".repeat(100);
-    let second_file = scratch_file(&stack, "second", &second);
+    let second_file = stack.scratch_file("second", &second);
     let signed = "c0ffee/SlowUpload0123456789abcdefghijklmnopqr/report.txt";
     let url = signed_url(&stack, signed, first.len());
     let typed = ["-H", "Content-Type: text/plain"];
 
-    let mut slow = SlowPut::start(&url, first.len(), &typed);
+    let mut slow = TricklingPut::start(&url, first.len(), &typed);
     slow.send(&first[..10]);
-    wait_for_allowance(&stack, &format!("{HMAC_PREFIX}/{signed}"));
+    stack.wait_for_allowance(&format!("{HMAC_PREFIX}/{signed}"));
     // A day later, the first body still on its way: cleanup runs.
     age_records(
         &stack,
@@ -170,7 +96,7 @@ fn nginx_a_signed_url_takes_one_body_even_after_a_day() {
     );
     let said = cleanup(&stack);
 
-    let answer = put(&url, &second_file, &typed);
+    let answer = put_file_raw(&url, &second_file, &typed);
     let stored = stack.upload_root.join("share").join(signed);
     let after_second = fs::read(&stored).ok();
     let status = slow.finish(&first[10..]);
@@ -198,16 +124,16 @@ fn nginx_a_file_that_lands_late_still_counts() {
         rules: "[[rules]]\nmatch = '^quota@example\\.org$'\nmax_total_size = 600\n",
         ..Settings::default()
     };
-    let Some(stack) = start(Flavour::Nginx, &settings) else {
+    let Some(stack) = Stack::start_if_available(Flavour::Nginx, &settings) else {
         return;
     };
     let body = b"LATE-1".repeat(100);
     let slot = stack.slot("quota@example.org", "late.txt", 600, "text/plain");
     let typed = ["-H", "Content-Type: text/plain"];
 
-    let mut slow = SlowPut::start(&slot.put, body.len(), &typed);
+    let mut slow = TricklingPut::start(&slot.put, body.len(), &typed);
     slow.send(&body[..10]);
-    wait_for_allowance(&stack, &format!("/upload/{}/{}", slot.token, slot.name));
+    stack.wait_for_allowance(&format!("/upload/{}/{}", slot.token, slot.name));
     age_records(
         &stack,
         "UPDATE slot SET created = created - ?1, authorized = authorized - ?1",
@@ -249,15 +175,15 @@ fn a_signed_url_stays_used_after_retention(flavour: Flavour) {
         retention: "2s",
         ..Settings::default()
     };
-    let Some(stack) = start(flavour, &settings) else {
+    let Some(stack) = Stack::start_if_available(flavour, &settings) else {
         return;
     };
-    let old = scratch_file(&stack, "old", b"the original\n");
-    let new = scratch_file(&stack, "new", b"other bytes!\n");
+    let old = stack.scratch_file("old", b"the original\n");
+    let new = stack.scratch_file("new", b"other bytes!\n");
     let signed = "c0ffee/KeptUsed0123456789abcdefghijklmnopqrstu/photo.txt";
     let url = signed_url(&stack, signed, 13);
     let typed = ["-H", "Content-Type: text/plain"];
-    let answer = put(&url, &old, &typed);
+    let answer = put_file_raw(&url, &old, &typed);
     if answer.status != 201 {
         stack.fail(&format!("first PUT: {answer:?}"));
     }
@@ -267,7 +193,7 @@ fn a_signed_url_stays_used_after_retention(flavour: Flavour) {
     if stored.exists() {
         stack.fail(&format!("retention did not remove the file: {said}"));
     }
-    let again = put(&url, &new, &typed);
+    let again = put_file_raw(&url, &new, &typed);
     if (200..300).contains(&again.status) {
         let get = curl(&[&format!("{}{HMAC_PREFIX}/{signed}", stack.public)]);
         stack.fail(&format!(

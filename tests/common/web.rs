@@ -1216,3 +1216,85 @@ pub fn unused_port() -> u16 {
 pub fn port_is_open(port: u16) -> bool {
     port_open(port)
 }
+
+impl Stack {
+    /// Starts `flavour` with `settings`, or `None` (skipped) when its programs are missing.
+    pub fn start_if_available(flavour: Flavour, settings: &Settings) -> Option<Stack> {
+        available(flavour).then(|| Stack::start_with(flavour, settings))
+    }
+
+    /// Writes `body` to a file in the stack's scratch directory, for curl to send.
+    pub fn scratch_file(&self, name: &str, body: &[u8]) -> PathBuf {
+        let dir = self.dir.path.join("scratch");
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let file = dir.join(name);
+        fs::write(&file, body).expect("write body");
+        file
+    }
+
+    /// Waits until the program has logged that it allowed a PUT of `path` (a PUT then is past
+    /// its authorization and the web server is receiving its body).
+    pub fn wait_for_allowance(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.logs().contains(&format!("PUT allowed: {path}")) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.fail(&format!("the PUT of {path} was never allowed"));
+    }
+}
+
+/// A PUT of `body` over HTTP/1.1, the URL sent as written (`--path-as-is`), no
+/// `Expect: 100-continue`.
+pub fn put_file_raw(url: &str, body: &Path, extra: &[&str]) -> Answer {
+    let body = body.display().to_string();
+    let mut args = vec!["--http1.1", "--path-as-is", "-H", "Expect:", "-T", &body];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args)
+}
+
+/// A PUT whose body curl reads from a pipe the test feeds: nginx and Apache authorize it as
+/// soon as its head is in (before reading the body), and it completes when the test says so —
+/// a slow client, compressed in time.
+pub struct TricklingPut {
+    curl: Child,
+}
+
+impl TricklingPut {
+    /// Starts the PUT of a body of `length` bytes to `url`.
+    pub fn start(url: &str, length: usize, extra: &[&str]) -> TricklingPut {
+        let curl = Command::new("curl")
+            .args(["-sS", "-k", "--http1.1", "-H", "Expect:"])
+            .args(["-H", "Transfer-Encoding:", "-T", "-"])
+            .args(["-H", &format!("Content-Length: {length}")])
+            .args(extra)
+            .args(["-o", "/dev/null", "-w", "%{http_code}", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start curl");
+        TricklingPut { curl }
+    }
+
+    /// Sends some of the body.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.curl.stdin.as_mut().expect("curl's stdin");
+        stdin.write_all(bytes).expect("feed curl");
+        stdin.flush().expect("flush curl");
+    }
+
+    /// Sends the rest and returns the status the client finally got.
+    pub fn finish(mut self, rest: &[u8]) -> u16 {
+        self.send(rest);
+        drop(self.curl.stdin.take());
+        let output = self.curl.wait_with_output().expect("curl finished");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
