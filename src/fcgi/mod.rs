@@ -1,23 +1,33 @@
-//! The FastCGI front end, over the `fastcgi` crate: choosing the listening socket, turning a
-//! FastCGI request into a `Request`, and writing the `Response` back.
+//! The FastCGI front end: choosing the listening socket, turning a FastCGI request into a
+//! `Request`, routing it, and handing the `Response` back.
 //!
-//! The crate runs one thread per connection, so a slow upload never holds up a slot request.
-//! Its requests are not `Send` and it has no panic handling: each request runs under
-//! `catch_unwind` and answers 500 rather than nothing (SPEC 8). Heads go out as one record;
-//! bodies through a `BufWriter` so that each record is large.
+//! The protocol itself is ours, in three parts: `record` (the wire format, pure), `conn` (one
+//! connection: heads, streamed bodies, records out) and `server` (the poll loop, the worker
+//! pool, shutdown). It replaced the `fastcgi` crate (1.0.0, unmaintained), which panicked on
+//! kept connections, dropped parameters after a non-UTF-8 byte, recursed per parameter and
+//! started a thread per connection (README, "Performance").
+//!
+//! What this file does not do: HTTP logic (that is `route`), or CGI (that is `cgi`).
 
-use std::io::{self, BufWriter, Write};
+pub mod conn;
+pub mod record;
+pub mod server;
+
+use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 
 use crate::App;
 use crate::request::{Request, Response};
 use crate::route;
+pub use record::{Params, Role};
+pub use server::{Exchange, Listener, Settings};
 
 /// Where to accept FastCGI connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +48,51 @@ impl Listen {
             None => Listen::Tcp(text.to_string()),
         }
     }
+
+    /// Opens (or takes over) the listening socket.
+    pub fn open(self) -> io::Result<Listener> {
+        match self {
+            Listen::Inherited(fd) => {
+                log::info!("FastCGI on inherited socket (fd {fd})");
+                inherited_listener(fd)
+            }
+            Listen::Tcp(addr) => {
+                let listener = TcpListener::bind(&addr)?;
+                log::info!("FastCGI on {addr}");
+                Ok(Listener::Tcp(listener))
+            }
+            Listen::Unix(path) => {
+                // A socket file left by an earlier run would make bind fail.
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                    std::fs::remove_file(&path)?;
+                }
+                let listener = UnixListener::bind(&path)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+                log::info!("FastCGI on unix:{}", path.display());
+                Ok(Listener::Unix(listener))
+            }
+        }
+    }
+}
+
+/// Takes ownership of an inherited listening socket, TCP or Unix by its address family.
+fn inherited_listener(fd: RawFd) -> io::Result<Listener> {
+    // SAFETY: `fd` is a listening socket this process inherited (checked by the callers:
+    // `LISTEN_FDS` names fd 3 as ours, or fd 0 answered SO_ACCEPTCONN), and nothing else in
+    // the process uses or closes it: from here on the listener owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let family = getsockname::<SockaddrStorage>(owned.as_raw_fd())
+        .map_err(io::Error::from)?
+        .family();
+    match family {
+        Some(AddressFamily::Unix) => Ok(Listener::Unix(UnixListener::from(owned))),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            Ok(Listener::Tcp(TcpListener::from(owned)))
+        }
+        other => Err(io::Error::other(format!(
+            "fd {fd} is a socket of family {other:?}, not TCP or Unix"
+        ))),
+    }
 }
 
 /// A listening socket handed over by systemd socket activation (`LISTEN_FDS`) or on fd 0.
@@ -57,59 +112,38 @@ pub fn stdin_is_listening_socket() -> bool {
         .unwrap_or(false)
 }
 
-/// Accepts FastCGI connections forever. Returns only if the socket cannot be set up.
-pub fn serve(app: Arc<App>, listen: Listen) -> io::Result<()> {
-    let handler = move |request: fastcgi::Request| answer(&app, request);
-    match listen {
-        Listen::Inherited(fd) => {
-            log::info!("FastCGI on inherited socket (fd {fd})");
-            fastcgi::run_raw(handler, fd);
-        }
-        Listen::Tcp(addr) => {
-            let listener = TcpListener::bind(&addr)?;
-            log::info!("FastCGI on {addr}");
-            fastcgi::run_tcp(handler, &listener);
-        }
-        Listen::Unix(path) => {
-            // A socket file left by an earlier run would make bind fail.
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
-                std::fs::remove_file(&path)?;
-            }
-            let listener = UnixListener::bind(&path)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
-            log::info!("FastCGI on unix:{}", path.display());
-            fastcgi::run_raw(handler, listener.as_raw_fd());
-        }
+/// Serves FastCGI until SIGTERM; `workers`: the pool size (`None`: from the core count).
+/// Returns an error only if the socket cannot be set up.
+pub fn serve(app: Arc<App>, listen: Listen, workers: Option<usize>) -> io::Result<()> {
+    let listener = listen.open()?;
+    let mut settings = Settings::default();
+    if let Some(workers) = workers {
+        settings.workers = workers;
     }
-    Ok(())
+    server::run(listener, settings, Arc::new(Program { app }))
 }
 
-/// One FastCGI request: build the `Request`, route it, write the answer.
-fn answer(app: &App, mut fcgi: fastcgi::Request) {
-    let authorizer = matches!(fcgi.role(), fastcgi::Role::Authorizer);
-    let request = Request::from_params(|key| fcgi.param(key), authorizer);
-    let response = catch_unwind(AssertUnwindSafe(|| {
+/// The program as a FastCGI handler.
+struct Program {
+    app: Arc<App>,
+}
+
+impl server::Handler for Program {
+    /// A PUT that the program receives itself (not a decision for the web server).
+    fn streams_body(&self, role: Role, params: &Params) -> bool {
+        role == Role::Responder
+            && params.get_bytes("REQUEST_METHOD") == Some(b"PUT")
+            && params.get_bytes("XHU_AUTHORIZE") != Some(b"1")
+    }
+
+    /// One FastCGI request: build the `Request` and route it.
+    fn answer(&self, exchange: &mut Exchange<'_>) -> Response {
+        let authorizer = exchange.role == Role::Authorizer;
+        let request = Request::from_params(|key| exchange.params.get(key), authorizer);
         if request.decide_only {
             // mod_fcgid sends an authorizer no stdin at all: reading it would block (SPEC 8).
-            route::handle(app, &request, &mut io::empty())
-        } else {
-            route::handle(app, &request, &mut fcgi.stdin())
+            return route::handle(&self.app, &request, &mut io::empty());
         }
-    }))
-    .unwrap_or_else(|_| {
-        Response::text(
-            500,
-            "text/plain; charset=utf-8",
-            "internal error; the server log says more\n",
-        )
-    });
-    let head = response.cgi_head();
-    let mut out = BufWriter::with_capacity(64 * 1024, fcgi.stdout());
-    let written = out
-        .write_all(&head)
-        .and_then(|()| response.write_body(&mut out))
-        .and_then(|()| out.flush());
-    if let Err(e) = written {
-        log::debug!("client went away while answering {}: {e}", request.path);
+        route::handle(&self.app, &request, exchange.body())
     }
 }

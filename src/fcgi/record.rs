@@ -355,6 +355,63 @@ pub fn scan_head(buf: &[u8], limit: usize) -> Scan {
     }
 }
 
+/// A request head found whole at the start of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeekedHead {
+    /// The request id.
+    pub id: u16,
+    /// What BEGIN_REQUEST asked for (the role is Responder or Authorizer).
+    pub begin: Begin,
+    /// The parameters.
+    pub params: Params,
+    /// Bytes of the buffer the head took.
+    pub len: usize,
+}
+
+/// The request head at the start of `buf` if it is there whole and well-formed: BEGIN_REQUEST
+/// for a role we play, then PARAMS records of the same request up to the empty one, within the
+/// limits. Anything else (`None`) is left to the worker, which answers or refuses it.
+pub fn peek_head(buf: &[u8]) -> Option<PeekedHead> {
+    let begin_header = Header::peek(buf)?;
+    if begin_header.version != VERSION_1
+        || begin_header.kind != BEGIN_REQUEST
+        || begin_header.request_id == 0
+        || buf.len() < begin_header.record_len()
+    {
+        return None;
+    }
+    let begin = parse_begin(&buf[HEADER_LEN..HEADER_LEN + begin_header.content_len])?;
+    if matches!(begin.role, Role::Other(_)) {
+        return None;
+    }
+    let id = begin_header.request_id;
+    let mut at = begin_header.record_len();
+    let mut stream = Vec::new();
+    loop {
+        let header = Header::peek(&buf[at..])?;
+        if header.version != VERSION_1
+            || header.kind != PARAMS
+            || header.request_id != id
+            || buf.len() - at < header.record_len()
+        {
+            return None;
+        }
+        let content = &buf[at + HEADER_LEN..at + HEADER_LEN + header.content_len];
+        at += header.record_len();
+        if content.is_empty() {
+            break;
+        }
+        stream.extend_from_slice(content);
+    }
+    let params = Params::parse(&stream).ok()?;
+    Some(PeekedHead {
+        id,
+        begin,
+        params,
+        len: at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +578,33 @@ mod tests {
         push_record(&mut out, PARAMS, 1, params);
         push_record(&mut out, PARAMS, 1, b"");
         out
+    }
+
+    #[test]
+    fn peek_finds_a_whole_head_only() {
+        let full = head(&pairs(&[(b"REQUEST_METHOD", b"PUT")]), true);
+        for cut in 0..full.len() {
+            assert_eq!(peek_head(&full[..cut]), None, "cut at {cut}");
+        }
+        let mut more = full.clone();
+        push_record(&mut more, STDIN, 1, b"body");
+        let peeked = peek_head(&more).unwrap();
+        assert_eq!(peeked.len, full.len());
+        assert_eq!((peeked.id, peeked.begin.keep_conn), (1, true));
+        assert_eq!(peeked.params.get("REQUEST_METHOD").as_deref(), Some("PUT"));
+    }
+
+    #[test]
+    fn peek_leaves_odd_heads_to_the_worker() {
+        let mut other_role = Vec::new();
+        push_record(&mut other_role, BEGIN_REQUEST, 1, &[0, 3, 0, 0, 0, 0, 0, 0]);
+        push_record(&mut other_role, PARAMS, 1, b"");
+        assert_eq!(peek_head(&other_role), None);
+        let mut management = Vec::new();
+        push_record(&mut management, GET_VALUES, 0, b"");
+        assert_eq!(peek_head(&management), None);
+        let truncated_pair = head(&[0x85, 1, b'A'], false);
+        assert_eq!(peek_head(&truncated_pair), None);
     }
 
     #[test]
