@@ -28,7 +28,9 @@ const FIRST_BUFFER: usize = 8 * 1024;
 
 /// An accepted connection, over TCP or a Unix socket.
 pub enum Stream {
+    /// From a TCP listener.
     Tcp(TcpStream),
+    /// From a Unix socket listener.
     Unix(UnixStream),
 }
 
@@ -84,8 +86,9 @@ pub struct Limits {
     pub stall: Duration,
     /// Bytes of an unread body we read and discard to keep a connection usable.
     pub drain: u64,
-    /// FCGI_MAX_CONNS and FCGI_MAX_REQS.
+    /// FCGI_MAX_CONNS: connections open at once.
     pub max_conns: usize,
+    /// FCGI_MAX_REQS: requests served at once.
     pub max_reqs: usize,
 }
 
@@ -142,7 +145,10 @@ pub enum HeadOutcome {
     Idle,
     /// The request was answered already (unknown role, aborted, refused parameters); keep the
     /// connection if `keep` and it is not broken.
-    Answered { keep: bool },
+    Answered {
+        /// Whether the web server asked to keep the connection.
+        keep: bool,
+    },
 }
 
 impl Conn {

@@ -9,6 +9,7 @@
 //!
 //! What this file does not do: HTTP logic (that is `route`), or CGI (that is `cgi`).
 
+#![warn(missing_docs)]
 pub mod conn;
 pub mod record;
 pub mod server;

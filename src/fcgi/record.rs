@@ -19,21 +19,34 @@ pub const MAX_CONTENT: usize = 65_535;
 /// full records need no padding.
 pub const STDOUT_CHUNK: usize = 65_528;
 
-/// Record types (FastCGI 1.0, section 8).
+// Record types (FastCGI 1.0, section 8).
+/// Starts a request: role and flags.
 pub const BEGIN_REQUEST: u8 = 1;
+/// The web server gives up on a request.
 pub const ABORT_REQUEST: u8 = 2;
+/// We end a request: app status and protocol status.
 pub const END_REQUEST: u8 = 3;
+/// The request's name-value pairs; an empty record ends them.
 pub const PARAMS: u8 = 4;
+/// The request body; an empty record ends it.
 pub const STDIN: u8 = 5;
+/// Our answer (CGI-style head and body).
 pub const STDOUT: u8 = 6;
+/// The Filter role's second input stream (never read).
 pub const DATA: u8 = 8;
+/// A management query for our limits.
 pub const GET_VALUES: u8 = 9;
+/// Our answer to GET_VALUES.
 pub const GET_VALUES_RESULT: u8 = 10;
+/// Our answer to a management record we do not know.
 pub const UNKNOWN_TYPE: u8 = 11;
 
-/// END_REQUEST protocol statuses.
+// END_REQUEST protocol statuses.
+/// The request was answered.
 pub const REQUEST_COMPLETE: u8 = 0;
+/// A second request on a connection that serves one at a time.
 pub const CANT_MPX_CONN: u8 = 1;
+/// A role we do not play.
 pub const UNKNOWN_ROLE: u8 = 3;
 
 /// BEGIN_REQUEST flag: keep the connection open after this request.

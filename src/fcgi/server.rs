@@ -126,7 +126,9 @@ struct Back {
 
 /// A listening socket, TCP or Unix.
 pub enum Listener {
+    /// `host:port`, or an inherited TCP socket.
     Tcp(TcpListener),
+    /// A Unix socket path, or an inherited Unix socket.
     Unix(UnixListener),
 }
 
