@@ -520,3 +520,39 @@ fn sigterm_stops_accepting_and_finishes_the_request_in_flight() {
         server.log()
     );
 }
+
+/// A new BEGIN_REQUEST with the same id in the middle of a body: the body never ended. The
+/// new request is not read as body bytes; nothing is stored and the connection is closed.
+#[test]
+fn a_new_request_inside_a_body_is_not_taken_for_the_body() {
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let server = env.serve();
+    let slot = server.slot(JID, "inside.bin", 64);
+    let mut conn = KeptConnection::open(&server.address).unwrap();
+    let params = fcgi::request_params("PUT", &slot.put_path, &[("Content-Length", "64")]);
+    let mut bytes = head(1, true, &params);
+    bytes.extend(record(STDIN, 1, b"first part"));
+    bytes.extend(head(1, true, &slot_params("inside.txt")));
+    bytes.extend(record(STDIN, 1, &[]));
+    conn.send_raw(&bytes).unwrap();
+    let mut records = Vec::new();
+    let ended = loop {
+        match conn.read_record() {
+            Ok(record) => records.push(record),
+            Err(e) => break e.kind(),
+        }
+    };
+    assert_eq!(
+        ended,
+        std::io::ErrorKind::UnexpectedEof,
+        "the program closes the connection (not: the client's read timed out)"
+    );
+    let ends = records
+        .iter()
+        .filter(|(kind, _, _)| *kind == END_REQUEST)
+        .count();
+    assert_eq!(ends, 1, "one answer, for the upload only: {records:?}");
+    assert!(!env.stored(&slot.token, "inside.bin").exists());
+    assert!(alive(&server));
+    assert_answers_slots(&server);
+}

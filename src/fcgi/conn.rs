@@ -504,6 +504,15 @@ impl Stdin<'_> {
                         "the web server aborted the request",
                     ));
                 }
+                BEGIN_REQUEST => {
+                    // The same id again: this request's body never ended. Do not read the new
+                    // request as a body; the connection cannot be trusted.
+                    self.conn.broken = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a new request began before the end of this one's body",
+                    ));
+                }
                 // DATA (the Filter role's second stream) and anything else: not ours to read.
                 _ => self.conn.consume(header.record_len()),
             }
