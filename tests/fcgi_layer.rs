@@ -556,3 +556,100 @@ fn a_new_request_inside_a_body_is_not_taken_for_the_body() {
     assert!(alive(&server));
     assert_answers_slots(&server);
 }
+
+/// Kills the child on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The old crate ended the process on any `accept()` error. Out of file descriptors (EMFILE),
+/// the program logs, waits, and accepts again once descriptors are free.
+#[test]
+fn accept_errors_are_logged_and_retried() {
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let socket = env.dir.path.join("emfile.sock");
+    let log = env.dir.path.join("emfile.log");
+    let script = format!(
+        "ulimit -n 40 && exec '{}' serve --config '{}' --listen 'unix:{}'",
+        common::BIN,
+        env.config.display(),
+        socket.display()
+    );
+    let mut server = KillOnDrop(
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let address = Address::Unix(socket.clone());
+    let good = || {
+        fcgi::request(
+            &address,
+            Role::Responder,
+            &slot_params("emfile.txt"),
+            Body::Empty,
+        )
+        .map(|r| r.status)
+    };
+    let mut ready = false;
+    for _ in 0..400 {
+        if good().is_ok_and(|s| s == 200) {
+            ready = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        ready,
+        "never answered; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // More idle connections than the process has descriptors left.
+    let crowd: Vec<UnixStream> = (0..60)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    let mut logged = false;
+    for _ in 0..200 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("accept failed")
+        {
+            logged = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged,
+        "no accept error logged with {} connections:\n{text}",
+        crowd.len()
+    );
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the program exited:\n{text}"
+    );
+    drop(crowd);
+    let mut answered = false;
+    for _ in 0..400 {
+        if good().is_ok_and(|s| s == 200) {
+            answered = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        answered,
+        "not answering after the descriptors were freed:\n{text}"
+    );
+    assert!(!text.contains("panic"), "{text}");
+}
