@@ -932,4 +932,14 @@ mod tests {
         assert!(Config::parse(&format!("{MINIMAL}put_prefix = \"up\"\n"), "c").is_err());
         assert!(Config::parse(&format!("{MINIMAL}base_url = \"ftp://h\"\n"), "c").is_err());
     }
+
+    #[test]
+    fn workers_between_2_and_1024() {
+        let c = Config::parse(&format!("{MINIMAL}workers = 16\n"), "c.toml").unwrap();
+        assert_eq!(c.workers, Some(16));
+        assert_eq!(Config::parse(MINIMAL, "c.toml").unwrap().workers, None);
+        let e = Config::parse(&format!("{MINIMAL}workers = 1\n"), "c.toml").unwrap_err();
+        assert_eq!(e.0, "c.toml:3: workers: 1 is not between 2 and 1024");
+        assert!(Config::parse(&format!("{MINIMAL}workers = -3\n"), "c.toml").is_err());
+    }
 }

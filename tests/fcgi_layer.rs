@@ -653,3 +653,25 @@ fn accept_errors_are_logged_and_retried() {
     );
     assert!(!text.contains("panic"), "{text}");
 }
+
+/// A connection that never sends a request is closed (after the first-request timeout, 10 s),
+/// silently, and holds no worker meanwhile.
+#[test]
+fn a_connection_that_sends_nothing_is_closed() {
+    let env = with_workers(2);
+    let server = env.serve();
+    let silent: Vec<UnixStream> = (0..5)
+        .map(|_| UnixStream::connect(socket(&server)).unwrap())
+        .collect();
+    assert_answers_slots(&server);
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // Ok: the program closed it; an error would be the client's timeout.
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+    assert!(!server.log().contains("WARN") && !server.log().contains("ERROR"));
+}
