@@ -99,20 +99,27 @@ def slots_section(t, out):
     conns = t.conns("slots", "program")
     if not conns:
         return
-    has_django = bool(t.conns("slots", "django"))
+    has = {target: bool(t.conns("slots", target)) for target in ("django", "old-crate", "nginx-return")}
     out.append("**Slot requests** (`GET /http_upload/slot/`, a new file name each time, every answer "
                "a stored slot), through nginx. req/s, p50 / p99 latency in ms:\n")
-    head = "| connections | xmpp-http-upload | with quota rules | constant-200 responder |"
-    sep = "|---|---|---|---|"
-    if has_django:
-        head += " Django app (gunicorn, 2 workers) |"
-        sep += "---|"
-    head += " ours ÷ constant |"
-    sep += "---|"
-    if has_django:
-        head += " ours ÷ Django |"
-        sep += "---|"
-    out += [head, sep]
+    columns = [("program", "xmpp-http-upload"), ("program-quota", "with quota rules"),
+               ("constant", "constant-200 responder, our layer")]
+    if has["old-crate"]:
+        columns.append(("old-crate", "constant-200 responder, old `fastcgi` crate, keep-conn off"))
+    if has["nginx-return"]:
+        columns.append(("nginx-return", "nginx `return 200`"))
+    if has["django"]:
+        columns.append(("django", "Django app (gunicorn, 2 workers)"))
+    ratios = [("constant", "ours ÷ constant", 2)]
+    if has["nginx-return"]:
+        ratios.append(("nginx-return", "ours ÷ nginx", 2))
+    if has["django"]:
+        ratios.append(("django", "ours ÷ Django", 1))
+    if has["old-crate"]:
+        ratios.append(("old-crate", "ours ÷ old-crate constant", 2))
+    out.append("| connections | " + " | ".join(name for _, name in columns) + " | "
+               + " | ".join(name for _, name, _ in ratios) + " |")
+    out.append("|---" * (1 + len(columns) + len(ratios)) + "|")
 
     def cell(target, c):
         rps = t.median("rps", "slots", target, c)
@@ -120,32 +127,27 @@ def slots_section(t, out):
                 f"{fmt(ms(t.median('p99_us', 'slots', target, c)), 1)})")
 
     for c in conns:
-        line = f"| {c} | {cell('program', c)} | {cell('program-quota', c)} | {cell('constant', c)} |"
-        if has_django:
-            line += f" {cell('django', c)} |"
-        line += f" {fmt(t.ratio('slots', 'program', 'constant', c), 2)} |"
-        if has_django:
-            line += f" {fmt(t.ratio('slots', 'program', 'django', c), 1)}× |"
+        line = f"| {c} | " + " | ".join(cell(target, c) for target, _ in columns) + " |"
+        for target, _, digits in ratios:
+            value = t.ratio("slots", "program", target, c)
+            line += f" {fmt(value, digits)}{'×' if target == 'django' else ''} |"
         out.append(line)
+    targets = [target for target, _ in columns]
     bad = {target: sum(t.total("non2xx", "slots", target, c) + t.total("sockerr", "slots", target, c)
-                       for c in conns)
-           for target in ("program", "program-quota", "constant", "django")}
-    reqs = {target: sum(t.total("requests", "slots", target, c) for c in conns)
-            for target in ("program", "program-quota", "constant", "django")}
+                       for c in conns) for target in targets}
+    reqs = {target: sum(t.total("requests", "slots", target, c) for c in conns) for target in targets}
     out.append("")
     out.append("Non-2xx answers and socket errors over all slot rounds: "
                + ", ".join(f"{name} {fmt(bad[target])} of {fmt(reqs[target])}"
-                           for target, name in (("program", "ours"), ("program-quota", "ours with quotas"),
-                                                ("constant", "constant"), ("django", "Django"))
-                           if reqs[target]) + ".")
-    # Round 1 ran the loads in increasing order on a fresh process, so its peaks belong to each
-    # load; later rounds start from what the heaviest load left (glibc keeps per-thread arenas).
-    rss = ", ".join(f"{c} conn. {fmt(mib(t.first('rss_kib', 'slots', 'program', c)), 1)} MiB" for c in conns)
-    line = f"Peak RSS (VmHWM) of the program under slot load, first round, loads in this order: {rss}"
-    line += f" (constant responder: {fmt(mib(t.first('rss_kib', 'slots', 'constant', conns[-1])), 1)} MiB"
-    if has_django:
+                           for target, name in columns if reqs[target]) + ".")
+    rss = ", ".join(f"{c} conn. {fmt(mib(t.peak('rss_kib', 'slots', 'program', c)), 1)} MiB" for c in conns)
+    line = f"Peak RSS (VmHWM, reset before each measurement) of the program under slot load: {rss}"
+    line += f" (constant responder: {fmt(mib(t.peak('rss_kib', 'slots', 'constant', conns[-1])), 1)} MiB"
+    if has["old-crate"]:
+        line += f"; old crate: {fmt(mib(t.peak('rss_kib', 'slots', 'old-crate', conns[-1])), 1)} MiB"
+    if has["django"]:
         line += (f"; Django's two workers together: "
-                 f"{fmt(mib(t.first('rss_kib', 'slots', 'django', conns[-1])), 1)} MiB")
+                 f"{fmt(mib(t.peak('rss_kib', 'slots', 'django', conns[-1])), 1)} MiB")
     out.append(line + f" at {conns[-1]} connections).\n")
 
 
@@ -154,7 +156,7 @@ def put_section(t, out):
         out.append("**PUTs** through nginx (`dav_methods PUT`, upload root and nginx's body buffers on "
                    "tmpfs), each PUT to its own fresh slot:\n")
         out.append("| | nginx alone (no `auth_request`) | `auth_request` → xmpp-http-upload "
-                   "| `auth_request` → constant-200 responder |")
+                   "| `auth_request` → constant authorizer (our layer) |")
         out.append("|---|---|---|---|")
     if t.get("put4k", "nginx-alone", 16):
         line = "| 4 KiB PUTs/s, 16 connections (p99 ms) |"
@@ -164,6 +166,8 @@ def put_section(t, out):
         out.append(line)
         out.append(f"| — ÷ nginx alone | 1 | {fmt(t.ratio('put4k', 'program', 'nginx-alone', 16), 2)} | "
                    f"{fmt(t.ratio('put4k', 'constant', 'nginx-alone', 16), 2)} |")
+        out.append(f"| — ours ÷ constant authorizer | | "
+                   f"{fmt(t.ratio('put4k', 'program', 'constant', 16), 2)} | 1 |")
     if t.get("put100m", "nginx-alone", 1):
         line = "| 100 MiB PUT, MiB/s |"
         for target in ("nginx-alone", "program", "constant"):
@@ -236,6 +240,27 @@ def rows_section(t, out):
     out.append(f"\nNon-2xx answers over all these rounds: {fmt(bad)}.\n")
 
 
+def cgi_section(t, out):
+    """Rows of phase cgi: rps = runs/s, p50_us = median wall time, p99_us = mean wall time,
+    rss_before_kib = mean CPU time (user + system) in µs; cgi-fsyncs-per-100: rps = fsyncs."""
+    if not t.get("cgi", "cgi-program", 1):
+        return
+    out.append("**Plain CGI** (shared hosting: one process per request), one slot request, "
+               "hyperfine, `env -i` in front of each command:\n")
+    out.append("| command | median ms | mean ms | CPU ms (user + system) | ÷ constant CGI (mean) |")
+    out.append("|---|---|---|---|---|")
+    for target, name in (("cgi-program", "xmpp-http-upload, slot request"),
+                         ("cgi-version", "xmpp-http-upload --version (starting the binary)"),
+                         ("cgi-constant", "constant CGI (`/usr/bin/printf`)")):
+        out.append(f"| {name} | {fmt(ms(t.median('p50_us', 'cgi', target, 1)), 2)} | "
+                   f"{fmt(ms(t.median('p99_us', 'cgi', target, 1)), 2)} | "
+                   f"{fmt(ms(t.median('rss_before_kib', 'cgi', target, 1)), 2)} | "
+                   f"{fmt(t.ratio('cgi', target, 'cgi-constant', 1, field='p99_us'), 2)} |")
+    fsyncs = t.median("rps", "cgi", "cgi-fsyncs-per-100", 1)
+    if fsyncs is not None:
+        out.append(f"\nfsyncs: {fmt(fsyncs)} in 100 CGI slot requests in a row (strace).\n")
+
+
 def main():
     run_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/xhu-bench/run")
     t = Table(load(run_dir))
@@ -246,6 +271,7 @@ def main():
     slots_section(t, out)
     put_section(t, out)
     rows_section(t, out)
+    cgi_section(t, out)
     print("\n".join(out))
 
 

@@ -1,26 +1,36 @@
 #!/bin/bash
-# bench/run.sh — the benchmark of issue 5, in one run, on loopback, behind real nginx.
+# bench/run.sh — the benchmark of issues 5 and 12, in one run, on loopback, behind real nginx.
 #
 # Runs the shipped nginx configuration (nginx/xmpp-http-upload.conf and its snippets, templated
 # only for ports, socket and upload paths) in front of
 #   - the program (xmpp-http-upload serve),
-#   - examples/constant_responder.rs (a FastCGI responder on the same crate answering a constant
-#     200: the ceiling for our design),
+#   - examples/constant_responder.rs (a FastCGI responder on the program's own FastCGI layer
+#     answering a constant 200: the ceiling for slot requests),
+#   - examples/constant_authorizer.rs (the same layer allowing every `auth_request` decision:
+#     the ceiling for authorized PUTs),
+#   - examples/constant_responder_old_crate.rs (a constant responder on the `fastcgi` crate the
+#     layer replaced, behind the config as it was then: `fastcgi_keep_conn off`, no upstream
+#     keepalive — the anchor),
 #   - the same nginx configuration without its `auth_request` line (nginx alone, for PUTs),
+#   - nginx's own `return 200` on the same nginx instance (the ceiling of any upstream),
 #   - the Django app we replace (django-xmpp-http-upload 1.0.0, Django 3.2, DRF 3.14.0, gunicorn
 #     with 2 sync workers, its demo settings; bench/django/),
 # and measures with wrk (bench/slot.lua, bench/put.lua) and curl:
-#   slots    slot requests/s, p50/p99 at 1, 16, 64 connections (program, constant, Django, and
-#            the program with quota rules checked on every request)
+#   slots    slot requests/s, p50/p99 at 1, 16, 64 connections (program, constant, old crate,
+#            nginx return 200, Django, and the program with quota rules checked on every request)
 #   put4k    4 KiB PUTs/s at 16 connections: nginx alone / auth_request -> program / -> constant
+#            authorizer
 #   put100m  MiB/s of 100 MiB PUTs, the same three, plus the program receiving the body itself
 #            (fastcgi_request_buffering off; and as plain CGI), plus the Django app receiving it
 #   rows     slot latency and database size per slot with 1k, 100k, 1M slots stored
+#   cgi      one slot request as plain CGI (a process per request) against a constant CGI
+#            (/usr/bin/printf) and the program's own --version, with hyperfine; fsyncs per
+#            request with strace
 # Peak RSS (VmHWM, reset before each measurement through /proc/PID/clear_refs) of the program is
 # recorded with every measurement. Raw results go to $XHU_BENCH_DIR/results.tsv; bench/report.py
 # turns them into the tables of bench/RESULTS.md (medians of the rounds, ratios from this run).
 #
-# Usage: bench/run.sh [PHASE...]   (default: slots put4k put100m rows; `hold` keeps it all running)
+# Usage: bench/run.sh [PHASE...]   (default: slots put4k put100m rows cgi; `hold` keeps it all running)
 # Environment: ROUNDS (3), DURATION (5s), CONNS ("1 16 64"), BIG_PUTS (8 per variant),
 #   XHU_BENCH_DIR (/tmp/xhu-bench/run: databases, sockets, logs — on disk, like a real install),
 #   XHU_BENCH_SHM (/dev/shm/xhu-bench: upload root, nginx body buffers, PUT sources — tmpfs),
@@ -29,7 +39,8 @@
 #   XHU_BENCH_REV (unset: build the work tree; a git revision, e.g. HEAD: build that revision's
 #   src/ and examples/ from a clean export, so uncommitted work does not end up in the figures).
 # Needs: nginx (with auth_request and dav: Debian's nginx / nginx-light), wrk, curl, sqlite3,
-# python3 (venv), cargo; run as root (nginx workers run as root to reach the sockets).
+# python3 (venv), cargo, hyperfine and strace (phase cgi); run as root (nginx workers run as
+# root to reach the sockets).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,17 +55,23 @@ VENV=${XHU_BENCH_VENV:-$BENCH/.venv}
 PORT_BASE=${PORT_BASE:-38000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(slots put4k put100m rows)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(slots put4k put100m rows cgi)
 
 # Ports: <put server> and <slot server> of each nginx instance (the shipped file has both).
 PUT_A=$((PORT_BASE + 80)) SLOT_A=$((PORT_BASE + 63))     # auth_request -> program
 PUT_B=$((PORT_BASE + 81)) SLOT_B=$((PORT_BASE + 64))     # no auth_request (nginx alone)
 PUT_C=$((PORT_BASE + 82)) SLOT_C=$((PORT_BASE + 65))     # auth_request -> constant responder
+PUT_D=$((PORT_BASE + 83)) SLOT_D=$((PORT_BASE + 66))     # auth_request -> constant authorizer
+PUT_E=$((PORT_BASE + 84)) SLOT_E=$((PORT_BASE + 67))     # old crate, keep_conn off (the anchor)
 DJANGO_PORT=$((PORT_BASE + 90))                          # nginx -> gunicorn
 SELF_PORT=$((PORT_BASE + 91))                            # nginx -> program receives the body
+RETURN_PORT=$((PORT_BASE + 92))                          # nginx `return 200` (instance A)
 SOCK_PROG=$W/xhu.sock SOCK_CONST=$W/const.sock SOCK_DJANGO=$W/gunicorn.sock
+SOCK_AUTHZ=$W/authz.sock SOCK_OLD=$W/old.sock
 BIN=$CARGO_TARGET_DIR/release/xmpp-http-upload
 CONST_BIN=$CARGO_TARGET_DIR/release/examples/constant_responder
+AUTHZ_BIN=$CARGO_TARGET_DIR/release/examples/constant_authorizer
+OLD_BIN=$CARGO_TARGET_DIR/release/examples/constant_responder_old_crate
 RESULTS=$W/results.tsv
 BIG=$((100 * 1024 * 1024))
 
@@ -118,7 +135,8 @@ if [ -n "${XHU_BENCH_REV:-}" ]; then
     git -C "$REPO" archive "$XHU_BENCH_REV" | tar -x -C "$BUILD_DIR"
 fi
 log "building $BUILD_DIR${XHU_BENCH_REV:+ at $XHU_BENCH_REV} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$BUILD_DIR" && cargo build -q --release --bin xmpp-http-upload --example constant_responder)
+(cd "$BUILD_DIR" && cargo build -q --release --bin xmpp-http-upload --example constant_responder \
+    --example constant_authorizer --example constant_responder_old_crate)
 head -c "$BIG" /dev/urandom > "$SHM/put-100M.bin"
 printf 'phase\ttarget\tconns\tround\trps\tp50_us\tp99_us\tnon2xx\tsockerr\trequests\trss_kib\textra\trss_before_kib\n' > "$RESULTS"
 
@@ -153,9 +171,10 @@ EOF
 write_config "$W/config.toml" "$W/db/uploads.sqlite3"
 write_config "$W/config-rows.toml" "$W/db/rows.sqlite3"
 
-# The shipped server block, templated for ports, socket and upload root only.
-nginx_instance() {    # NAME SOCKET PUT_PORT SLOT_PORT AUTH(yes|no) [EXTRA_SERVERS_FILE]
-    local name=$1 sock=$2 put=$3 slot=$4 auth=$5 extra=${6:-}
+# The shipped server block, templated for ports, socket and upload root only. KEEP=no turns
+# FastCGI keep-alive off (the configuration before our own FastCGI layer, for the old crate).
+nginx_instance() {    # NAME SOCKET PUT_PORT SLOT_PORT AUTH(yes|no) [EXTRA_SERVERS_FILE] [KEEP]
+    local name=$1 sock=$2 put=$3 slot=$4 auth=$5 extra=${6:-} keep=${7:-yes}
     local dir=$W/nginx-$name
     mkdir -p "$dir/snippets" "$SHM/body-$name"
     cp "$REPO"/nginx/snippets/*.conf "$dir/snippets/"
@@ -166,6 +185,12 @@ nginx_instance() {    # NAME SOCKET PUT_PORT SLOT_PORT AUTH(yes|no) [EXTRA_SERVE
         -e "s#/var/lib/xmpp-http-upload/files/#$SHM/files/#g"
         -e "s#listen 127.0.0.1:9363;#listen 127.0.0.1:$slot;#"
     )
+    if [ "$keep" = no ]; then
+        sed_args+=(-e "/^[[:space:]]*keepalive /d" -e "/^[[:space:]]*keepalive_timeout /d")
+        sed -i "s/^fastcgi_keep_conn on;/fastcgi_keep_conn off;/" "$dir/snippets/xmpp-http-upload-fastcgi.conf"
+        grep -q "^fastcgi_keep_conn off;" "$dir/snippets/xmpp-http-upload-fastcgi.conf" \
+            || die "nginx template: fastcgi_keep_conn line not found"
+    fi
     sed "${sed_args[@]}" "$REPO/nginx/xmpp-http-upload.conf" > "$dir/site.conf"
     # Fail loudly if the shipped files changed shape and a substitution no longer applies.
     grep -q "server unix:$sock;" "$dir/site.conf" || die "nginx template: upstream socket line not found"
@@ -220,6 +245,12 @@ server {
     }
 }
 server {
+    listen 127.0.0.1:$RETURN_PORT;
+    location / {
+        return 200 "";
+    }
+}
+server {
     listen 127.0.0.1:$SELF_PORT;
     location /upload/ {
         client_max_body_size 0;
@@ -231,15 +262,25 @@ server {
 }
 EOF
 
-log "starting the program, the constant responder and nginx"
+log "starting the program, the constant responders and authorizer, and nginx"
 start_program "$W/config.toml"
 "$CONST_BIN" "unix:$SOCK_CONST" 2>>"$W/constant.log" &
 CONST_PID=$!
 STARTED+=("$CONST_PID")
+"$AUTHZ_BIN" "unix:$SOCK_AUTHZ" 2>>"$W/authorizer.log" &
+AUTHZ_PID=$!
+STARTED+=("$AUTHZ_PID")
+"$OLD_BIN" "unix:$SOCK_OLD" 2>>"$W/old-crate.log" &
+OLD_PID=$!
+STARTED+=("$OLD_PID")
 wait_for_socket "$SOCK_CONST"
+wait_for_socket "$SOCK_AUTHZ"
+wait_for_socket "$SOCK_OLD"
 nginx_instance A "$SOCK_PROG" "$PUT_A" "$SLOT_A" yes "$W/extra-servers.conf"
 nginx_instance B "$SOCK_PROG" "$PUT_B" "$SLOT_B" no
 nginx_instance C "$SOCK_CONST" "$PUT_C" "$SLOT_C" yes
+nginx_instance D "$SOCK_AUTHZ" "$PUT_D" "$SLOT_D" yes
+nginx_instance E "$SOCK_OLD" "$PUT_E" "$SLOT_E" yes "" no
 
 DJANGO_MASTER=""
 if [ -z "${NO_DJANGO:-}" ]; then
@@ -264,6 +305,8 @@ django_workers() { [ -n "$DJANGO_MASTER" ] && pgrep -P "$DJANGO_MASTER" | tr '\n
 # Sanity: one slot from each, printed into the log.
 for url in "http://127.0.0.1:$SLOT_A/http_upload/slot/?jid=admin%40example.com&name=check.jpg&size=10" \
            "http://127.0.0.1:$SLOT_C/http_upload/slot/?jid=admin%40example.com&name=check.jpg&size=10" \
+           "http://127.0.0.1:$SLOT_E/http_upload/slot/?jid=admin%40example.com&name=check.jpg&size=10" \
+           "http://127.0.0.1:$RETURN_PORT/" \
            ${DJANGO_MASTER:+"http://127.0.0.1:$DJANGO_PORT/http_upload/slot/?jid=admin%40example.com&name=check.jpg&size=10"}; do
     log "check: $(curl -s -w ' -> %{http_code}' "$url" | tr '\n' ' ')"
 done
@@ -318,6 +361,12 @@ phase_slots() {
             WATCH=$CONST_PID
             wrk_run slots constant "$c" "$r" "" "http://127.0.0.1:$SLOT_C/http_upload/slot/" \
                 "$BENCH/slot.lua" admin@example.com
+            WATCH=$OLD_PID
+            wrk_run slots old-crate "$c" "$r" "" "http://127.0.0.1:$SLOT_E/http_upload/slot/" \
+                "$BENCH/slot.lua" admin@example.com
+            WATCH=""
+            wrk_run slots nginx-return "$c" "$r" "" "http://127.0.0.1:$RETURN_PORT/http_upload/slot/" \
+                "$BENCH/slot.lua" admin@example.com
             if [ -n "$DJANGO_MASTER" ]; then
                 WATCH=$(django_workers)
                 wrk_run slots django "$c" "$r" "" "http://127.0.0.1:$DJANGO_PORT/http_upload/slot/" \
@@ -343,8 +392,8 @@ phase_put4k() {
         wrk_run put4k nginx-alone 16 "$r" "" "http://127.0.0.1:$PUT_B/" "$BENCH/put.lua" $((300000000 + base)) 4096
         clear_uploads; WATCH=$PROG_PID
         wrk_run put4k program 16 "$r" "" "http://127.0.0.1:$PUT_A/" "$BENCH/put.lua" $((100000000 + base)) 4096
-        clear_uploads; WATCH=$CONST_PID
-        wrk_run put4k constant 16 "$r" "" "http://127.0.0.1:$PUT_C/" "$BENCH/put.lua" $((200000000 + base)) 4096
+        clear_uploads; WATCH=$AUTHZ_PID
+        wrk_run put4k constant 16 "$r" "" "http://127.0.0.1:$PUT_D/" "$BENCH/put.lua" $((200000000 + base)) 4096
     done
     clear_uploads
 }
@@ -380,8 +429,8 @@ phase_put100m() {
         big_put nginx-alone "$i" "http://127.0.0.1:$PUT_B/upload/$(printf '%040x' $((600000000 + i)))/big.bin"
         WATCH=$PROG_PID
         big_put program "$i" "http://127.0.0.1:$PUT_A/upload/$(printf '%040x' $((400000000 + i)))/big.bin"
-        WATCH=$CONST_PID
-        big_put constant "$i" "http://127.0.0.1:$PUT_C/upload/$(printf '%040x' $((700000000 + i)))/big.bin"
+        WATCH=$AUTHZ_PID
+        big_put constant "$i" "http://127.0.0.1:$PUT_D/upload/$(printf '%040x' $((700000000 + i)))/big.bin"
         WATCH=$PROG_PID
         big_put program-receives-fastcgi "$i" "http://127.0.0.1:$SELF_PORT/upload/$(printf '%040x' $((500000000 + i)))/big.bin"
         if [ -n "$DJANGO_MASTER" ]; then
@@ -464,9 +513,47 @@ phase_rows() {
     start_program "$W/config.toml"
 }
 
+# Plain CGI (shared hosting): one process per request. hyperfine runs each command directly
+# (no shell), the same `env -i` in front of each; the database is on disk ($W/db), as installed.
+phase_cgi() {
+    command -v hyperfine >/dev/null || die "hyperfine is missing (apt-get install hyperfine)"
+    command -v strace >/dev/null || die "strace is missing (apt-get install strace)"
+    local cfg=$W/config-cgi.toml env_args json target cmd n
+    write_config "$cfg" "$W/db/cgi.sqlite3"
+    env_args=(env -i GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET
+        "REQUEST_URI=/http_upload/slot/?jid=admin%40example.com&name=cgi.txt&size=10"
+        REMOTE_ADDR=127.0.0.1 HTTP_HOST=127.0.0.1 RUST_LOG=warn)
+    "${env_args[@]}" "$BIN" serve --config "$cfg" >/dev/null   # creates the database
+    for r in $(seq "$ROUNDS"); do
+        json=$W/cgi-$r.json
+        hyperfine -N -w 10 -r "${CGI_RUNS:-300}" --export-json "$json" \
+            -n program "${env_args[*]} $BIN serve --config $cfg" \
+            -n constant "${env_args[*]} /usr/bin/printf 'Status: 200 OK\r\n\r\n'" \
+            -n version "${env_args[*]} $BIN --version" >/dev/null
+        python3 - "$json" "$r" >> "$RESULTS" <<'PY'
+import json, sys
+for res in json.load(open(sys.argv[1]))["results"]:
+    mean, median = res["mean"] * 1e6, res["median"] * 1e6
+    cpu = (res["user"] + res["system"]) * 1e6
+    print(f"cgi\tcgi-{res['command']}\t1\t{sys.argv[2]}\t{1e6 / mean:.1f}\t{median:.0f}\t{mean:.0f}"
+          f"\t0\t0\t{len(res['times'])}\t\t\t{cpu:.0f}")
+PY
+        log "cgi #$r: $(grep -P "^cgi\t" "$RESULTS" | grep -P "\t$r\t" | cut -f2,7 | tr '\n\t' '  ')"
+    done
+    # fsyncs per request over 100 requests (in a row, as a busy shared host would see them).
+    n=0
+    for i in $(seq 100); do
+        strace -f -e trace=fsync,fdatasync -o "$W/cgi-strace.txt" "${env_args[@]}" "$BIN" serve --config "$cfg" >/dev/null
+        n=$((n + $(grep -cE 'fsync|fdatasync' "$W/cgi-strace.txt" || true)))
+    done
+    printf 'cgi\tcgi-fsyncs-per-100\t1\t1\t%s\t\t\t0\t0\t100\t\t\t\n' "$n" >> "$RESULTS"
+    log "cgi: $n fsyncs in 100 slot requests"
+}
+
 # Keeps everything running for poking at by hand (bench/run.sh hold); Ctrl-C ends it.
 phase_hold() {
     log "holding: slots http://127.0.0.1:$SLOT_A/http_upload/slot/ (program), :$SLOT_C (constant),"
+    log "  :$SLOT_E (old crate), :$RETURN_PORT (nginx return 200), :$PUT_D (auth -> constant authorizer),"
     log "  :$DJANGO_PORT (Django); PUTs :$PUT_A (auth -> program), :$PUT_B (nginx alone),"
     log "  :$PUT_C (auth -> constant), :$SELF_PORT (program receives); program pid $PROG_PID"
     while true; do sleep 3600 & wait $!; done

@@ -1,41 +1,32 @@
-//! The ceiling for our design: a FastCGI responder on the same `fastcgi` crate that answers every
-//! request with a constant `200` (empty body) and does nothing else. `bench/run.sh` puts it behind
-//! the same nginx configuration as the program, so the ratio program / constant responder measures
-//! what our own work (parsing, rules, SQLite) costs on top of the crate's thread-per-connection
-//! model and nginx's FastCGI round trip.
+//! The ceiling for our design: a FastCGI responder on the program's own FastCGI layer
+//! (`xmpp_http_upload::fcgi::server`, the same pool and poll loop) that answers every request
+//! with a constant `200` (empty body) and does nothing else. `bench/run.sh` puts it behind the
+//! same nginx configuration as the program, so the ratio program / constant responder measures
+//! what our own work (parsing, rules, SQLite) costs on top of the layer and nginx's FastCGI
+//! round trip.
 //!
 //! Usage: `cargo run --release --example constant_responder -- unix:/path/to/sock`
 //! (or `127.0.0.1:9000`).
 
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixListener;
+use std::sync::Arc;
 
-/// The whole answer, head and (empty) body, written as one FastCGI record.
-const ANSWER: &[u8] = b"Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
-
-fn answer(mut request: fastcgi::Request) {
-    // The client may have gone away; there is nothing useful to do about it here.
-    let _ = request.stdout().write_all(ANSWER);
-}
+use xmpp_http_upload::fcgi::{Listen, Settings, server};
+use xmpp_http_upload::request::Response;
 
 fn main() -> std::io::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let listen = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".to_string());
-    match listen.strip_prefix("unix:") {
-        Some(path) => {
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                std::fs::remove_file(path)?;
-            }
-            let listener = UnixListener::bind(path)?;
-            fastcgi::run_raw(answer, listener.as_raw_fd());
-        }
-        None => {
-            let listener = std::net::TcpListener::bind(&listen)?;
-            fastcgi::run_tcp(answer, &listener);
-        }
+    let listener = Listen::parse(&listen).open()?;
+    server::run(listener, Settings::default(), Arc::new(Constant))
+}
+
+/// Answers every request the same.
+struct Constant;
+
+impl server::Handler for Constant {
+    fn answer(&self, _: &mut server::Exchange<'_>) -> Response {
+        Response::text(200, "text/plain", "")
     }
-    Ok(())
 }

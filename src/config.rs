@@ -44,6 +44,8 @@ pub struct Config {
     pub webserver_download: bool,
     /// `host:port` or `unix:/path` to listen on for FastCGI when none is given on the command line.
     pub listen: Option<String>,
+    /// FastCGI worker threads; `None`: four per core, at least 8.
+    pub workers: Option<usize>,
     /// Who may call the slot API.
     pub slot_api: SlotApiAccess,
     /// The ordered access rules.
@@ -112,6 +114,7 @@ struct RawConfig {
     retention: Option<Spanned<Quantity>>,
     webserver_download: Option<bool>,
     listen: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
     slot_api: Option<RawSlotApi>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -277,6 +280,16 @@ impl Config {
             None => 30 * 86_400,
         };
         let listen = raw.listen.map(|l| l.into_inner());
+        let workers = match raw.workers {
+            None => None,
+            Some(w) => match usize::try_from(*w.get_ref()) {
+                Ok(n) if (2..=1024).contains(&n) => Some(n),
+                _ => {
+                    let why = format!("{} is not between 2 and 1024", w.get_ref());
+                    return Err(at.error(&w.span(), "workers", why));
+                }
+            },
+        };
         let slot_api = slot_api_access(&at, raw.slot_api)?;
         let mut rules = Vec::new();
         for (index, raw_rule) in raw.rules.into_iter().enumerate() {
@@ -324,6 +337,7 @@ impl Config {
             retention,
             webserver_download: raw.webserver_download.unwrap_or(true),
             listen,
+            workers,
             slot_api,
             rules,
             external,
@@ -345,6 +359,7 @@ impl Config {
             retention: 30 * 86_400,
             webserver_download: false,
             listen: None,
+            workers: None,
             slot_api: SlotApiAccess {
                 allow_from: loopback(),
                 secret: None,
@@ -416,6 +431,9 @@ impl Config {
         let _ = writeln!(out, "webserver_download {}", self.webserver_download);
         if let Some(listen) = &self.listen {
             let _ = writeln!(out, "listen             {listen}");
+        }
+        if let Some(workers) = self.workers {
+            let _ = writeln!(out, "workers            {workers}");
         }
         let allow: Vec<String> = self
             .slot_api
@@ -1000,5 +1018,15 @@ mod tests {
         assert_eq!(c.base_url.as_deref(), Some("https://h.example:8443"));
         assert!(Config::parse(&format!("{MINIMAL}put_prefix = \"up\"\n"), "c").is_err());
         assert!(Config::parse(&format!("{MINIMAL}base_url = \"ftp://h\"\n"), "c").is_err());
+    }
+
+    #[test]
+    fn workers_between_2_and_1024() {
+        let c = Config::parse(&format!("{MINIMAL}workers = 16\n"), "c.toml").unwrap();
+        assert_eq!(c.workers, Some(16));
+        assert_eq!(Config::parse(MINIMAL, "c.toml").unwrap().workers, None);
+        let e = Config::parse(&format!("{MINIMAL}workers = 1\n"), "c.toml").unwrap_err();
+        assert_eq!(e.0, "c.toml:3: workers: 1 is not between 2 and 1024");
+        assert!(Config::parse(&format!("{MINIMAL}workers = -3\n"), "c.toml").is_err());
     }
 }

@@ -254,10 +254,13 @@ fn serve(args: &Args) -> Result<(), String> {
         .map(Listen::parse)
         .or_else(|| fcgi::inherited_socket().map(Listen::Inherited))
         .or_else(|| fcgi::stdin_is_listening_socket().then_some(Listen::Inherited(0)));
+    let workers = config.workers;
     let app = open_app(config)?;
     match listen {
-        Some(listen) => fcgi::serve(app, listen).map_err(|e| format!("cannot listen: {e}")),
-        None if cgi::started_as_cgi() => cgi::serve_one(&app).map_err(|e| e.to_string()),
+        Some(listen) => {
+            fcgi::serve(app, listen, workers).map_err(|e| format!("cannot listen: {e}"))
+        }
+        // (Started as CGI, `main` answered the request before any of this.)
         None => Err(
             "nothing to serve: fd 0 is not a socket and GATEWAY_INTERFACE is not set; \
              give --listen (e.g. --listen unix:/run/xmpp-http-upload/fcgi.sock)"

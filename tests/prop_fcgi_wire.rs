@@ -6,8 +6,10 @@
 //! may create, with exactly the bytes of that upload.
 //!
 //! The socket is private to the web server in every shipped setup (SECURITY.md); this is
-//! defence in depth for the parts of the stack that parse the wire: the `fastcgi` crate and
-//! `Request::from_params`. One known limit of the crate is kept as an ignored test below.
+//! defence in depth for the parts of the stack that parse the wire: our FastCGI layer
+//! (`src/fcgi/`) and `Request::from_params`. The good request after each case goes alternately
+//! over a fresh connection and over one kept connection (FCGI_KEEP_CONN) that must stay usable
+//! through the whole run.
 
 mod common;
 
@@ -19,7 +21,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 
-use common::fcgi::{self, Address, Body, Role};
+use common::fcgi::{self, Address, Body, KeptConnection, Role};
 use common::{ALLOW_ALL, Env, Server, standard_config};
 
 const BEGIN_REQUEST: u8 = 1;
@@ -120,7 +122,7 @@ impl Piece {
 }
 
 /// A parameter value: the real ones the program reads, hostile text, or bytes that are not
-/// UTF-8 (which make the crate drop that param and all later ones).
+/// UTF-8 (which make that param read as absent).
 fn param_value(token: String) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(b"PUT".to_vec()),
@@ -250,6 +252,8 @@ fn random_bytes_and_records_never_kill_the_program_or_escape_the_root() {
         ..RunnerConfig::default()
     });
     let sent_bytes = std::cell::Cell::new(0usize);
+    let kept = std::cell::RefCell::new(KeptConnection::open(&server.address).unwrap());
+    let case = std::cell::Cell::new(0u32);
     let result = runner.run(&strategy, |(pieces, close_early)| {
         let bytes: Vec<u8> = pieces.iter().flat_map(Piece::bytes).collect();
         sent_bytes.set(sent_bytes.get() + bytes.len());
@@ -260,7 +264,23 @@ fn random_bytes_and_records_never_kill_the_program_or_escape_the_root() {
                 server.log()
             )));
         }
-        good_request(&server).map_err(TestCaseError::fail)
+        case.set(case.get() + 1);
+        if case.get().is_multiple_of(2) {
+            return good_request(&server).map_err(TestCaseError::fail);
+        }
+        let params = fcgi::request_params(
+            "GET",
+            "/http_upload/slot/?jid=probe@example.org&name=kept.txt&size=1",
+            &[],
+        );
+        match kept
+            .borrow_mut()
+            .request(Role::Responder, &params, Body::Empty)
+        {
+            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) => Err(TestCaseError::fail(format!("kept connection answered {r}"))),
+            Err(e) => Err(TestCaseError::fail(format!("kept connection failed: {e}"))),
+        }
     });
     if let Err(e) = result {
         panic!("{e}\nserver log:\n{}", server.log());
@@ -348,7 +368,10 @@ fn lying_bodies_never_leave_a_file() {
         )
     });
     let exact_uploads = std::cell::Cell::new(0u32);
+    let case = std::cell::Cell::new(0u8);
     let result = runner.run(&strategy, |(size, declared, sent, records, close)| {
+        case.set(case.get().wrapping_add(1));
+        let keep = case.get() % 2;
         let slot = server.slot("liar@example.org", "body.bin", size);
         let body = common::body_of(sent, size as u32);
         let mut headers: Vec<(&str, &str)> = Vec::new();
@@ -356,7 +379,7 @@ fn lying_bodies_never_leave_a_file() {
             headers.push(("Content-Length", length));
         }
         let params = fcgi::request_params("PUT", &slot.put_path, &headers);
-        let mut bytes = record(1, BEGIN_REQUEST, 1, &[0, 1, 0, 0, 0, 0, 0, 0], 0);
+        let mut bytes = record(1, BEGIN_REQUEST, 1, &[0, 1, keep, 0, 0, 0, 0, 0], 0);
         bytes.extend(record(1, PARAMS, 1, &fcgi::encode_params(&params), 0));
         bytes.extend(record(1, PARAMS, 1, &[], 0));
         let chunk = body.len().div_ceil(records).max(1);
@@ -383,7 +406,6 @@ fn lying_bodies_never_leave_a_file() {
                 "an exact upload was not stored: {text:?}"
             )));
         }
-        // (A cut stream is answered 500 by the panic handler, to a peer that is gone.)
         prop_assert!(
             close || !text.contains("Status: 5"),
             "a lying body got a server error: {text:?}"
@@ -393,11 +415,7 @@ fn lying_bodies_never_leave_a_file() {
             .into_iter()
             .filter(|p| p.starts_with(&slot.token) && p.ends_with(".part"))
             .collect();
-        // A stream cut before its end leaves the temporary file behind: a defect, kept in
-        // `cut_stream_leaves_no_temporary_file` below. Everything else must clean up.
-        if !close {
-            prop_assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-        }
+        prop_assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
         for part in &leftovers {
             // Never served, whatever the name.
             let name = part.rsplit('/').next().unwrap();
@@ -417,12 +435,9 @@ fn lying_bodies_never_leave_a_file() {
     );
 }
 
-/// The `fastcgi` crate parses params recursively: a PARAMS stream of ~30,000 tiny pairs
-/// overflows a request thread's stack, which aborts the whole process (SPEC 8 names this
-/// limit; the shipped nginx config never forwards request headers as params, so a client cannot
-/// cause it through nginx — `tests/hostile.rs` checks that). Kept as a record of the limit.
+/// A PARAMS stream of 30,000 tiny pairs (the old `fastcgi` crate parsed them recursively and
+/// overflowed its stack, aborting the process): refused with a 400, the program alive.
 #[test]
-#[ignore = "defect (known, in the fastcgi crate 1.0.0, SPEC 8): a PARAMS stream of 30k pairs overflows the stack and aborts the process"]
 fn param_flood_on_the_raw_socket() {
     let env = Env::new(&standard_config(ALLOW_ALL));
     let server = env.serve();
@@ -443,8 +458,12 @@ fn param_flood_on_the_raw_socket() {
     }
     bytes.extend(record(1, PARAMS, 1, &[], 0));
     bytes.extend(record(1, STDIN, 1, &[], 0));
-    throw(&socket, &bytes, false);
-    std::thread::sleep(Duration::from_millis(300));
+    let answer = String::from_utf8_lossy(&throw(&socket, &bytes, false)).to_string();
+    assert!(answer.contains("Status: 400"), "{answer:?}");
+    assert!(
+        answer.contains("more than 1000 FastCGI parameters"),
+        "{answer:?}"
+    );
     assert!(alive(&server), "the program died; log:\n{}", server.log());
     good_request(&server).unwrap();
 }

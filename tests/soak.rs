@@ -1,9 +1,10 @@
 //! Load: mixed slot requests, uploads and downloads at 64 connections through nginx (the
 //! shipped configuration, run with a master process) in front of several FastCGI processes
 //! sharing one listening socket and one SQLite database, the way mod_fcgid or `spawn-fcgi -F`
-//! run them. Checks: zero 5xx, every download equal to its upload, every stored file equal to
-//! what was sent (SHA-256), quotas never exceeded although several processes decide at once,
-//! and resident memory flat.
+//! run them, with the shipped `fastcgi_keep_conn on` and upstream `keepalive`. Checks: zero
+//! 5xx, every download equal to its upload, every stored file equal to what was sent (SHA-256),
+//! quotas never exceeded although several processes decide at once, resident memory flat, and
+//! no panic or error in the programs' logs (idle closes of kept connections are silent).
 //!
 //! `soak_20s` runs in the normal suite; `soak_5min` is the full run:
 //! `cargo test --release --test soak -- --ignored --nocapture`. `XHU_SOAK_SECS` overrides the
@@ -107,6 +108,17 @@ fn start_load_stack() -> LoadStack {
             .unwrap();
         wait_gone(pid);
     }
+    // The shipped config keeps FastCGI connections: the soak runs with keep-alive on.
+    let site = fs::read_to_string(dir.join("site.conf")).unwrap();
+    assert!(
+        site.contains("keepalive 32;"),
+        "upstream keepalive in the shipped config"
+    );
+    let snippet = fs::read_to_string(dir.join("snippets/xmpp-http-upload-fastcgi.conf")).unwrap();
+    assert!(
+        snippet.contains("fastcgi_keep_conn on;"),
+        "fastcgi_keep_conn on in the shipped snippet"
+    );
     // The program's config, with a quota rule first.
     let config = fs::read_to_string(dir.join("config.toml")).unwrap();
     let quota_rule = format!(
@@ -521,6 +533,14 @@ fn soak(default_secs: u64) {
         tally.quota_refusals.load(Ordering::SeqCst) > 0,
         "the quota was never reached, so it was not tested"
     );
+    for i in 0..PROCESSES {
+        let log = fs::read_to_string(load.stack.dir.path.join(format!("program-{i}.log")))
+            .unwrap_or_default();
+        assert!(
+            !log.contains("panic") && !log.contains(" ERROR "),
+            "program {i} logged a panic or an error:\n{log}"
+        );
+    }
     // Flat memory: no process grew by more than 16 MiB after the warm-up.
     for ((pid, warm), end) in pids.iter().zip(&warm_rss).zip(&end_rss) {
         assert!(

@@ -7,7 +7,15 @@
 //! STDIN record, and reads STDOUT/STDERR until END_REQUEST. The CGI-style STDOUT is parsed into a
 //! status (from `Status:`, default 200), headers and body.
 //!
-//! What it deliberately does not do: multiplexing, keep-conn, GET_VALUES, the Filter role.
+//! [`KeptConnection`] plays nginx with `fastcgi_keep_conn on`: FCGI_KEEP_CONN set, many
+//! requests one after the other on one connection, request id 1 each time (as nginx does).
+//!
+//! With `XHU_TEST_FCGI_KEEP=1` in the environment, [`request`] sends every request whose body can
+//! be sent again over a kept connection (one per thread and address, reopened when the program
+//! closed it), so that any wire test runs over kept connections too:
+//! `XHU_TEST_FCGI_KEEP=1 cargo test --test upload`.
+//!
+//! What it deliberately does not do: multiplexing, the Filter role.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -105,7 +113,7 @@ pub enum Body<'a> {
     Reader(&'a mut dyn Read),
 }
 
-trait Stream: Read + Write {}
+trait Stream: Read + Write + std::os::fd::AsRawFd {}
 impl Stream for UnixStream {}
 impl Stream for TcpStream {}
 
@@ -188,9 +196,20 @@ fn send_request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     params: &[(N, V)],
     body: Body<'_>,
 ) -> io::Result<()> {
+    send_request_flags(stream, role, 0, params, body)
+}
+
+/// Like `send_request`, with the BEGIN_REQUEST flags given (1 = FCGI_KEEP_CONN).
+fn send_request_flags<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream: &mut dyn Stream,
+    role: Role,
+    flags: u8,
+    params: &[(N, V)],
+    body: Body<'_>,
+) -> io::Result<()> {
     let mut begin = Vec::with_capacity(8);
     begin.extend_from_slice(&(role as u16).to_be_bytes());
-    begin.push(0); // flags: no FCGI_KEEP_CONN
+    begin.push(flags);
     begin.extend_from_slice(&[0; 5]);
     let mut head = record(BEGIN_REQUEST, &begin);
     for chunk in encode_params(params).chunks(MAX_RECORD_CONTENT) {
@@ -332,13 +351,18 @@ pub fn parse_cgi_output(output: &[u8]) -> io::Result<Response> {
     })
 }
 
-/// Sends one request and reads the whole answer.
+/// Sends one request and reads the whole answer (over a kept connection when
+/// `XHU_TEST_FCGI_KEEP=1` and the body can be sent again).
 pub fn request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     address: &Address,
     role: Role,
     params: &[(N, V)],
     body: Body<'_>,
 ) -> io::Result<Response> {
+    let resendable = !matches!(body, Body::Reader(_));
+    if resendable && std::env::var_os("XHU_TEST_FCGI_KEEP").is_some_and(|v| v == "1") {
+        return request_kept(address, role, params, body);
+    }
     let mut stream = connect(address)?;
     send_request(stream.as_mut(), role, params, body)?;
     let (stdout, stderr, app_status, protocol_status) = read_response(stream.as_mut())?;
@@ -346,6 +370,47 @@ pub fn request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     response.stderr = stderr;
     response.app_status = app_status;
     response.protocol_status = protocol_status;
+    Ok(response)
+}
+
+thread_local! {
+    /// The kept connections of `XHU_TEST_FCGI_KEEP=1`, by address.
+    static KEPT: std::cell::RefCell<Vec<(String, KeptConnection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn request_kept<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    address: &Address,
+    role: Role,
+    params: &[(N, V)],
+    body: Body<'_>,
+) -> io::Result<Response> {
+    let key = format!("{address:?}");
+    let cached = KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let at = kept.iter().position(|(k, _)| *k == key)?;
+        Some(kept.swap_remove(at).1)
+    });
+    let (mut conn, reused) = match cached.filter(|c| !c.is_stale()) {
+        Some(conn) => (conn, true),
+        None => (KeptConnection::open(address)?, false),
+    };
+    let body_again = match &body {
+        Body::None => Body::None,
+        Body::Empty => Body::Empty,
+        Body::Bytes(bytes) => Body::Bytes(bytes),
+        Body::Reader(_) => unreachable!("only resendable bodies come here"),
+    };
+    let response = match conn.request(role, params, body) {
+        // The program may close a kept connection after an answer (a body it did not read
+        // to its end); a reused connection gets one more try on a fresh one.
+        Err(_) if reused => {
+            conn = KeptConnection::open(address)?;
+            conn.request(role, params, body_again)?
+        }
+        other => other?,
+    };
+    KEPT.with(|kept| kept.borrow_mut().push((key, conn)));
     Ok(response)
 }
 
@@ -473,6 +538,76 @@ pub fn authorizer_params(uri: &str, headers: &[(&str, &str)]) -> Vec<(String, St
     remove_param(&mut params, "CONTENT_LENGTH");
     remove_param(&mut params, "CONTENT_TYPE");
     params
+}
+
+/// A connection kept open across requests (FCGI_KEEP_CONN), as nginx uses it with
+/// `fastcgi_keep_conn on`.
+pub struct KeptConnection {
+    stream: Box<dyn Stream>,
+}
+
+impl KeptConnection {
+    /// Connects.
+    pub fn open(address: &Address) -> io::Result<KeptConnection> {
+        Ok(KeptConnection {
+            stream: connect(address)?,
+        })
+    }
+
+    /// Sends one request with FCGI_KEEP_CONN and reads its whole answer.
+    pub fn request<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        role: Role,
+        params: &[(N, V)],
+        body: Body<'_>,
+    ) -> io::Result<Response> {
+        send_request_flags(self.stream.as_mut(), role, 1, params, body)?;
+        let (stdout, stderr, app_status, protocol_status) = read_response(self.stream.as_mut())?;
+        let mut response = parse_cgi_output(&stdout)?;
+        response.stderr = stderr;
+        response.app_status = app_status;
+        response.protocol_status = protocol_status;
+        Ok(response)
+    }
+
+    /// Writes raw bytes (records of the test's own making).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one record: (type, request id, content).
+    pub fn read_record(&mut self) -> io::Result<(u8, u16, Vec<u8>)> {
+        let mut header = [0u8; 8];
+        self.stream.read_exact(&mut header)?;
+        let length = u16::from_be_bytes([header[4], header[5]]) as usize;
+        let mut content = vec![0u8; length + header[6] as usize];
+        self.stream.read_exact(&mut content)?;
+        content.truncate(length);
+        Ok((
+            header[1],
+            u16::from_be_bytes([header[2], header[3]]),
+            content,
+        ))
+    }
+
+    /// True when the program closed the connection or sent something unasked (looked at
+    /// without waiting or consuming).
+    pub fn is_stale(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, recv};
+        let mut byte = [0u8; 1];
+        let peeked = recv(
+            self.stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        );
+        !matches!(peeked, Err(nix::errno::Errno::EAGAIN))
+    }
+
+    /// True when the program closed the connection (a read returns end of file).
+    pub fn closed_by_peer(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0))
+    }
 }
 
 #[cfg(test)]

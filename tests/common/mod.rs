@@ -588,3 +588,19 @@ pub fn body_of(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+impl Server {
+    /// Waits (at most `timeout`) for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
