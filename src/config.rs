@@ -828,7 +828,11 @@ impl Config {
         let all = AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK;
         let enter_write = AccessFlags::W_OK | AccessFlags::X_OK;
         let mut problems = Vec::new();
-        let mut check = |what: &str, path: &Path, dir: bool, needs: AccessFlags, must_exist: bool| {
+        let mut check = |what: &str,
+                         path: &Path,
+                         dir: bool,
+                         needs: AccessFlags,
+                         must_exist: bool| {
             let shown = path.display();
             match std::fs::metadata(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -836,6 +840,9 @@ impl Config {
                         problems.push(format!("{what} {shown} does not exist"));
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => problems.push(
+                    format!("{what} {shown}: this user cannot reach it (a directory above is closed to it)"),
+                ),
                 Err(e) => problems.push(format!("{what} {shown}: {e}")),
                 Ok(meta) if meta.is_dir() != dir => problems.push(format!(
                     "{what} {shown} is not a {}",
@@ -873,7 +880,13 @@ impl Config {
         );
         for signed in self.external.iter().chain(&self.file_share) {
             let dir = self.upload_root.join(&signed.dir);
-            check(&format!("the directory of {}", signed.prefix), &dir, true, all, false);
+            check(
+                &format!("the directory of {}", signed.prefix),
+                &dir,
+                true,
+                all,
+                false,
+            );
         }
         problems
     }

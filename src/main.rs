@@ -412,7 +412,11 @@ differences or failures that remain, each told in one line on standard error.
     fn man_pages_are_in_step_with_help() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/man");
         let pages = pages();
-        assert!(pages.contains_key("xmpp-http-upload.8"), "{:?}", pages.keys());
+        assert!(
+            pages.contains_key("xmpp-http-upload.8"),
+            "{:?}",
+            pages.keys()
+        );
         assert!(pages.contains_key("xmpp-http-upload-check-config.8"));
         if std::env::var_os("XHU_WRITE_MAN").is_some() {
             for (name, page) in &pages {
@@ -431,7 +435,10 @@ differences or failures that remain, each told in one line on standard error.
         for entry in std::fs::read_dir(&dir).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             if name.ends_with(".8") {
-                assert!(pages.contains_key(&name), "debian/man/{name}: no such command");
+                assert!(
+                    pages.contains_key(&name),
+                    "debian/man/{name}: no such command"
+                );
             }
         }
     }
@@ -442,7 +449,11 @@ differences or failures that remain, each told in one line on standard error.
         cli.build();
         assert_eq!(cli.get_version(), Some(env!("CARGO_PKG_VERSION")));
         for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
-            assert!(sub.get_about().is_some(), "{} has no help text", sub.get_name());
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no help text",
+                sub.get_name()
+            );
             for arg in sub.get_arguments() {
                 let named = arg.get_id().as_str();
                 assert!(

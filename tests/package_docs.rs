@@ -50,14 +50,26 @@ fn the_config_man_page_names_every_key() {
     let base = "upload_root = \"/nonexistent\"\ndatabase = \"/nonexistent/db\"\n";
     let places = [
         ("top level", format!("{base}zzz_not_a_key = 1\n")),
-        ("[slot_api]", format!("{base}[slot_api]\nzzz_not_a_key = 1\n")),
-        ("[[rules]]", format!("{base}[[rules]]\nmatch = 'x'\nzzz_not_a_key = 1\n")),
+        (
+            "[slot_api]",
+            format!("{base}[slot_api]\nzzz_not_a_key = 1\n"),
+        ),
+        (
+            "[[rules]]",
+            format!("{base}[[rules]]\nmatch = 'x'\nzzz_not_a_key = 1\n"),
+        ),
         (
             "a window",
             format!("{base}[[rules]]\nmatch = 'x'\nuploads_per_window = {{ zzz_not_a_key = 1 }}\n"),
         ),
-        ("[[external]]", format!("{base}[[external]]\nzzz_not_a_key = 1\n")),
-        ("[[file_share]]", format!("{base}[[file_share]]\nzzz_not_a_key = 1\n")),
+        (
+            "[[external]]",
+            format!("{base}[[external]]\nzzz_not_a_key = 1\n"),
+        ),
+        (
+            "[[file_share]]",
+            format!("{base}[[file_share]]\nzzz_not_a_key = 1\n"),
+        ),
     ];
     for (place, config) in places {
         for key in accepted_keys(&config) {
@@ -92,7 +104,10 @@ fn version_and_help_for_every_command() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success(), "{text}");
     for command in commands {
-        assert!(text.contains(command), "--help does not list {command}:\n{text}");
+        assert!(
+            text.contains(command),
+            "--help does not list {command}:\n{text}"
+        );
         let output = run(&[command, "--help"]);
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{command} --help: {text}");
