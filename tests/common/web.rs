@@ -572,10 +572,7 @@ impl Stack {
                     "/etc/xmpp-http-upload/config.toml",
                     config.display().to_string(),
                 ),
-                (
-                    "/usr/bin/xmpp-http-upload",
-                    program.display().to_string(),
-                ),
+                ("/usr/bin/xmpp-http-upload", program.display().to_string()),
                 (
                     "/var/lib/xmpp-http-upload/files/",
                     format!("{}/", self.upload_root.display()),
