@@ -181,6 +181,7 @@ nginx_instance() {    # NAME SOCKET PUT_PORT SLOT_PORT AUTH(yes|no) [EXTRA_SERVE
     local sed_args=(
         -e "s#server unix:/run/xmpp-http-upload/fcgi.sock;#server unix:$sock;#"
         -e "s#listen 443 ssl http2;#listen 127.0.0.1:$put;#"
+        -e "/listen \[::\]:443 ssl http2;/d"
         -e "/^[[:space:]]*ssl_certificate/d"
         -e "s#/var/lib/xmpp-http-upload/files/#$SHM/files/#g"
         -e "s#listen 127.0.0.1:9363;#listen 127.0.0.1:$slot;#"

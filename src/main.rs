@@ -180,7 +180,28 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::CheckConfig => {
             let args = args(None, None);
             let config = load_config(&args)?;
-            println!("{}: OK", config_path(&args).display());
+            let path = config_path(&args);
+            // What this user cannot reach, the program running as this user cannot either:
+            // run it as the program's user to know whether the program will work.
+            let uid = nix::unistd::geteuid();
+            let problems = config.unreachable();
+            if !problems.is_empty() {
+                return Err(format!(
+                    "{}: not usable by uid {uid}: {}",
+                    path.display(),
+                    problems.join("; ")
+                ));
+            }
+            println!(
+                "{}: OK (uid {uid} can reach the upload root and the database)",
+                path.display()
+            );
+            if uid.is_root() {
+                println!(
+                    "warning: checked as root, who can reach everything; check as the user the \
+                     program runs as: runuser -u _xmpp-http-upload -- xmpp-http-upload check-config"
+                );
+            }
             for warning in config.warnings() {
                 println!("warning: {warning}");
             }
@@ -258,7 +279,13 @@ fn serve(args: &Args) -> Result<(), String> {
     let app = open_app(config)?;
     match listen {
         Some(listen) => {
-            fcgi::serve(app, listen, workers).map_err(|e| format!("cannot listen: {e}"))
+            // The error alone ("No such file or directory") would not say which path.
+            let shown = match &listen {
+                Listen::Inherited(fd) => format!("the inherited socket (fd {fd})"),
+                Listen::Tcp(addr) => addr.clone(),
+                Listen::Unix(path) => format!("unix:{}", path.display()),
+            };
+            fcgi::serve(app, listen, workers).map_err(|e| format!("cannot listen on {shown}: {e}"))
         }
         // (Started as CGI, `main` answered the request before any of this.)
         None => Err(
@@ -296,4 +323,146 @@ fn runserver(args: &Args) -> Result<(), String> {
     );
     let app = open_app(config)?;
     devserver::run(app, &addr).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The man pages in debian/man/ are rendered from the clap definition above, so that they
+    //! say what `--help` says. `XHU_WRITE_MAN=1 cargo test --bin xmpp-http-upload man_pages`
+    //! writes them after a change of the command line.
+
+    use super::Cli;
+    use clap::CommandFactory;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// What the main page says beyond `--help`: files, environment, exit status, other pages.
+    const MAIN_PAGE_EXTRA: &str = r#".SH FILES
+.TP
+\fI/etc/xmpp-http-upload/config.toml\fR
+The configuration (\fBxmpp\-http\-upload.toml\fR(5)), owner root, group _xmpp\-http\-upload,
+mode 0640: it may hold secrets.
+.TP
+\fI/var/lib/xmpp\-http\-upload/files/\fR
+The upload root (setgid, group www\-data, mode 2770): \fI<token>/<name>\fR.
+.TP
+\fI/var/lib/xmpp\-http\-upload/db/\fR
+The SQLite database of slots and uploads (mode 0700).
+.TP
+\fI/run/xmpp\-http\-upload/fcgi.sock\fR
+The FastCGI socket nginx connects to (\fBxmpp\-http\-upload.socket\fR).
+.TP
+\fI/etc/nginx/sites\-available/xmpp\-http\-upload\fR, \fI/etc/nginx/snippets/xmpp\-http\-upload\-*.conf\fR
+The nginx server block (not enabled) and the snippets it includes.
+.TP
+\fI/usr/share/doc/xmpp\-http\-upload/INSTALL.md\fR
+How to set it all up, for nginx, Apache and shared hosting.
+.SH ENVIRONMENT
+.TP
+\fBXMPP_HTTP_UPLOAD_CONFIG\fR
+The configuration file when \fB\-\-config\fR is not given.
+.TP
+\fBRUST_LOG\fR
+How much to log on standard error: \fBerror\fR, \fBwarn\fR, \fBinfo\fR (the default), \fBdebug\fR.
+.TP
+\fBGATEWAY_INTERFACE\fR
+Set by a web server that runs the program as CGI: then it answers that one request and reads
+no argument.
+.SH EXIT STATUS
+0 on success; 1 on a usage error, an unusable configuration, or (\fBcheck\fR, \fBpurge\fR)
+differences or failures that remain, each told in one line on standard error.
+.SH SEE ALSO
+\fBxmpp\-http\-upload.toml\fR(5), \fBnginx\fR(8), \fBsystemctl\fR(1)
+"#;
+
+    /// Every page, by file name: the command's (with the extra sections) and one per command.
+    fn pages() -> BTreeMap<String, Vec<u8>> {
+        let mut cli = Cli::command().disable_help_subcommand(true);
+        cli.build();
+        let version = cli.get_version().unwrap_or_default().to_string();
+        let man = |cmd: clap::Command| {
+            clap_mangen::Man::new(cmd)
+                .section("8")
+                .manual("System Administration")
+                .source(format!("xmpp-http-upload {version}"))
+        };
+        let mut pages = BTreeMap::new();
+        let main = man(cli.clone());
+        let mut page = Vec::new();
+        main.render_title(&mut page).unwrap();
+        main.render_name_section(&mut page).unwrap();
+        main.render_synopsis_section(&mut page).unwrap();
+        main.render_description_section(&mut page).unwrap();
+        main.render_options_section(&mut page).unwrap();
+        main.render_subcommands_section(&mut page).unwrap();
+        page.extend_from_slice(MAIN_PAGE_EXTRA.as_bytes());
+        main.render_version_section(&mut page).unwrap();
+        pages.insert(main.get_filename(), page);
+        for sub in cli.get_subcommands() {
+            let sub = man(sub.clone());
+            let mut page = Vec::new();
+            sub.render(&mut page).unwrap();
+            let see_also = ".SH \"SEE ALSO\"\n\\fBxmpp\\-http\\-upload\\fR(8)\n";
+            page.extend_from_slice(see_also.as_bytes());
+            pages.insert(sub.get_filename(), page);
+        }
+        pages
+    }
+
+    #[test]
+    fn man_pages_are_in_step_with_help() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/man");
+        let pages = pages();
+        assert!(
+            pages.contains_key("xmpp-http-upload.8"),
+            "{:?}",
+            pages.keys()
+        );
+        assert!(pages.contains_key("xmpp-http-upload-check-config.8"));
+        if std::env::var_os("XHU_WRITE_MAN").is_some() {
+            for (name, page) in &pages {
+                std::fs::write(dir.join(name), page).unwrap();
+            }
+        }
+        for (name, page) in &pages {
+            let shipped = std::fs::read(dir.join(name)).unwrap_or_default();
+            assert!(
+                shipped == *page,
+                "debian/man/{name} is not what the command line says: \
+                 XHU_WRITE_MAN=1 cargo test --bin xmpp-http-upload man_pages"
+            );
+        }
+        // No page for a command that is gone.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".8") {
+                assert!(
+                    pages.contains_key(&name),
+                    "debian/man/{name}: no such command"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_has_help_and_the_version_is_the_package_version() {
+        let mut cli = Cli::command();
+        cli.build();
+        assert_eq!(cli.get_version(), Some(env!("CARGO_PKG_VERSION")));
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no help text",
+                sub.get_name()
+            );
+            for arg in sub.get_arguments() {
+                let named = arg.get_id().as_str();
+                assert!(
+                    arg.get_help().is_some() || named == "help" || named == "version",
+                    "{} --{named} has no help text",
+                    sub.get_name()
+                );
+            }
+        }
+    }
 }

@@ -42,6 +42,8 @@ deny = true
 "#;
 
 fn good(dir: &Path) -> String {
+    // check-config also checks that the upload root can be reached: it must exist.
+    std::fs::create_dir_all(dir.join("files")).unwrap();
     GOOD.replace("{root}", dir.join("files").to_str().unwrap())
         .replace("{db}", dir.join("db.sqlite3").to_str().unwrap())
 }

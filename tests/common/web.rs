@@ -477,6 +477,7 @@ impl Stack {
                     "listen 443 ssl http2;",
                     format!("listen 127.0.0.1:{public_port} ssl http2;"),
                 ),
+                ("    listen [::]:443 ssl http2;\n", String::new()),
                 (
                     "listen 127.0.0.1:9363;",
                     format!("listen 127.0.0.1:{slot_port};"),
@@ -571,10 +572,7 @@ impl Stack {
                     "/etc/xmpp-http-upload/config.toml",
                     config.display().to_string(),
                 ),
-                (
-                    "/usr/local/bin/xmpp-http-upload",
-                    program.display().to_string(),
-                ),
+                ("/usr/bin/xmpp-http-upload", program.display().to_string()),
                 (
                     "/var/lib/xmpp-http-upload/files/",
                     format!("{}/", self.upload_root.display()),
