@@ -1,4 +1,4 @@
-//! May this PUT proceed? (SPEC 3) The one decision behind every upload, whether the web server
+//! May this PUT proceed? (BEHAVIOUR.md §3) The one decision behind every upload, whether the web server
 //! writes the file (nginx `auth_request`, Apache `FcgidAccessChecker`) or the program does.
 //!
 //! Checks, in order: the slot exists, the URL's name is the slot's (when the web server writes,
@@ -69,7 +69,7 @@ pub fn allow_put(
 /// Whether the name as it stands in the PUT URL may fill a slot named `slot_name`.
 ///
 /// When the program writes the file itself it stores it under the slot's name whatever the
-/// spelling, so the tolerant match applies (raw, encoded once, or twice: SPEC 3). When the web
+/// spelling, so the tolerant match applies (raw, encoded once, or twice: BEHAVIOUR.md §3). When the web
 /// server writes it (decide-only), nginx and Apache decode the URL once and write there: only a
 /// spelling that decodes once to the slot's name lands at `<token>/<name>`. Any other would put
 /// a second, stray file beside the slot's, outside every check and quota.

@@ -90,7 +90,7 @@ pub fn serve_one(app: &App) -> io::Result<()> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let mut body = StdinBody::new(BodyLimits::for_upload(app.config.put_timeout, declared));
-    // A panic must still answer (SPEC 8): Apache would otherwise log a broken head only.
+    // A panic must still answer (BEHAVIOUR.md §8): Apache would otherwise log a broken head only.
     let handled = catch_unwind(AssertUnwindSafe(|| route::handle(app, &request, &mut body)));
     let mut response = handled.unwrap_or_else(|_| internal_error());
     if let Some(why) = body.too_slow.take() {

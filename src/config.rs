@@ -57,7 +57,7 @@ pub struct Config {
 }
 
 /// A URL prefix whose uploads the XMPP server authorizes itself by signing them with a secret
-/// it shares with us (the HMAC protocol of SPEC 7 or the JWT protocol of SPEC 7b).
+/// it shares with us (the HMAC protocol of BEHAVIOUR.md §7 or the JWT protocol of BEHAVIOUR.md §7b).
 #[derive(Clone)]
 pub struct SignedPrefix {
     /// URL path prefix, no trailing `/`: uploads are `<prefix>/<path...>?v=<mac>`.

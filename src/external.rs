@@ -1,4 +1,4 @@
-//! The external-upload HMAC protocol (SPEC 7): Prosody's `mod_http_upload_external` and
+//! The external-upload HMAC protocol (BEHAVIOUR.md §7): Prosody's `mod_http_upload_external` and
 //! ejabberd's `external_secret`. The XMPP server makes the PUT URL itself and signs it with a
 //! secret it shares with us; there is no slot request. We check the signature when the PUT
 //! arrives, in both places a PUT is decided (authorizer and self-writing).

@@ -1,4 +1,4 @@
-//! Prosody's built-in `mod_http_file_share` with an external service (SPEC 7b): the PUT carries
+//! Prosody's built-in `mod_http_file_share` with an external service (BEHAVIOUR.md §7b): the PUT carries
 //! `Authorization: Bearer <JWT>` (HS256, signed with a secret shared with Prosody). The token
 //! names the uploader (`sub`), so the access rules and quotas apply as for the slot API, and
 //! the file's own lifetime (`expires`), which cleanup honours.

@@ -148,7 +148,7 @@ fn open_app(config: Config) -> Result<Arc<App>, String> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    // A panic in a request thread must reach the log, not a terminal nobody reads (SPEC 8).
+    // A panic in a request thread must reach the log, not a terminal nobody reads (BEHAVIOUR.md §8).
     std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
     // Under CGI the request is the only input. A web server hands a query without `=` to a
     // CGI program as its command line (RFC 3875 §4.4): `?runserver+--listen+...` must not

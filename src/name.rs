@@ -18,7 +18,7 @@ const SEGMENT_KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Turns a client's file name into one safe path component (SPEC 2): every character that is
+/// Turns a client's file name into one safe path component (BEHAVIOUR.md §2): every character that is
 /// not a letter or digit of any script, `_`, `-` or `.` becomes `_`; a leading `.` becomes `_`.
 /// Refuses what is empty, `.`/`..`, or longer than `MAX_NAME_BYTES` afterwards.
 pub fn sanitize_file_name(raw: &str) -> Result<String, Refusal> {
@@ -69,7 +69,7 @@ pub fn percent_decode_path(raw: &str) -> Option<Vec<String>> {
 }
 
 /// True when a name as it arrived in a PUT/GET URL stands for `expected`: raw, percent-encoded
-/// once, or encoded twice (a known client and server bug, SPEC 3).
+/// once, or encoded twice (a known client and server bug, BEHAVIOUR.md §3).
 pub fn url_name_matches(segment: &str, expected: &str) -> bool {
     if segment == expected {
         return true;

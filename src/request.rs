@@ -48,7 +48,7 @@ impl Request {
             Some((path, query)) => (path.to_string(), query.to_string()),
             None => (uri.clone(), String::new()),
         };
-        // nginx's auth_request subrequest has the query only inside REQUEST_URI (SPEC 8).
+        // nginx's auth_request subrequest has the query only inside REQUEST_URI (BEHAVIOUR.md §8).
         let query = non_empty("QUERY_STRING").unwrap_or(uri_query);
         let https = non_empty("HTTPS").is_some_and(|v| v.eq_ignore_ascii_case("on"))
             || non_empty("REQUEST_SCHEME").is_some_and(|v| v.eq_ignore_ascii_case("https"));

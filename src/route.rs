@@ -47,7 +47,7 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         Err(Outcome::Refused(refusal)) => {
             log::info!("refused {} {}: {}", req.method, req.path, refusal);
             if req.decide_only {
-                // nginx turns any status but 2xx/401/403 into a 500 for the client (SPEC 8);
+                // nginx turns any status but 2xx/401/403 into a 500 for the client (BEHAVIOUR.md §8);
                 // a 401 passes through with its WWW-Authenticate. The web server answers the
                 // client, not us: the real status and the reason travel in headers it can
                 // pass on (nginx: auth_request_set + error_page; Apache: they reach the

@@ -1,4 +1,4 @@
-//! Access rules and quota arithmetic (SPEC 4): which rule decides for a JID, and whether a new
+//! Access rules and quota arithmetic (BEHAVIOUR.md §4): which rule decides for a JID, and whether a new
 //! upload of a given size fits the rule's limits given what the JID already used.
 //!
 //! Pure: the usage figures come from `store`, which runs this check inside the same

@@ -1,4 +1,4 @@
-//! The slot API (SPEC 2): `GET <prefix>/slot/` hands out a PUT URL and a GET URL after the
+//! The slot API (BEHAVIOUR.md §2): `GET <prefix>/slot/` hands out a PUT URL and a GET URL after the
 //! access rules and quotas agree; `GET <prefix>/max_size/` says how large a file a JID may send.
 //! Also who may call it (address allow-list, shared secret).
 
@@ -65,7 +65,7 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
     let url = |prefix: &str, name: &str| format!("{base}{prefix}/{}/{name}", slot.token);
     let (put_prefix, get_prefix) = (&app.config.put_prefix, &app.config.get_prefix);
     Ok(match params.output {
-        // ejabberd percent-encodes this answer itself: the name goes unencoded (SPEC 3).
+        // ejabberd percent-encodes this answer itself: the name goes unencoded (BEHAVIOUR.md §3).
         Output::Text => Response::text(
             200,
             "text/plain; charset=utf-8",
@@ -179,7 +179,7 @@ fn slot_params(query: &[(String, String)]) -> Result<SlotParams, Refusal> {
                 i64::MAX
             ))
         })?;
-    // ejabberd sends `content_type`; the Django app read `type` (SPEC 2).
+    // ejabberd sends `content_type`; the Django app read `type` (BEHAVIOUR.md §2).
     let content_type = match optional(query, "content_type").or_else(|| optional(query, "type")) {
         Some(t) if !t.trim().is_empty() => Some(valid_content_type(t)?),
         _ => None,

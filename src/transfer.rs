@@ -11,7 +11,7 @@ use crate::name::{is_safe_name, percent_decode_segment, percent_encode_segment, 
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Body, Request, Response};
 
-/// Security headers on every download (SPEC 5).
+/// Security headers on every download (BEHAVIOUR.md §5).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// `PUT <put_prefix>/<token>/<name>` received by the program: same checks as the authorizer,

@@ -1,4 +1,4 @@
-//! The external-upload HMAC protocol (SPEC 7: Prosody's `mod_http_upload_external`, ejabberd's
+//! The external-upload HMAC protocol (BEHAVIOUR.md §7: Prosody's `mod_http_upload_external`, ejabberd's
 //! `external_secret`) driven over FastCGI in the three ways a PUT reaches the program (nginx
 //! `auth_request` with `XHU_AUTHORIZE=1`, Apache's Authorizer role, receiving the body itself),
 //! with every MAC computed by `openssl dgst -sha256 -hmac` over the exact message bytes, never by

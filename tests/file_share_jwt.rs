@@ -1,4 +1,4 @@
-//! Prosody 0.12+'s `mod_http_file_share` with an external service (SPEC 7b): PUTs carrying
+//! Prosody 0.12+'s `mod_http_file_share` with an external service (BEHAVIOUR.md §7b): PUTs carrying
 //! `Authorization: Bearer <JWT>`, driven over FastCGI in the three ways a PUT reaches the program
 //! (nginx `auth_request` with `XHU_AUTHORIZE=1`, Apache's Authorizer role, receiving the body
 //! itself). Every token is built by python3's standard library (`hmac`, `hashlib`, `base64`),
@@ -818,7 +818,7 @@ fn access_rules_apply_to_sub() {
 
 #[test]
 fn the_rules_max_file_size_applies_to_sub() {
-    // SPEC 4 / issue 8: the rules apply to `sub` exactly as for the slot API, where a file over
+    // BEHAVIOUR.md §4 / issue 8: the rules apply to `sub` exactly as for the slot API, where a file over
     // the rule's max_file_size is a 413 (403 when only deciding).
     let (env, server) = start(&config());
     let mut wrong = Vec::new();

@@ -242,7 +242,7 @@ fn impossible_sizes_and_names_are_refused() {
             "size={size}: a refusal with a URL in it: {text:?}"
         );
     }
-    // The limit itself is allowed exactly (SPEC 4) and named when exceeded.
+    // The limit itself is allowed exactly (BEHAVIOUR.md §4) and named when exceeded.
     let over = slot_query(&stack, &format!("jid={jid}&name=a.txt&size=209715201"));
     assert!(
         String::from_utf8_lossy(&over.body).contains("209715200"),

@@ -1,4 +1,4 @@
-//! Access rules and quotas (SPEC section 4) through the slot API: every rule kind, first-match
+//! Access rules and quotas (BEHAVIOUR.md §4) through the slot API: every rule kind, first-match
 //! order, no-match denial, limits reached exactly, windows that roll, expired unused slots not
 //! counted, and processes and threads racing for the last bytes of a quota.
 

@@ -1,4 +1,4 @@
-//! The slot API over FastCGI (SPEC section 2): answer formats, name sanitising, every status
+//! The slot API over FastCGI (BEHAVIOUR.md §2): answer formats, name sanitising, every status
 //! code, `max_size`, URL building, and who may call it (allow-list, secret).
 
 mod common;
@@ -159,7 +159,7 @@ fn names_are_sanitised_to_one_safe_component() {
 #[test]
 fn names_never_start_with_a_dot_or_escape_the_token_dir() {
     let (_env, server) = start(&standard_config(ALLOW_ALL));
-    // SPEC 2 allows either reading for `.` and `..`: refused (400), or made safe (`_.`).
+    // BEHAVIOUR.md §2 allows either reading for `.` and `..`: refused (400), or made safe (`_.`).
     for input in [".hidden", "../x", "../../etc/passwd", "...", ".", ".."] {
         let response =
             server.slot_request(&format!("jid=bob@example.org&name={}&size=3", pct(input)));

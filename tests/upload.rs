@@ -1,6 +1,6 @@
 //! Slot → PUT → GET over FastCGI in the three ways a PUT reaches the program (nginx
-//! `auth_request`, Apache's Authorizer role, receiving the body itself), and every check of SPEC
-//! section 3: age, exact length, no chunking, content type, one file per slot, token and name,
+//! `auth_request`, Apache's Authorizer role, receiving the body itself), and every check of BEHAVIOUR.md
+//! §3: age, exact length, no chunking, content type, one file per slot, token and name,
 //! traversal, encodings, and that a failed self-written upload leaves nothing behind.
 
 mod common;

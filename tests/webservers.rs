@@ -4,8 +4,8 @@
 //! with the built program behind it. Every request goes through the web server with `curl`.
 //!
 //! The external-upload protocols go through the same shipped files: an HMAC-signed upload to
-//! `/share/` (SPEC 7, MACs made by `openssl dgst -sha256 -hmac`) and a JWT upload to
-//! `/file_share/` (SPEC 7b, tokens made by python3's standard library), never signed by the code
+//! `/share/` (BEHAVIOUR.md §7, MACs made by `openssl dgst -sha256 -hmac`) and a JWT upload to
+//! `/file_share/` (BEHAVIOUR.md §7b, tokens made by python3's standard library), never signed by the code
 //! under test (`tests/common/signing.rs`).
 //!
 //! Without nginx or apache2 these tests are skipped with a message; with `CI=true` they fail.
@@ -141,7 +141,7 @@ fn expect_header(stack: &Stack, answer: &Answer, name: &str, wanted: &str, what:
     }
 }
 
-/// The download headers SPEC 5 asks of every shipped configuration.
+/// The download headers BEHAVIOUR.md §5 asks of every shipped configuration.
 fn expect_safe_download(stack: &Stack, answer: &Answer, disposition: &str, what: &str) {
     expect_header(stack, answer, "x-content-type-options", "nosniff", what);
     expect_header(
@@ -584,7 +584,7 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// SPEC 7 through the shipped config: a `v` upload shaped like ejabberd's
+/// BEHAVIOUR.md §7 through the shipped config: a `v` upload shaped like ejabberd's
 /// (`<sha1>/<random>/<name>`, upper-case escapes) and a `v2` upload shaped like Prosody's
 /// (`<uuid>/<name>`, lower-case escapes), each downloaded with the safe headers; a wrong MAC,
 /// a MAC of another size, and a size over the prefix's `max_file_size` are refused and store
@@ -756,7 +756,7 @@ fn external_hmac_upload(flavour: Flavour) {
     );
 }
 
-/// The claims Prosody 0.12's mod_http_file_share puts into an upload token (SPEC 7b).
+/// The claims Prosody 0.12's mod_http_file_share puts into an upload token (BEHAVIOUR.md §7b).
 fn file_share_claims(slot: &str, name: &str, size: usize, filetype: &str) -> String {
     let now = unix_now();
     format!(
@@ -766,7 +766,7 @@ fn file_share_claims(slot: &str, name: &str, size: usize, filetype: &str) -> Str
     )
 }
 
-/// SPEC 7b through the shipped config: a token made by python3 uploads a Cyrillic name with
+/// BEHAVIOUR.md §7b through the shipped config: a token made by python3 uploads a Cyrillic name with
 /// Prosody's escaping, the file is downloaded with the safe headers; a token signed with another
 /// secret, a tampered token and no token are refused with 401 and `WWW-Authenticate: Bearer`
 /// (nginx and Apache alike), a token of another slot with the program's 400, and none of them
@@ -914,11 +914,11 @@ fn file_share_jwt_upload(flavour: Flavour) {
     expect_status(&stack, &put, 201, "JWT PUT after refusals");
 }
 
-/// A header value with a byte that is not UTF-8 makes the `fastcgi` crate drop that param and
-/// every later one (SPEC 8). The PUT must still be refused as a decision (with the program's
-/// status), never be received by the program as if it were the body's destination, and store
-/// nothing: nginx sends `XHU_AUTHORIZE` first for this reason, and the program fails closed on
-/// the params it then misses. Afterwards the slot still takes the right upload.
+/// A header value with a byte that is not UTF-8 reads as absent (that param only: our FastCGI
+/// layer keeps params as bytes). The PUT must still be refused as a decision (with the
+/// program's status), never be received by the program as if it were the body's destination,
+/// and store nothing: the program fails closed on the param it misses. Afterwards the slot
+/// still takes the right upload.
 fn non_utf8_header_is_refused(flavour: Flavour) {
     if !available(flavour) {
         return;

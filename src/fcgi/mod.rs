@@ -142,7 +142,7 @@ impl server::Handler for Program {
         let authorizer = exchange.role == Role::Authorizer;
         let request = Request::from_params(|key| exchange.params.get(key), authorizer);
         if request.decide_only {
-            // mod_fcgid sends an authorizer no stdin at all: reading it would block (SPEC 8).
+            // mod_fcgid sends an authorizer no stdin at all: reading it would block (BEHAVIOUR.md §8).
             return route::handle(&self.app, &request, &mut io::empty());
         }
         route::handle(&self.app, &request, exchange.body())

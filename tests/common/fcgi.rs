@@ -518,7 +518,7 @@ pub fn remove_param(params: &mut Vec<(String, String)>, name: &str) {
     params.retain(|(n, _)| n != name);
 }
 
-/// The params of nginx's `auth_request` subrequest for a client's PUT (SPEC section 8):
+/// The params of nginx's `auth_request` subrequest for a client's PUT (BEHAVIOUR.md §8):
 /// original method and URI, empty `QUERY_STRING` and `CONTENT_LENGTH`, the declared size in
 /// `HTTP_CONTENT_LENGTH`, and `XHU_AUTHORIZE=1`.
 pub fn auth_subrequest_params(uri: &str, headers: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -68,7 +68,7 @@ def examine_jwt(token, secret):
 
 
 def examine_hmac(put_url, base_path, secret, size, content_type):
-    """Recompute the MAC of a mod_http_upload_external URL (SPEC section 7)."""
+    """Recompute the MAC of a mod_http_upload_external URL (BEHAVIOUR.md §7)."""
     parts = urllib.parse.urlsplit(put_url)
     raw_path = parts.path
     assert raw_path.startswith(base_path), (raw_path, base_path)

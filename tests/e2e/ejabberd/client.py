@@ -48,7 +48,7 @@ MAX = 10 * 1048576  # max_size in ejabberd.yml.in and the program's limit for al
 
 
 def sanitize(name):
-    """ejabberd's name sanitiser in external_secret mode (SPEC section 7), and the program's own
+    """ejabberd's name sanitiser in external_secret mode (BEHAVIOUR.md §7), and the program's own
     for slot-API names (src/name.rs): letters and digits of any script, `_.-` stay."""
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
 
@@ -190,7 +190,7 @@ class E2EClient(slixmpp.ClientXMPP):
         REPORT["stored_name_check"] = CYRILLIC
 
         # The same URL again: the file exists, never overwritten. The program answers 409, which
-        # nginx's auth_request turns into 403 (SPEC 8); run.sh checks the program's log for 409.
+        # nginx's auth_request turns into 403 (BEHAVIOUR.md §8); run.sh checks the program's log for 409.
         st, _, _ = await http(session, "PUT", s["put"], body, {"Content-Type": ctype})
         check(st == 403, f"{what}: second PUT to the same slot refused (403)", str(st))
         s["second_put_status"] = st
