@@ -430,9 +430,9 @@ impl Drop for StubFastCgi {
 /// `php8.2-fpm`'s `<FilesMatch>` (and, for `.phar`, the `<If "-f ...">` variant its comments
 /// suggest) and an `AddHandler` for `.php` (which also matches `pic.php.png`), each pointed at
 /// a stub FastCGI server, and directory listings.
-fn host_with_handlers(fpm: &Path, addhandler_php: &Path) -> web::HostConfig {
-    web::HostConfig {
-        modules: vec![
+fn host_with_handlers(fpm: &Path, addhandler_php: &Path) -> web::Surroundings {
+    web::Surroundings {
+        apache_modules: vec![
             ("lua_module", "mod_lua.so"),
             ("asis_module", "mod_asis.so"),
             ("negotiation_module", "mod_negotiation.so"),
@@ -440,7 +440,7 @@ fn host_with_handlers(fpm: &Path, addhandler_php: &Path) -> web::HostConfig {
             ("proxy_module", "mod_proxy.so"),
             ("proxy_fcgi_module", "mod_proxy_fcgi.so"),
         ],
-        directives: format!(
+        apache_server: format!(
             "AddHandler lua-script .lua\n\
              AddHandler send-as-is asis\n\
              AddHandler type-map var\n\
@@ -452,6 +452,7 @@ fn host_with_handlers(fpm: &Path, addhandler_php: &Path) -> web::HostConfig {
             addhandler_php.display(),
             fpm = fpm.display()
         ),
+        ..web::Surroundings::default()
     }
 }
 
@@ -490,7 +491,13 @@ fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
     let fpm = StubFastCgi::start(stubs_dir.join("fpm.sock"));
     let addhandler = StubFastCgi::start(stubs_dir.join("addhandler.sock"));
     let host = host_with_handlers(&fpm.path, &addhandler.path);
-    let stack = Stack::start_hosted(Flavour::ApacheCgi, &Settings::default(), &host);
+    let stack = Stack::start_with(
+        Flavour::ApacheCgi,
+        &Settings {
+            around: host,
+            ..Settings::default()
+        },
+    );
     let htdocs = stack.dir.path.join("htdocs");
 
     // Control: outside upload/ the host's handlers are live.
@@ -575,12 +582,19 @@ fn the_document_root_lists_nothing_and_serves_no_ht_files() {
         return;
     }
     // A host whose default turns listings on for the customer's document root.
-    let host = web::HostConfig {
-        modules: vec![("autoindex_module", "mod_autoindex.so")],
-        directives: "<Directory @ROOT@/htdocs>\n    Options Indexes FollowSymLinks\n</Directory>\n"
-            .into(),
+    let host = web::Surroundings {
+        apache_modules: vec![("autoindex_module", "mod_autoindex.so")],
+        apache_server:
+            "<Directory @ROOT@/htdocs>\n    Options Indexes FollowSymLinks\n</Directory>\n".into(),
+        ..web::Surroundings::default()
     };
-    let stack = Stack::start_hosted(Flavour::ApacheCgi, &Settings::default(), &host);
+    let stack = Stack::start_with(
+        Flavour::ApacheCgi,
+        &Settings {
+            around: host,
+            ..Settings::default()
+        },
+    );
     let htdocs = stack.dir.path.join("htdocs");
     fs::write(htdocs.join(".htpasswd"), "admin:$apr1$secret\n").expect("write .htpasswd");
     fs::create_dir_all(htdocs.join("other")).expect("a directory of the customer's");

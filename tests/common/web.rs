@@ -341,7 +341,9 @@ impl Default for Settings {
 pub struct Surroundings {
     /// Apache: more modules to load, as (module name, file in Debian's modules directory).
     pub apache_modules: Vec<(&'static str, &'static str)>,
-    /// Apache: server-level configuration, read before the site (as conf-enabled/ is).
+    /// Apache: server-level configuration, read before the site (as conf-enabled/ is);
+    /// `@ROOT@` stands for the stack's directory (the document root of `ApacheCgi` is
+    /// `@ROOT@/htdocs`).
     pub apache_server: String,
     /// nginx: lines put into the site's public `server` block, before its locations.
     pub nginx_server: String,
@@ -364,8 +366,6 @@ pub struct Stack {
     pub config: PathBuf,
     /// The user Apache runs the program as, when the tests run as root.
     web_user: Option<&'static str>,
-    /// The host's own server-level configuration (Apache flavours; see [`HostConfig`]).
-    host: HostConfig,
     /// The program's own process, when it is not started by the web server.
     program: Option<Process>,
     server: Option<Process>,
@@ -383,12 +383,6 @@ impl Stack {
     /// Starts `flavour`: writes the program's config, templates the shipped web-server files,
     /// starts the program (nginx only) and the web server, and waits until they answer.
     pub fn start_with(flavour: Flavour, settings: &Settings) -> Stack {
-        Stack::start_hosted(flavour, settings, &HostConfig::default())
-    }
-
-    /// [`Stack::start_with`] on a web server that the host has configured with `host` as well
-    /// (handlers for PHP, Lua... that the shipped files must hold their own against).
-    pub fn start_hosted(flavour: Flavour, settings: &Settings, host: &HostConfig) -> Stack {
         let dir = TempDir::new(flavour.label());
         let root = dir.path.clone();
         let public_port = free_port();
@@ -416,7 +410,6 @@ impl Stack {
             slot_api,
             config: root.join("config.toml"),
             web_user: None,
-            host: host.clone(),
             program: None,
             server: None,
             logs: Vec::new(),
@@ -692,22 +685,15 @@ impl Stack {
              DefaultRuntimeDir {r}/run\nMutex file:{r}/lock default\n\
              ErrorLog {r}/logs/error.log\nLogLevel info\n{user}"
         );
-        let host_modules = self.host.modules.iter().map(|(n, f)| (*n, *f));
         let around_modules = self.around.apache_modules.iter().map(|(n, f)| (*n, *f));
-        for (name, file) in modules
-            .iter()
-            .copied()
-            .chain(around_modules)
-            .chain(host_modules)
-        {
+        for (name, file) in modules.iter().copied().chain(around_modules) {
             main.push_str(&format!("LoadModule {name} {APACHE_MODULES}/{file}\n"));
         }
-        let around = &self.around.apache_server;
-        let host = self.host.directives.replace("@ROOT@", &r.to_string());
+        let around = self.around.apache_server.replace("@ROOT@", &r.to_string());
         main.push_str(&format!(
             "TypesConfig /etc/mime.types\n\
              <Directory />\n    Require all denied\n    AllowOverride None\n</Directory>\n\
-             {extra}{around}\n{host}\nIncludeOptional {r}/site.conf\n"
+             {extra}{around}\nIncludeOptional {r}/site.conf\n"
         ));
         write(&root.join("httpd.conf"), &main);
         self.logs.push(root.join("logs/error.log"));
@@ -1191,18 +1177,6 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// What a host adds to Apache's server configuration besides the shipped files: more modules
-/// and server-level directives (e.g. Debian's `php8.2-fpm` `<FilesMatch>`, an `AddHandler`
-/// for `.lua`). Empty by default.
-#[derive(Clone, Debug, Default)]
-pub struct HostConfig {
-    /// `(module name, file under /usr/lib/apache2/modules)` to load as well.
-    pub modules: Vec<(&'static str, &'static str)>,
-    /// Server-level directives, placed before the site's configuration; `@ROOT@` stands for
-    /// the stack's directory (the document root of `ApacheCgi` is `@ROOT@/htdocs`).
-    pub directives: String,
 }
 
 /// A free TCP port on 127.0.0.1, for a test that needs one of its own.
