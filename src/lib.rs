@@ -4,8 +4,10 @@
 //!
 //! 1. A front end (`fcgi`, `cgi` or `devserver`) turns what the web server sent into a
 //!    transport-neutral [`request::Request`] and hands it, with the body, to [`route::handle`].
-//! 2. `route` finds the endpoint: the slot API (`slot`), a PUT to decide (`authorize`) or to
-//!    receive (`transfer`), or a download (`transfer`).
+//! 2. `route` finds the endpoint: the slot API (`slot`), a PUT to decide or to receive
+//!    (`authorize`, `external`, `file_share`: each checks and records its one allowance, so that
+//!    when the web server writes the body a slot or signed URL is allowed once, at the exact
+//!    path it will write), or a download (`transfer`).
 //! 3. `slot` asks `rules` which rule decides for the JID and lets `store` check the quotas and
 //!    record the slot in one transaction; `authorize` checks a PUT against its slot; `files`
 //!    is the only module that touches the upload directory.
@@ -17,7 +19,8 @@
 //! - `config`: TOML file → `Config`, every error with key and line.
 //! - `request`: `Request` / `Response`, the seam between front ends and logic.
 //! - `refusal`: `Refusal` (status + message) and `Error` (I/O, SQLite).
-//! - `fcgi`, `cgi`, `devserver`: the three front ends.
+//! - `fcgi`, `cgi`, `devserver`: the three front ends (`fcgi` is our own FastCGI layer:
+//!   `record` the wire format, `conn` one connection, `server` the poll loop and worker pool).
 //! - `route`: dispatch.
 //! - `slot`, `authorize`, `transfer`: the endpoints of the slot API and its uploads.
 //! - `external`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
