@@ -239,15 +239,7 @@ fn retention_ignores_the_clients_date(flavour: Flavour) {
         assert!(mtime > 4_000_000_000, "nginx set mtime {mtime}");
     }
     thread::sleep(Duration::from_millis(3200));
-    let output = stack.run_program("cleanup");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        stack.fail(&format!("cleanup failed: {said}"));
-    }
+    let said = stack.cleanup();
     for stayed in [&slot_file, &signed_file] {
         if stayed.exists() {
             stack.fail(&format!(

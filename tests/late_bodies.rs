@@ -48,19 +48,6 @@ fn age_records(stack: &Stack, sql: &str, seconds: i64) {
     }
 }
 
-fn cleanup(stack: &Stack) -> String {
-    let output = stack.run_program("cleanup");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        stack.fail(&format!("cleanup failed: {said}"));
-    }
-    said
-}
-
 /// A URL of the HMAC protocol as ejabberd signs it (`v`: path and size).
 fn signed_url(stack: &Stack, signed: &str, size: usize) -> String {
     let v = hmac_sha256_hex(HMAC_SECRET, format!("{signed} {size}").as_bytes());
@@ -94,7 +81,7 @@ fn nginx_a_signed_url_takes_one_body_even_after_a_day() {
         "UPDATE signed_upload SET authorized = authorized - ?1",
         TWO_DAYS,
     );
-    let said = cleanup(&stack);
+    let said = stack.cleanup();
 
     let answer = put_file_raw(&url, &second_file, &typed);
     let stored = stack.upload_root.join("share").join(signed);
@@ -139,7 +126,7 @@ fn nginx_a_file_that_lands_late_still_counts() {
         "UPDATE slot SET created = created - ?1, authorized = authorized - ?1",
         TWO_DAYS,
     );
-    let said = cleanup(&stack);
+    let said = stack.cleanup();
     let status = slow.finish(&body[10..]);
 
     let served = curl(&[&slot.get]);
@@ -188,7 +175,7 @@ fn a_signed_url_stays_used_after_retention(flavour: Flavour) {
         stack.fail(&format!("first PUT: {answer:?}"));
     }
     thread::sleep(Duration::from_millis(3200));
-    let said = cleanup(&stack);
+    let said = stack.cleanup();
     let stored = stack.upload_root.join("share").join(signed);
     if stored.exists() {
         stack.fail(&format!("retention did not remove the file: {said}"));

@@ -454,15 +454,7 @@ fn cleanup_after_retention(flavour: Flavour) {
     let stored = stack.stored(&slot.token, &slot.name);
     assert!(stored.exists(), "stored before the cleanup");
     thread::sleep(Duration::from_millis(3200));
-    let output = stack.run_program("cleanup");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        stack.fail(&format!("cleanup failed: {said}"));
-    }
+    let said = stack.cleanup();
     if stored.exists() || stack.upload_root.join(&slot.token).exists() {
         stack.fail(&format!(
             "cleanup left the file or its token directory behind: {said}"

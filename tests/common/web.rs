@@ -1204,6 +1204,21 @@ impl Stack {
         file
     }
 
+    /// Runs `xmpp-http-upload cleanup` as the web server's program user; what it said (the
+    /// test fails when it fails).
+    pub fn cleanup(&self) -> String {
+        let output = self.run_program("cleanup");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            self.fail(&format!("cleanup failed: {said}"));
+        }
+        said
+    }
+
     /// Waits until the program has logged that it allowed a PUT of `path` (a PUT then is past
     /// its authorization and the web server is receiving its body).
     pub fn wait_for_allowance(&self, path: &str) {
