@@ -112,39 +112,37 @@ pub fn serve_file(
         if_range: req.if_range.as_deref(),
     };
     let head_only = req.method == "HEAD";
-    let (status, body) = match download_answer(&conditions, &etag, stored.modified, total) {
-        DownloadAnswer::Whole => (200, Body::File(FilePart::whole(stored))),
-        DownloadAnswer::NotModified => (304, Body::Empty),
-        DownloadAnswer::Part { offset, len } => (
-            206,
-            Body::File(FilePart {
-                stored,
-                offset,
-                len,
-            }),
-        ),
-        DownloadAnswer::Unsatisfiable => {
-            let mut response = Response::text(
-                416,
-                "text/plain; charset=utf-8",
-                format!("the range {:?} is not within the file\n", conditions.range),
-            )
-            .with_header("Content-Range", format!("bytes */{total}"));
-            response.head_only = head_only;
-            return Ok(with_cors(response));
-        }
-    };
+    let (status, body, content_range) =
+        match download_answer(&conditions, &etag, stored.modified, total) {
+            DownloadAnswer::Whole => (200, Body::File(FilePart::whole(stored)), None),
+            DownloadAnswer::NotModified => (304, Body::Empty, None),
+            DownloadAnswer::Part { offset, len } => {
+                let range = format!("bytes {offset}-{}/{total}", offset + len - 1);
+                let part = FilePart {
+                    stored,
+                    offset,
+                    len,
+                };
+                (206, Body::File(part), Some(range))
+            }
+            DownloadAnswer::Unsatisfiable => {
+                let mut response = Response::text(
+                    416,
+                    "text/plain; charset=utf-8",
+                    format!("the range is not within the file, which has {total} bytes\n"),
+                )
+                .with_header("Content-Range", format!("bytes */{total}"));
+                response.head_only = head_only;
+                return Ok(with_cors(response));
+            }
+        };
     let mut response = Response {
         status,
         headers: Vec::new(),
         body,
         head_only,
     };
-    if let Body::File(part) = &response.body
-        && status == 206
-    {
-        let last = part.offset + part.len - 1;
-        let range = format!("bytes {}-{last}/{total}", part.offset);
+    if let Some(range) = content_range {
         response = response.with_header("Content-Range", range);
     }
     let response = response
