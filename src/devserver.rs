@@ -100,6 +100,10 @@ fn serve_connection(app: &App, stream: TcpStream) {
         https: false,
         remote_addr,
         authorization: head.header("Authorization"),
+        range: head.header("Range"),
+        if_none_match: head.header("If-None-Match"),
+        if_modified_since: head.header("If-Modified-Since"),
+        if_range: head.header("If-Range"),
         decide_only: false,
     };
     // A chunked body is refused by the router before it is read; no Content-Length, no body.

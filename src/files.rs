@@ -149,6 +149,9 @@ pub struct UploadDir {
 pub struct StoredFile {
     pub file: File,
     pub len: u64,
+    /// Last modification, in seconds since the epoch: what `ETag` and `Last-Modified` are
+    /// made of, as nginx makes them.
+    pub modified: i64,
 }
 
 /// Why a directory below the root could not be opened.
@@ -343,6 +346,7 @@ impl UploadDir {
         Ok(StoredFile {
             file: File::from(fd),
             len: u64::try_from(stat.st_size).unwrap_or(0),
+            modified: stat.st_mtime,
         })
     }
 

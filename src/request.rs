@@ -2,7 +2,8 @@
 //! a transport-neutral `Request` built from CGI-style parameters, and the `Response` every
 //! endpoint returns. Only this module and the front ends know CGI parameter names.
 
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::files::StoredFile;
 use crate::refusal::{Error, Refusal, RefusalKind};
@@ -33,6 +34,14 @@ pub struct Request {
     pub remote_addr: Option<String>,
     /// The `Authorization` header as sent.
     pub authorization: Option<String>,
+    /// `Range` as sent: a download the program serves answers one range with 206.
+    pub range: Option<String>,
+    /// `If-None-Match` as sent: 304 when it names the file's ETag.
+    pub if_none_match: Option<String>,
+    /// `If-Modified-Since` as sent: 304 when the file is not newer.
+    pub if_modified_since: Option<String>,
+    /// `If-Range` as sent: the `Range` holds only while the file is this version.
+    pub if_range: Option<String>,
     /// Decide whether this PUT may proceed, without receiving it (nginx `auth_request` with
     /// `XHU_AUTHORIZE=1`, or the FastCGI Authorizer role).
     pub decide_only: bool,
@@ -65,6 +74,10 @@ impl Request {
             https,
             remote_addr: non_empty("REMOTE_ADDR"),
             authorization: non_empty("HTTP_AUTHORIZATION"),
+            range: non_empty("HTTP_RANGE"),
+            if_none_match: non_empty("HTTP_IF_NONE_MATCH"),
+            if_modified_since: non_empty("HTTP_IF_MODIFIED_SINCE"),
+            if_range: non_empty("HTTP_IF_RANGE"),
             decide_only: authorizer_role || non_empty("XHU_AUTHORIZE").is_some_and(|v| v == "1"),
         }
     }
@@ -81,7 +94,34 @@ pub const REFUSAL_REASON_HEADER: &str = "XHU-Reason";
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    File(StoredFile),
+    /// `len` bytes of a stored file from `offset` on (the whole file, or one range of it).
+    File(FilePart),
+}
+
+/// The bytes of a stored file a download sends: `len` bytes from `offset`.
+pub struct FilePart {
+    pub stored: StoredFile,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl FilePart {
+    /// The whole file.
+    pub fn whole(stored: StoredFile) -> FilePart {
+        let len = stored.len;
+        FilePart {
+            stored,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// The file positioned at `offset`, limited to `len` bytes.
+    fn into_reader(self) -> io::Result<io::Take<File>> {
+        let mut file = self.stored.file;
+        file.seek(SeekFrom::Start(self.offset))?;
+        Ok(file.take(self.len))
+    }
 }
 
 /// An HTTP response, written by each front end in its own framing.
@@ -163,7 +203,7 @@ impl Response {
         match &self.body {
             Body::Empty => 0,
             Body::Bytes(bytes) => bytes.len() as u64,
-            Body::File(file) => file.len,
+            Body::File(part) => part.len,
         }
     }
 
@@ -179,7 +219,12 @@ impl Response {
             head.extend(value.chars().map(|c| if c.is_control() { ' ' } else { c }));
             head.push_str("\r\n");
         }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body_len()));
+        // A 304 has no body, and the length of the one it stands for is not ours to guess
+        // (RFC 9110 8.6): nginx sends none either.
+        if self.status != 304 {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body_len()));
+        }
+        head.push_str("\r\n");
         head.into_bytes()
     }
 
@@ -189,7 +234,15 @@ impl Response {
         let reader: Box<dyn Read + Send> = match self.body {
             Body::Empty => Box::new(io::empty()),
             Body::Bytes(bytes) => Box::new(io::Cursor::new(bytes)),
-            Body::File(stored) => Box::new(stored.file.take(stored.len)),
+            Body::File(part) => match part.into_reader() {
+                Ok(reader) => Box::new(reader),
+                // The head promised `len` bytes; a short body makes the web server drop
+                // the answer rather than store a wrong one.
+                Err(e) => {
+                    log::warn!("seeking in a stored file: {e}");
+                    Box::new(io::empty())
+                }
+            },
         };
         (reader, len)
     }
@@ -202,10 +255,7 @@ impl Response {
         match self.body {
             Body::Empty => Ok(()),
             Body::Bytes(bytes) => out.write_all(&bytes),
-            Body::File(stored) => {
-                let mut limited = stored.file.take(stored.len);
-                io::copy(&mut limited, out).map(|_| ())
-            }
+            Body::File(part) => io::copy(&mut part.into_reader()?, out).map(|_| ()),
         }
     }
 }
@@ -216,6 +266,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        206 => "Partial Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         402 => "Payment Required",
@@ -228,6 +280,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         507 => "Insufficient Storage",
