@@ -620,7 +620,7 @@ fn check_signed_uploads(
                 None => {
                     let repaired = repair && {
                         app.store
-                            .claim_signed_path(&relative, entry.len, entry.changed, false)?;
+                            .claim_signed_path(&relative, entry.len, entry.changed, false, None)?;
                         true
                     };
                     report.findings.push(Finding {

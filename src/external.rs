@@ -129,7 +129,13 @@ pub fn allow_put(
     // writes, `link` refuses a second file, and a retry after an interrupted transfer is fine.
     if !app
         .store
-        .claim_signed_path(&path.to_string(), size, now, req.decide_only)?
+        .claim_signed_path(
+            &path.to_string(),
+            size,
+            now,
+            req.decide_only,
+            Some(crate::store::PUT_ALLOWED_HMAC),
+        )?
     {
         return Err(already_authorized(path.file_name()).into());
     }

@@ -96,7 +96,54 @@ const MIGRATIONS: &[&str] = &[
     // own). Slots need no column: an allowed slot keeps its row until its retention.
     "ALTER TABLE signed_upload ADD COLUMN removed INTEGER; -- unix seconds: its file went
     CREATE INDEX signed_upload_removed ON signed_upload (removed) WHERE removed IS NOT NULL;",
+    // 8: counters for `<slot_prefix>/metrics`, shared by every process on the database and kept
+    // across restarts. `labels` is the rendered label set (`protocol="slot",reason="gone"`).
+    "CREATE TABLE counter (
+        name   TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value  INTEGER NOT NULL,
+        PRIMARY KEY (name, labels)
+    ) WITHOUT ROWID;",
 ];
+
+/// Raises a counter, inside whatever transaction `conn` is in.
+const BUMP: &str = "INSERT INTO counter (name, labels, value) VALUES (?1, ?2, ?3)
+     ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3";
+
+/// A counter to raise by one with the write that records what it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// The metric name without the `xmpp_http_upload_` prefix.
+    pub name: &'static str,
+    /// The rendered, escaped label set (may be empty).
+    pub labels: &'static str,
+}
+
+/// A slot handed out by the slot API.
+pub const SLOT_GRANTED: Tally = Tally {
+    name: "slots_granted_total",
+    labels: "",
+};
+/// A PUT of a slot-API slot allowed.
+pub const PUT_ALLOWED_SLOT: Tally = Tally {
+    name: "puts_allowed_total",
+    labels: "protocol=\"slot\"",
+};
+/// A PUT of the HMAC protocol allowed.
+pub const PUT_ALLOWED_HMAC: Tally = Tally {
+    name: "puts_allowed_total",
+    labels: "protocol=\"hmac\"",
+};
+/// A PUT of the JWT protocol allowed.
+pub const PUT_ALLOWED_JWT: Tally = Tally {
+    name: "puts_allowed_total",
+    labels: "protocol=\"jwt\"",
+};
+
+fn bump(conn: &Connection, tally: Tally) -> rusqlite::Result<()> {
+    conn.execute(BUMP, params![tally.name, tally.labels, 1i64])
+        .map(|_| ())
+}
 
 /// How long a signed path stays refused after its file went at retention.
 pub const SIGNED_TOMBSTONE_KEEP: i64 = 365 * 86_400;
@@ -269,7 +316,9 @@ impl Store {
 
     /// Records a new slot if `limits` allow it (its size, and next to what `slot.jid` already holds).
     /// Usage counts slots that were authorized (uploads) and unused slots younger than
-    /// `put_timeout`; read, check and insert happen in one `BEGIN IMMEDIATE` transaction.
+    /// `put_timeout`; read, check and insert happen in one `BEGIN IMMEDIATE` transaction, with
+    /// the counter of what it is: a slot recorded already authorized is a JWT PUT allowed
+    /// (`PUT_ALLOWED_JWT`), any other a slot granted (`SLOT_GRANTED`).
     pub fn reserve_slot(
         &self,
         slot: &Slot,
@@ -283,6 +332,11 @@ impl Store {
                 format!("size {} is larger than {}", slot.size, i64::MAX),
             )
             .into());
+        };
+        let tally = if slot.authorized.is_some() {
+            PUT_ALLOWED_JWT
+        } else {
+            SLOT_GRANTED
         };
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("reserving a slot", e);
@@ -325,6 +379,7 @@ impl Store {
                 Err(e) if is_duplicate_key(&e) => return Ok(Err(already_authorized(&slot.name))),
                 Err(e) => return Err(fail(e)),
             }
+            bump(&tx, tally).map_err(fail)?;
             tx.commit().map_err(fail)?;
             Ok(Ok(()))
         })?
@@ -350,51 +405,50 @@ impl Store {
     /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
     pub fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
         self.with_writer(|conn| {
-            conn.execute(
-                "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
-                params![token, now],
-            )
-            .map(|changed| changed == 1)
-            .map_err(|e| Error::sqlite("authorizing a slot", e))
+            let fail = |e| Error::sqlite("authorizing a slot", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let won = tx
+                .execute(
+                    "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
+                    params![token, now],
+                )
+                .map_err(fail)?
+                == 1;
+            if won {
+                bump(&tx, PUT_ALLOWED_SLOT).map_err(fail)?;
+            }
+            tx.commit().map_err(fail)?;
+            Ok(won)
         })
     }
 
     /// Records that a PUT of the HMAC protocol was allowed for `path` (relative to the upload
     /// root). With `once` (the web server writes the body) only the first call for a path
     /// succeeds; without (the program writes, and never overwrites) a repeated call keeps the
-    /// first record and succeeds too. True when the PUT may go ahead.
+    /// first record and succeeds too. True when the PUT may go ahead; then `tally`, if any, is
+    /// raised in the same transaction.
     pub fn claim_signed_path(
         &self,
         path: &str,
         size: u64,
         now: i64,
         once: bool,
+        tally: Option<Tally>,
     ) -> Result<bool, Error> {
         let stored_size = i64::try_from(size).unwrap_or(i64::MAX);
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("recording a signed upload", e);
-            let inserted = conn
-                .execute(
-                    "INSERT INTO signed_upload (path, size, authorized) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (path) DO NOTHING",
-                    params![path, stored_size, now],
-                )
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(fail)?;
-            if inserted == 1 {
-                return Ok(true);
+            let allowed = claim_signed(&tx, path, stored_size, now, once).map_err(fail)?;
+            if allowed && let Some(tally) = tally {
+                bump(&tx, tally).map_err(fail)?;
             }
-            if once {
-                return Ok(false);
-            }
-            // The program writes: a retry is fine unless the file already went at retention.
-            let removed: Option<i64> = conn
-                .query_row(
-                    "SELECT removed FROM signed_upload WHERE path = ?1",
-                    [path],
-                    |row| row.get(0),
-                )
-                .map_err(fail)?;
-            Ok(removed.is_none())
+            tx.commit().map_err(fail)?;
+            Ok(allowed)
         })
     }
 
@@ -456,13 +510,80 @@ impl Store {
         )
     }
 
-    /// Notes the first time a PUT for this slot was allowed (from then on it counts as an upload).
+    /// Notes the first time a PUT for this slot was allowed (from then on it counts as an
+    /// upload), and counts the PUT allowed, in one transaction.
     pub fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
-        self.execute(
-            "marking a slot authorized",
-            "UPDATE slot SET authorized = COALESCE(authorized, ?2) WHERE token = ?1",
-            params![token, now],
-        )
+        self.with_writer(|conn| {
+            let fail = |e| Error::sqlite("marking a slot authorized", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            tx.execute(
+                "UPDATE slot SET authorized = COALESCE(authorized, ?2) WHERE token = ?1",
+                params![token, now],
+            )
+            .map_err(fail)?;
+            bump(&tx, PUT_ALLOWED_SLOT).map_err(fail)?;
+            tx.commit().map_err(fail)
+        })
+    }
+
+    /// Raises the counter `name{labels}` by one in a write of its own (refusals, cleanup runs:
+    /// what no other write records).
+    pub fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
+        self.execute("counting", BUMP, params![name, labels, 1i64])
+    }
+
+    /// Every counter: name, rendered labels, value; by name, then labels.
+    pub fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("reading the counters", e);
+            let mut stmt = conn
+                .prepare("SELECT name, labels, value FROM counter ORDER BY name, labels")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let value: i64 = row.get(2)?;
+                    Ok((row.get(0)?, row.get(1)?, u64::try_from(value).unwrap_or(0)))
+                })
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        })
+    }
+
+    /// Files stored or landing (a PUT was allowed, the file has not gone) and their bytes, by
+    /// protocol: `[slot, jwt, hmac]`.
+    pub fn stored(&self) -> Result<[(u64, u64); 3], Error> {
+        self.with_reader(|conn| {
+            let fail = |e| Error::sqlite("totalling stored files", e);
+            let pair = |row: &rusqlite::Row| -> rusqlite::Result<(u64, u64)> {
+                let (files, bytes): (i64, i64) = (row.get(0)?, row.get(1)?);
+                Ok((
+                    u64::try_from(files).unwrap_or(0),
+                    u64::try_from(bytes).unwrap_or(0),
+                ))
+            };
+            let slots = |area: &str| {
+                conn.query_row(
+                    &format!(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM slot
+                         WHERE authorized IS NOT NULL AND area {area}"
+                    ),
+                    [],
+                    pair,
+                )
+            };
+            let slot = slots("IS NULL").map_err(fail)?;
+            let jwt = slots("IS NOT NULL").map_err(fail)?;
+            let hmac = conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM signed_upload WHERE removed IS NULL",
+                    [],
+                    pair,
+                )
+                .map_err(fail)?;
+            Ok([slot, jwt, hmac])
+        })
     }
 
     /// Notes that the slot's file is complete on disk. False when the slot is gone (purged
@@ -691,6 +812,34 @@ impl Store {
                 .map_err(|e| Error::sqlite(what, e))
         })
     }
+}
+
+/// The decision of `Store::claim_signed_path`, on its transaction.
+fn claim_signed(
+    conn: &Connection,
+    path: &str,
+    stored_size: i64,
+    now: i64,
+    once: bool,
+) -> rusqlite::Result<bool> {
+    let inserted = conn.execute(
+        "INSERT INTO signed_upload (path, size, authorized) VALUES (?1, ?2, ?3)
+         ON CONFLICT (path) DO NOTHING",
+        params![path, stored_size, now],
+    )?;
+    if inserted == 1 {
+        return Ok(true);
+    }
+    if once {
+        return Ok(false);
+    }
+    // The program writes: a retry is fine unless the file already went at retention.
+    let removed: Option<i64> = conn.query_row(
+        "SELECT removed FROM signed_upload WHERE path = ?1",
+        [path],
+        |row| row.get(0),
+    )?;
+    Ok(removed.is_none())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
@@ -967,18 +1116,18 @@ mod tests {
         let store = Store::open(&temp_db("signed")).unwrap();
         assert!(
             store
-                .claim_signed_path("share/u/a.txt", 5, 100, true)
+                .claim_signed_path("share/u/a.txt", 5, 100, true, None)
                 .unwrap()
         );
         assert!(
             !store
-                .claim_signed_path("share/u/a.txt", 5, 200, true)
+                .claim_signed_path("share/u/a.txt", 5, 200, true, None)
                 .unwrap()
         );
         // the program writes (and never overwrites): a retry is fine, the first time stays
         assert!(
             store
-                .claim_signed_path("share/u/a.txt", 5, 300, false)
+                .claim_signed_path("share/u/a.txt", 5, 300, false, None)
                 .unwrap()
         );
         assert_eq!(
@@ -992,7 +1141,7 @@ mod tests {
         store.delete_signed_upload("share/u/a.txt").unwrap();
         assert!(
             store
-                .claim_signed_path("share/u/a.txt", 5, 400, true)
+                .claim_signed_path("share/u/a.txt", 5, 400, true, None)
                 .unwrap()
         );
     }
