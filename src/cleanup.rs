@@ -111,7 +111,14 @@ pub fn reapply_rules(app: &App) -> Result<Reapplied, Error> {
 /// Every age is judged on the program's own clock: the times it recorded when it allowed a PUT
 /// (or stored the file itself), and for a file it has no record of, the inode's change time —
 /// never the file's mtime, which nginx sets from the client's `Date` header.
+/// Each run is counted (`cleanup_runs_total{result}` of `<slot_prefix>/metrics`).
 pub fn run(app: &App, now: i64) -> Result<Report, Error> {
+    let result = sweep(app, now);
+    crate::metrics::count_cleanup(app, result.is_ok());
+    result
+}
+
+fn sweep(app: &App, now: i64) -> Result<Report, Error> {
     let mut report = Report::default();
     let put_timeout = i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX);
     let retention_cutoff =

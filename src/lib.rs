@@ -39,6 +39,7 @@ pub mod external;
 pub mod fcgi;
 pub mod file_share;
 pub mod files;
+pub mod metrics;
 pub mod name;
 pub mod refusal;
 pub mod request;

@@ -40,6 +40,23 @@ impl RefusalKind {
             RefusalKind::UnsupportedMediaType => 415,
         }
     }
+
+    /// The `reason` label of the refusal counters (`<slot_prefix>/metrics`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalKind::BadRequest => "bad_request",
+            RefusalKind::Unauthorized => "unauthorized",
+            RefusalKind::QuotaExceeded => "quota_exceeded",
+            RefusalKind::Forbidden => "forbidden",
+            RefusalKind::NotFound => "not_found",
+            RefusalKind::MethodNotAllowed => "method_not_allowed",
+            RefusalKind::Conflict => "conflict",
+            RefusalKind::Gone => "gone",
+            RefusalKind::LengthRequired => "length_required",
+            RefusalKind::TooLarge => "too_large",
+            RefusalKind::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
 }
 
 /// A refusal: what kind, and one line saying what is wrong (quoting the bad input).

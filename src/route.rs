@@ -7,13 +7,14 @@ use crate::config::SignedPrefix;
 use crate::files::SafePath;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
-use crate::{App, authorize, external, file_share, slot, transfer, unix_now};
+use crate::{App, authorize, external, file_share, metrics, slot, transfer, unix_now};
 
 /// Where a request path points.
 #[derive(Debug)]
 enum Endpoint<'a> {
     Slot,
     MaxSize,
+    Metrics,
     /// `<prefix>/<token>/<name>` under the PUT prefix, the GET prefix, or both.
     File {
         token: &'a str,
@@ -46,6 +47,7 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         }
         Err(Outcome::Refused(refusal)) => {
             log::info!("refused {} {}: {}", req.method, req.path, refusal);
+            count_refusal(app, req, &refusal);
             if req.decide_only {
                 // nginx turns any status but 2xx/401/403 into a 500 for the client (BEHAVIOUR.md §8);
                 // a 401 passes through with its WWW-Authenticate. The web server answers the
@@ -79,7 +81,10 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
     match (method, endpoint(app, &req.path)) {
         ("GET", Endpoint::Slot) => slot::request_slot(app, req, now),
         ("GET", Endpoint::MaxSize) => slot::max_size(app, req),
-        (_, Endpoint::Slot | Endpoint::MaxSize) => Err(method_not_allowed(method)),
+        ("GET", Endpoint::Metrics) => metrics::serve(app, req),
+        (_, Endpoint::Slot | Endpoint::MaxSize | Endpoint::Metrics) => {
+            Err(method_not_allowed(method))
+        }
         (
             "PUT",
             Endpoint::File {
@@ -153,6 +158,21 @@ fn decide(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
     Ok(Response::empty(200))
 }
 
+/// The one place refusals are counted: a refused slot request by its reason, a refused PUT
+/// (decided or received) by its protocol and reason. Other refusals (downloads, unknown
+/// URLs, `max_size`, `metrics`) are not counted.
+fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
+    let protocol = match endpoint(app, &req.path) {
+        Endpoint::Slot => None,
+        _ if req.method != "PUT" => return,
+        Endpoint::File { put: true, .. } => Some("slot"),
+        Endpoint::External { .. } => Some("hmac"),
+        Endpoint::FileShare { .. } => Some("jwt"),
+        _ => return,
+    };
+    metrics::count_refusal(app, protocol, refusal);
+}
+
 fn method_not_allowed(method: &str) -> Outcome {
     Refusal::new(
         RefusalKind::MethodNotAllowed,
@@ -167,6 +187,7 @@ fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
         match rest {
             "/slot" | "/slot/" => return Endpoint::Slot,
             "/max_size" | "/max_size/" => return Endpoint::MaxSize,
+            "/metrics" | "/metrics/" => return Endpoint::Metrics,
             _ => {}
         }
     }

@@ -117,9 +117,9 @@ pub fn max_size(app: &App, req: &Request) -> Result<Response, Outcome> {
     })
 }
 
-/// Only the XMPP server may ask for slots: its address must be allowed, and the secret, when
-/// one is configured, must be presented.
-fn check_caller(app: &App, req: &Request, query: &[(String, String)]) -> Result<(), Refusal> {
+/// Only the XMPP server may ask for slots (or read `metrics`): its address must be allowed, and
+/// the secret, when one is configured, must be presented (`secret=` or `Authorization: Bearer`).
+pub fn check_caller(app: &App, req: &Request, query: &[(String, String)]) -> Result<(), Refusal> {
     let access = &app.config.slot_api;
     if !access.allow_from.is_empty() {
         let addr = req
