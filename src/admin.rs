@@ -619,8 +619,13 @@ fn check_signed_uploads(
                 }
                 None => {
                     let repaired = repair && {
-                        app.store
-                            .claim_signed_path(&relative, entry.len, entry.changed, false, None)?;
+                        app.store.claim_signed_path(
+                            &relative,
+                            entry.len,
+                            entry.changed,
+                            false,
+                            None,
+                        )?;
                         true
                     };
                     report.findings.push(Finding {

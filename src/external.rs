@@ -127,16 +127,13 @@ pub fn allow_put(
     // When the web server writes, a second allowed PUT could replace the first body when it
     // finishes later (nginx renames into place): one allowance per signed path. When the program
     // writes, `link` refuses a second file, and a retry after an interrupted transfer is fine.
-    if !app
-        .store
-        .claim_signed_path(
-            &path.to_string(),
-            size,
-            now,
-            req.decide_only,
-            Some(crate::store::PUT_ALLOWED_HMAC),
-        )?
-    {
+    if !app.store.claim_signed_path(
+        &path.to_string(),
+        size,
+        now,
+        req.decide_only,
+        Some(crate::store::PUT_ALLOWED_HMAC),
+    )? {
         return Err(already_authorized(path.file_name()).into());
     }
     Ok(path)
