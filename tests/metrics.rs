@@ -1,9 +1,11 @@
 //! `<slot_prefix>/metrics` over FastCGI: the counts after a known sequence of slot requests,
 //! PUTs and a cleanup; two server processes on one database adding to the same counters; a
-//! restart keeping them; and the slot API's access control in front of them. (Through nginx:
-//! tests/webservers.rs.)
+//! restart keeping them; and the slot API's access control in front of them. Then once through
+//! nginx with the shipped configuration, on its loopback slot-API listener.
 
 mod common;
+#[path = "common/web.rs"]
+mod web;
 
 use common::fcgi::{self, Body, Response, Role};
 use common::signing::hmac_sha256_hex;
@@ -253,4 +255,47 @@ fn only_the_slot_api_callers_may_read_them() {
         &[("Authorization", &bearer)],
     );
     assert_eq!(post.status, 405, "{post}");
+}
+
+#[test]
+fn nginx_serves_them_on_the_slot_api_listener_with_the_secret() {
+    let Some(stack) =
+        web::Stack::start_if_available(web::Flavour::Nginx, &web::Settings::default())
+    else {
+        return;
+    };
+    let slot = stack.slot("alice@example.org", "m.txt", 5, "text/plain");
+    let body = stack.scratch_file("m.txt", b"hello");
+    let put = web::put_file_raw(&slot.put, &body, &["-H", "Content-Type: text/plain"]);
+    if put.status != 201 {
+        stack.fail(&format!("PUT: {put:?}"));
+    }
+    let url = format!("{}/http_upload/metrics", stack.slot_api);
+    let answer = web::curl(&[
+        "-H",
+        &format!("Authorization: Bearer {}", web::SECRET),
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    if answer.status != 200 {
+        stack.fail(&format!("metrics: {answer:?}"));
+    }
+    assert_eq!(value(&text, "slots_granted_total"), 1, "{text}");
+    assert_eq!(
+        value(&text, r#"puts_allowed_total{protocol="slot"}"#),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"files_stored{protocol="slot"}"#),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"bytes_stored{protocol="slot"}"#),
+        5,
+        "{text}"
+    );
+    let without = web::curl(&[&url]);
+    assert_eq!(without.status, 403, "no secret through nginx: {without:?}");
 }
