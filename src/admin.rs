@@ -287,6 +287,17 @@ pub struct UsageReport {
     pub jids: u64,
     /// The JIDs storing most bytes (files and uploads), largest first.
     pub top: Vec<JidUsage>,
+    /// The counters of `<slot_prefix>/metrics` (without the `xmpp_http_upload_` prefix).
+    pub counters: Vec<CounterValue>,
+}
+
+/// One counter of `usage`, as the metrics endpoint shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CounterValue {
+    pub name: String,
+    /// The label set as rendered (`protocol="slot",reason="gone"`), empty for none.
+    pub labels: String,
+    pub value: u64,
 }
 
 impl fmt::Display for UsageReport {
@@ -321,6 +332,17 @@ impl fmt::Display for UsageReport {
                     "  {:>16} bytes {:>8} files  {}",
                     user.bytes, user.files, user.jid
                 )?;
+            }
+        }
+        if !self.counters.is_empty() {
+            writeln!(f, "counters (also at <slot_prefix>/metrics):")?;
+            for counter in &self.counters {
+                let series = if counter.labels.is_empty() {
+                    counter.name.clone()
+                } else {
+                    format!("{}{{{}}}", counter.name, counter.labels)
+                };
+                writeln!(f, "  {:>16}  {series}", counter.value)?;
             }
         }
         Ok(())
@@ -374,6 +396,16 @@ pub fn usage(app: &App, top: usize, now: i64) -> Result<UsageReport, Error> {
         users.truncate(top);
     }
     report.top = users;
+    report.counters = app
+        .store
+        .counters()?
+        .into_iter()
+        .map(|(name, labels, value)| CounterValue {
+            name,
+            labels,
+            value,
+        })
+        .collect();
     Ok(report)
 }
 

@@ -177,6 +177,19 @@ fn counts_follow_a_known_sequence() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(refused_total, 3, "only the three refused PUTs:\n{text}");
+
+    // `usage` shows the same counters without a scraper.
+    let usage = env.run(&["usage", "--config", env.config.to_str().unwrap()]);
+    let said = output_text(&usage);
+    assert!(usage.status.success(), "{said}");
+    for line in [
+        "3  slots_granted_total",
+        "2  puts_allowed_total{protocol=\"slot\"}",
+        "1  puts_refused_total{protocol=\"hmac\",reason=\"forbidden\"}",
+        "1  cleanup_runs_total{result=\"ok\"}",
+    ] {
+        assert!(said.contains(line), "{line:?} not in usage:\n{said}");
+    }
 }
 
 #[test]
