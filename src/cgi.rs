@@ -68,7 +68,7 @@ pub fn run() -> ExitCode {
             log::error!("cannot answer a CGI request: {message}");
             let mut body = StdinBody::new(BodyLimits::refused());
             stop_reading(&mut body);
-            write_answer(internal_error())
+            write_answer(Response::internal_error())
         }
     };
     match written {
@@ -92,22 +92,13 @@ pub fn serve_one(app: &App) -> io::Result<()> {
     let mut body = StdinBody::new(BodyLimits::for_upload(app.config.put_timeout, declared));
     // A panic must still answer (BEHAVIOUR.md §8): Apache would otherwise log a broken head only.
     let handled = catch_unwind(AssertUnwindSafe(|| route::handle(app, &request, &mut body)));
-    let mut response = handled.unwrap_or_else(|_| internal_error());
+    let mut response = handled.unwrap_or_else(|_| Response::internal_error());
     if let Some(why) = body.too_slow.take() {
         // `route` saw an interrupted upload (and logged it); the client should hear why.
         response = Response::text(408, "text/plain; charset=utf-8", format!("{why}\n"));
     }
     stop_reading(&mut body);
     write_answer(response)
-}
-
-/// 500 with one line; the detail is in the log.
-fn internal_error() -> Response {
-    Response::text(
-        500,
-        "text/plain; charset=utf-8",
-        "internal error; the server log says more\n",
-    )
 }
 
 fn write_answer(response: Response) -> io::Result<()> {

@@ -10,14 +10,12 @@
 //! own `Content-Length` and `Content-Type`, so a body of another size simply fails the MAC.
 //! These URLs name no JID: the only limit we can apply is the prefix's `max_file_size`.
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-
 use crate::App;
 use crate::authorize::declared_length;
 use crate::config::SignedPrefix;
+use crate::crypto::hmac_sha256_matches;
 use crate::files::SafePath;
-use crate::name::{parse_query, percent_decode_path};
+use crate::name::{parse_query, percent_decode_path, query_value};
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::check_max_file_size;
@@ -47,12 +45,7 @@ pub struct Signature {
 /// is not 64 hex digits.
 pub fn signature_from_query(query: &str) -> Result<Signature, Refusal> {
     let pairs = parse_query(query).map_err(|r| Refusal::forbidden(r.message))?;
-    let find = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let find = |key: &str| query_value(&pairs, key);
     let (version, hex_mac) = match (find("v2").or_else(|| find("token")), find("v")) {
         (Some(mac), _) => (Version::V2, mac),
         (None, Some(mac)) => (Version::V1, mac),
@@ -79,11 +72,7 @@ pub fn signed_message(version: Version, path: &str, size: u64, content_type: &st
 
 /// Checks `signature` over `message` with `secret`, in constant time.
 pub fn verify(secret: &[u8], signature: &Signature, message: &[u8]) -> bool {
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(message);
-    mac.verify_slice(&signature.mac).is_ok()
+    hmac_sha256_matches(secret, message, &signature.mac)
 }
 
 /// Decodes the path below the prefix into its segments and the path the server signed.
@@ -161,7 +150,7 @@ pub fn serve(
     req: &Request,
     raw_rest: &str,
 ) -> Result<Response, Outcome> {
-    let not_found = |_| Refusal::not_found(format!("no file at {:?}", req.path));
+    let not_found = |_| Refusal::no_file_at(&req.path);
     let (segments, _) = decode_path(raw_rest).map_err(not_found)?;
     let path = SafePath::external(&ext.dir, &segments).map_err(not_found)?;
     serve_file(app, req, &path, guessed_type(path.file_name()))

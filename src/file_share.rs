@@ -10,13 +10,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::App;
 use crate::authorize::{check_media_type, declared_length};
 use crate::config::SignedPrefix;
+use crate::crypto::hmac_sha256_matches;
 use crate::files::SafePath;
 use crate::name::percent_decode_path;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
@@ -74,14 +73,12 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, Refusal> {
             header.alg
         )));
     }
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
-        return Err(unauthorized("no usable secret"));
-    };
     // The signature covers `header.payload` exactly as sent.
     let signed_len = token.len() - signature.len() - 1;
-    mac.update(&token.as_bytes()[..signed_len]);
-    mac.verify_slice(&decode(signature, "signature")?)
-        .map_err(|_| unauthorized("token signature does not match"))?;
+    let mac = decode(signature, "signature")?;
+    if !hmac_sha256_matches(secret, &token.as_bytes()[..signed_len], &mac) {
+        return Err(unauthorized("token signature does not match"));
+    }
     serde_json::from_slice(&decode(payload, "payload")?)
         .map_err(|e| unauthorized(format!("token claims unusable: {e}")))
 }
@@ -97,11 +94,7 @@ pub fn allow_put(
     now: i64,
 ) -> Result<(SafePath, Claims), Outcome> {
     let token = req
-        .authorization
-        .as_deref()
-        .and_then(|a| a.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
-        .map(|(_, token)| token.trim())
+        .bearer_token()
         .ok_or_else(|| unauthorized("Authorization: Bearer <token> is required"))?;
     let claims = verify_token(&share.secret, token)?;
     if claims.exp <= now as f64 {
@@ -211,7 +204,7 @@ pub fn serve(
     req: &Request,
     raw_rest: &str,
 ) -> Result<Response, Outcome> {
-    let not_found = || Refusal::not_found(format!("no file at {:?}", req.path));
+    let not_found = || Refusal::no_file_at(&req.path);
     let segments = percent_decode_path(raw_rest).ok_or_else(not_found)?;
     let path = SafePath::external(&share.dir, &segments).map_err(|_| not_found())?;
     // From the name, as the web server would serve it: never the uploader's declared type.
@@ -221,6 +214,7 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::hmac_sha256;
 
     fn b64(data: &str) -> String {
         URL_SAFE_NO_PAD.encode(data)
@@ -228,12 +222,8 @@ mod tests {
 
     fn sign(secret: &[u8], header: &str, payload: &str) -> String {
         let signed = format!("{}.{}", b64(header), b64(payload));
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap();
-        mac.update(signed.as_bytes());
-        format!(
-            "{signed}.{}",
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        )
+        let mac = hmac_sha256(secret, signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac))
     }
 
     const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;

@@ -31,6 +31,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
+use crate::crypto::random_hex;
 use crate::name::{MAX_NAME_BYTES, is_safe_name};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
 use crate::store::Slot;
@@ -609,11 +610,7 @@ impl<'dir> TempFile<'dir> {
     /// The fallback: a named dot-file.
     fn named(dir: &'dir OwnedFd, shown: &Path) -> Result<TempFile<'dir>, Error> {
         let mode = Mode::from_bits_truncate(0o666);
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random)
-            .map_err(|e| Error::io("reading random bytes", io::Error::other(e.to_string())))?;
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let name = format!(".{hex}{PART_SUFFIX}");
+        let name = format!(".{}{PART_SUFFIX}", random_hex(16)?);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(dir, name.as_str(), flags, mode)

@@ -25,7 +25,8 @@
 //! - `slot`, `authorize`, `transfer`: the endpoints of the slot API and its uploads.
 //! - `external`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
 //! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
-//! - `rules`, `name`: pure logic (access rules and quotas; file names and URL decoding).
+//! - `rules`, `name`: pure logic (access rules and quotas; file names, URL and query decoding).
+//! - `crypto`: HMAC-SHA256 and random hex, for every protocol.
 //! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
 //! - `admin`: the administrator's commands (`files`, `purge`, `usage`, `check`).
 
@@ -34,6 +35,7 @@ pub mod authorize;
 pub mod cgi;
 pub mod cleanup;
 pub mod config;
+pub mod crypto;
 pub mod devserver;
 pub mod external;
 pub mod fcgi;

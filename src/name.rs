@@ -109,6 +109,14 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, Refusal> {
     Ok(pairs)
 }
 
+/// The value of the first `key` in pairs from [`parse_query`] (`None` when absent).
+pub fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 fn form_decode(text: &str) -> Result<String, Refusal> {
     let spaced = text.replace('+', " ");
     percent_decode_segment(&spaced).ok_or_else(|| {
@@ -188,6 +196,15 @@ mod tests {
     fn encode_segment() {
         assert_eq!(percent_encode_segment("a b~.pdf"), "a%20b~.pdf");
         assert_eq!(percent_encode_segment("О"), "%D0%9E");
+    }
+
+    #[test]
+    fn query_value_first_wins() {
+        let q = parse_query("a=1&b=&a=2").unwrap();
+        assert_eq!(query_value(&q, "a"), Some("1"));
+        assert_eq!(query_value(&q, "b"), Some(""));
+        assert_eq!(query_value(&q, "c"), None);
+        assert_eq!(query_value(&q, "A"), None);
     }
 
     #[test]

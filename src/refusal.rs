@@ -98,6 +98,12 @@ impl Refusal {
     pub fn not_found(message: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::NotFound, message)
     }
+
+    /// 404 for a download: the same line whatever the reason (no slot, a name that does not
+    /// decode, a path outside the area), so that a probe learns nothing but "not here".
+    pub fn no_file_at(url_path: &str) -> Refusal {
+        Refusal::not_found(format!("no file at {url_path:?}"))
+    }
 }
 
 impl fmt::Display for Refusal {

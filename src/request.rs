@@ -48,6 +48,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// The credentials of `Authorization: Bearer <token>`, trimmed; `None` for another scheme
+    /// or none. The scheme is case-insensitive (RFC 7235 2.1): `bearer x` is `Bearer x`.
+    pub fn bearer_token(&self) -> Option<&str> {
+        bearer_token(self.authorization.as_deref()?)
+    }
+
     /// Builds a request from CGI/FastCGI parameters. `param` returns a parameter's value;
     /// `authorizer_role` is true for the FastCGI Authorizer role (Apache `FcgidAccessChecker`).
     pub fn from_params(param: impl Fn(&str) -> Option<String>, authorizer_role: bool) -> Request {
@@ -179,9 +185,19 @@ impl Response {
         } else if error.is_busy() {
             (503, "server busy, try again\n")
         } else {
-            (500, "internal error; the server log says more\n")
+            return Response::internal_error();
         };
         Response::text(status, "text/plain; charset=utf-8", message)
+    }
+
+    /// 500 with one line and no detail (the detail goes to the log): a failure on our side,
+    /// or a handler that panicked.
+    pub fn internal_error() -> Response {
+        Response::text(
+            500,
+            "text/plain; charset=utf-8",
+            "internal error; the server log says more\n",
+        )
     }
 
     /// Adds the headers that carry a decide-only refusal to the web server, which answers the
@@ -288,9 +304,33 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// The token of an `Authorization` value whose scheme is `Bearer` in any case (RFC 7235 2.1),
+/// trimmed of the spaces around it.
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then_some(token.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+    }
+
+    #[test]
+    fn bearer_other_schemes_and_shapes() {
+        assert_eq!(bearer_token("Basic YTpi"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), Some(""));
+    }
 
     #[test]
     fn a_line_break_in_a_header_value_cannot_start_a_header() {

@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 
 use crate::App;
-use crate::name::{parse_decimal, parse_query, percent_encode_segment, sanitize_file_name};
+use crate::crypto::random_hex;
+use crate::name::{
+    parse_decimal, parse_query, percent_encode_segment, query_value, sanitize_file_name,
+};
 use crate::refusal::{Error, Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::limits_for;
@@ -138,15 +141,7 @@ pub fn check_caller(app: &App, req: &Request, query: &[(String, String)]) -> Res
         }
     }
     if let Some(secret) = &access.secret {
-        let presented = query
-            .iter()
-            .find(|(k, _)| k == "secret")
-            .map(|(_, v)| v.as_str())
-            .or_else(|| {
-                req.authorization
-                    .as_deref()
-                    .and_then(|a| a.strip_prefix("Bearer "))
-            });
+        let presented = query_value(query, "secret").or_else(|| req.bearer_token());
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), secret.as_bytes())) {
             return Err(Refusal::forbidden("slot API secret missing or wrong"));
         }
@@ -180,10 +175,11 @@ fn slot_params(query: &[(String, String)]) -> Result<SlotParams, Refusal> {
             ))
         })?;
     // ejabberd sends `content_type`; the Django app read `type` (BEHAVIOUR.md §2).
-    let content_type = match optional(query, "content_type").or_else(|| optional(query, "type")) {
-        Some(t) if !t.trim().is_empty() => Some(valid_content_type(t)?),
-        _ => None,
-    };
+    let content_type =
+        match query_value(query, "content_type").or_else(|| query_value(query, "type")) {
+            Some(t) if !t.trim().is_empty() => Some(valid_content_type(t)?),
+            _ => None,
+        };
     Ok(SlotParams {
         jid,
         name,
@@ -194,7 +190,7 @@ fn slot_params(query: &[(String, String)]) -> Result<SlotParams, Refusal> {
 }
 
 fn output_format(query: &[(String, String)]) -> Result<Output, Refusal> {
-    match optional(query, "output") {
+    match query_value(query, "output") {
         None | Some("") | Some("text/plain") => Ok(Output::Text),
         Some("application/json") => Ok(Output::Json),
         Some("application/xml") => Ok(Output::Xml),
@@ -204,15 +200,8 @@ fn output_format(query: &[(String, String)]) -> Result<Output, Refusal> {
     }
 }
 
-fn optional<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn required<'a>(query: &'a [(String, String)], key: &str) -> Result<&'a str, Refusal> {
-    match optional(query, key) {
+    match query_value(query, key) {
         Some(value) if !value.is_empty() => Ok(value),
         _ => Err(Refusal::bad_request(format!("missing parameter {key:?}"))),
     }
@@ -277,11 +266,9 @@ fn base_url(app: &App, req: &Request) -> Result<String, Refusal> {
     Ok(format!("{scheme}://{host}"))
 }
 
+/// A fresh slot token: as long as `files::is_token` wants it.
 fn new_token() -> Result<String, Error> {
-    let mut bytes = [0u8; crate::files::TOKEN_LEN / 2];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Error::io("reading random bytes", std::io::Error::other(e.to_string())))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_hex(crate::files::TOKEN_LEN)
 }
 
 fn xml_escape(text: &str) -> String {

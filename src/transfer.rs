@@ -66,7 +66,7 @@ pub fn guessed_type(name: &str) -> &'static str {
 
 /// `GET`/`HEAD <get_prefix>/<token>/<name>` served by the program.
 pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Response, Outcome> {
-    let not_found = || Refusal::not_found(format!("no file at {:?}", req.path));
+    let not_found = || Refusal::no_file_at(&req.path);
     let name = match app.store.slot(token)? {
         Some(slot) if url_name_matches(raw_name, &slot.name) => slot.name,
         Some(_) => return Err(not_found().into()),

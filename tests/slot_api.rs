@@ -653,3 +653,29 @@ fn the_query_comes_from_query_string_else_from_request_uri() {
     let slot = parse_text_slot(&server.request(Role::Responder, &params, Body::Empty));
     assert_eq!(slot.name, "from-qs.txt", "QUERY_STRING wins when set");
 }
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    // RFC 7235 2.1: the auth-scheme is a case-insensitive token, as the JWT protocol reads it.
+    let config = format!(
+        "base_url = \"{BASE}\"\nslot_prefix = \"/http_upload\"\nput_prefix = \"/upload\"\n\
+         [slot_api]\nallow_from = [\"127.0.0.1\"]\nsecret = \"s3cr3t-value-0123456789\"\n{ALLOW_ALL}"
+    );
+    let (_env, server) = start(&config);
+    let query = "jid=bob@example.org&name=a.txt&size=1";
+    for auth in [
+        "bearer s3cr3t-value-0123456789",
+        "BEARER s3cr3t-value-0123456789",
+    ] {
+        let r = slot_from(&server, "127.0.0.1", query, &[("Authorization", auth)]);
+        assert_eq!(r.status, 200, "{auth:?}: {r}");
+    }
+    for auth in [
+        "bearer wrong",
+        "Basic s3cr3t-value-0123456789",
+        "Bearers3cr3t-value-0123456789",
+    ] {
+        let r = slot_from(&server, "127.0.0.1", query, &[("Authorization", auth)]);
+        assert_eq!(r.status, 403, "{auth:?}: {r}");
+    }
+}

@@ -268,13 +268,8 @@ fn serve_one(mut conn: Conn, peeked: Option<PeekedHead>, handler: &dyn Handler) 
             params: &head.params,
             stdin: conn.stdin(head.id),
         };
-        catch_unwind(AssertUnwindSafe(|| handler.answer(&mut exchange))).unwrap_or_else(|_| {
-            Response::text(
-                500,
-                "text/plain; charset=utf-8",
-                "internal error; the server log says more\n",
-            )
-        })
+        catch_unwind(AssertUnwindSafe(|| handler.answer(&mut exchange)))
+            .unwrap_or_else(|_| Response::internal_error())
     };
     let mut out = conn.stdout(head.id);
     let written = out
