@@ -380,12 +380,20 @@ fn slot_from(
     server.request(Role::Responder, &params, Body::Empty)
 }
 
+/// A config whose `[slot_api]` section is `slot_api`, letting everyone upload.
+fn slot_api_config(slot_api: &str) -> String {
+    format!(
+        "base_url = \"{BASE}\"\nslot_prefix = \"/http_upload\"\nput_prefix = \"/upload\"\n\
+         [slot_api]\n{slot_api}\n{ALLOW_ALL}"
+    )
+}
+
+/// A slot API open to loopback with the secret `s3cr3t-value-0123456789`.
+const SECRET_API: &str = "allow_from = [\"127.0.0.1\"]\nsecret = \"s3cr3t-value-0123456789\"";
+
 #[test]
 fn slot_api_only_answers_allowed_addresses() {
-    let config = format!(
-        "base_url = \"{BASE}\"\nslot_prefix = \"/http_upload\"\nput_prefix = \"/upload\"\n\
-         [slot_api]\nallow_from = [\"127.0.0.1\", \"10.1.0.0/16\", \"2001:db8::/32\"]\n{ALLOW_ALL}"
-    );
+    let config = slot_api_config(r#"allow_from = ["127.0.0.1", "10.1.0.0/16", "2001:db8::/32"]"#);
     let (_env, server) = start(&config);
     let query = "jid=bob@example.org&name=a.txt&size=1";
     for addr in ["127.0.0.1", "10.1.2.3", "2001:db8::1"] {
@@ -411,10 +419,7 @@ fn slot_api_only_answers_allowed_addresses() {
 
 #[test]
 fn slot_api_requires_the_secret_when_set() {
-    let config = format!(
-        "base_url = \"{BASE}\"\nslot_prefix = \"/http_upload\"\nput_prefix = \"/upload\"\n\
-         [slot_api]\nallow_from = [\"127.0.0.1\"]\nsecret = \"s3cr3t-value-0123456789\"\n{ALLOW_ALL}"
-    );
+    let config = slot_api_config(SECRET_API);
     let (env, server) = start(&config);
     let query = "jid=bob@example.org&name=a.txt&size=1";
     let refused = |r: &common::fcgi::Response, what: &str| {
@@ -657,10 +662,7 @@ fn the_query_comes_from_query_string_else_from_request_uri() {
 #[test]
 fn the_bearer_scheme_is_case_insensitive() {
     // RFC 7235 2.1: the auth-scheme is a case-insensitive token, as the JWT protocol reads it.
-    let config = format!(
-        "base_url = \"{BASE}\"\nslot_prefix = \"/http_upload\"\nput_prefix = \"/upload\"\n\
-         [slot_api]\nallow_from = [\"127.0.0.1\"]\nsecret = \"s3cr3t-value-0123456789\"\n{ALLOW_ALL}"
-    );
+    let config = slot_api_config(SECRET_API);
     let (_env, server) = start(&config);
     let query = "jid=bob@example.org&name=a.txt&size=1";
     for auth in [
