@@ -5,55 +5,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// The dev server, killed on drop.
-struct DevServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_dev(data: &std::path::Path) -> DevServer {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args([
-            "runserver",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data",
-        ])
-        .arg(data)
-        .env_remove("XMPP_HTTP_UPLOAD_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start runserver");
-    let server = DevServer { child, port };
-    let up = wait_until(Duration::from_secs(20), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "runserver did not listen on {port}");
-    server
-}
 
 /// One HTTP/1.1 request with `Connection: close`; returns status, headers, body (read up to
 /// Content-Length, or to the end).

@@ -12,9 +12,8 @@ mod common;
 mod web;
 
 use std::fs;
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::fcgi::Response;
@@ -286,43 +285,6 @@ fn an_empty_file_answers_a_range_from_its_start_with_200() {
     let response = server.call("GET", &path, &[("Range", "bytes=1-")]);
     assert_eq!(response.status, 416, "{response}");
     assert_eq!(header(&response, "Content-Range"), "bytes */0");
-}
-
-/// `runserver`, killed on drop.
-struct DevServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(data: &std::path::Path) -> DevServer {
-    let port = web::unused_port();
-    let child = Command::new(BIN)
-        .args([
-            "runserver",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data",
-        ])
-        .arg(data)
-        .env_remove("XMPP_HTTP_UPLOAD_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start runserver");
-    let server = DevServer { child, port };
-    let up = wait_until(Duration::from_secs(20), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "runserver did not listen on {port}");
-    server
 }
 
 #[test]

@@ -604,3 +604,45 @@ impl Server {
         }
     }
 }
+
+/// `runserver` (the development server) on a free loopback port, killed on drop.
+pub struct DevServer {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `runserver` with its data in `data` and waits until it listens.
+pub fn start_dev(data: &Path) -> DevServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(BIN)
+        .args([
+            "runserver",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
+        .arg(data)
+        .env_remove("XMPP_HTTP_UPLOAD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start runserver");
+    let server = DevServer { child, port };
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "runserver did not listen on {port}");
+    server
+}
