@@ -5,7 +5,7 @@
 //! 1. A front end (`fcgi`, `cgi` or `devserver`) turns what the web server sent into a
 //!    transport-neutral [`request::Request`] and hands it, with the body, to [`route::handle`].
 //! 2. `route` finds the endpoint: the slot API (`slot`), a PUT to decide or to receive
-//!    (`authorize`, `external`, `file_share`: each checks and records its one allowance, so that
+//!    (`authorize`, `hmac`, `jwt`: each checks and records its one allowance, so that
 //!    when the web server writes the body a slot or signed URL is allowed once, at the exact
 //!    path it will write), or a download (`transfer`).
 //! 3. `slot` asks `rules` which rule decides for the JID and lets `store` check the quotas and
@@ -23,8 +23,8 @@
 //!   `record` the wire format, `conn` one connection, `server` the poll loop and worker pool).
 //! - `route`: dispatch.
 //! - `slot`, `authorize`, `transfer`: the endpoints of the slot API and its uploads.
-//! - `external`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
-//! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
+//! - `hmac`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
+//! - `jwt`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
 //! - `rules`, `name`: pure logic (access rules and quotas; file names, URL and query decoding).
 //! - `crypto`: HMAC-SHA256 and random hex, for every protocol.
 //! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
@@ -37,10 +37,10 @@ pub mod cleanup;
 pub mod config;
 pub mod crypto;
 pub mod devserver;
-pub mod external;
 pub mod fcgi;
-pub mod file_share;
 pub mod files;
+pub mod hmac;
+pub mod jwt;
 pub mod metrics;
 pub mod name;
 pub mod refusal;

@@ -7,7 +7,7 @@ use crate::config::SignedPrefix;
 use crate::files::SafePath;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
-use crate::{App, authorize, external, file_share, metrics, slot, transfer, unix_now};
+use crate::{App, authorize, hmac, jwt, metrics, slot, transfer, unix_now};
 
 /// Where a request path points.
 #[derive(Debug)]
@@ -104,16 +104,16 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
             },
         ) => transfer::serve(app, req, token, raw_name),
         ("PUT", Endpoint::External { ext, raw_rest }) => {
-            external::receive(app, ext, req, raw_rest, body, now)
+            hmac::receive(app, ext, req, raw_rest, body, now)
         }
         ("GET" | "HEAD", Endpoint::External { ext, raw_rest }) => {
-            external::serve(app, ext, req, raw_rest)
+            hmac::serve(app, ext, req, raw_rest)
         }
         ("PUT", Endpoint::FileShare { share, raw_rest }) => {
-            file_share::receive(app, share, req, raw_rest, body, now)
+            jwt::receive(app, share, req, raw_rest, body, now)
         }
         ("GET" | "HEAD", Endpoint::FileShare { share, raw_rest }) => {
-            file_share::serve(app, share, req, raw_rest)
+            jwt::serve(app, share, req, raw_rest)
         }
         (
             "OPTIONS",
@@ -143,10 +143,10 @@ fn decide(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
             SafePath::slot(token, &slot.name)?
         }
         Endpoint::External { ext, raw_rest } if method == "PUT" => {
-            external::allow_put(app, ext, req, raw_rest, now)?
+            hmac::allow_put(app, ext, req, raw_rest, now)?
         }
         Endpoint::FileShare { share, raw_rest } if method == "PUT" => {
-            file_share::allow_put(app, share, req, raw_rest, now)?.0
+            jwt::allow_put(app, share, req, raw_rest, now)?.0
         }
         _ => {
             return Err(

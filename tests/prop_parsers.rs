@@ -18,9 +18,9 @@ use sha2::Sha256;
 
 use xmpp_http_upload::authorize::{check_media_type, declared_length, media_type};
 use xmpp_http_upload::config::{Config, parse_human_duration, parse_human_size};
-use xmpp_http_upload::external::{Version, signature_from_query, signed_message, verify};
-use xmpp_http_upload::file_share::verify_token;
 use xmpp_http_upload::files::{SafePath, is_token};
+use xmpp_http_upload::hmac::{Version, signature_from_query, signed_message, verify};
+use xmpp_http_upload::jwt::verify_token;
 use xmpp_http_upload::name::{
     MAX_NAME_BYTES, is_safe_name, parse_query, percent_decode_segment, percent_encode_segment,
     sanitize_file_name, url_name_matches,
