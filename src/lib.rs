@@ -31,25 +31,26 @@
 //! - `admin`: the administrator's commands (`files`, `purge`, `usage`, `check`).
 
 pub mod admin;
-pub mod authorize;
 pub mod cgi;
 pub mod cleanup;
 pub mod config;
+pub mod content_type;
 pub mod crypto;
 pub mod devserver;
+pub mod download;
 pub mod fcgi;
 pub mod files;
 pub mod hmac;
 pub mod jwt;
 pub mod metrics;
 pub mod name;
+pub mod put;
 pub mod refusal;
 pub mod request;
 pub mod route;
 pub mod rules;
 pub mod slot;
 pub mod store;
-pub mod transfer;
 
 use config::Config;
 use files::UploadDir;

@@ -16,8 +16,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
 use sha2::Sha256;
 
-use xmpp_http_upload::authorize::{check_media_type, declared_length, media_type};
 use xmpp_http_upload::config::{Config, parse_human_duration, parse_human_size};
+use xmpp_http_upload::content_type::media_type;
 use xmpp_http_upload::files::{SafePath, is_token};
 use xmpp_http_upload::hmac::{Version, signature_from_query, signed_message, verify};
 use xmpp_http_upload::jwt::verify_token;
@@ -25,6 +25,7 @@ use xmpp_http_upload::name::{
     MAX_NAME_BYTES, is_safe_name, parse_query, percent_decode_segment, percent_encode_segment,
     sanitize_file_name, url_name_matches,
 };
+use xmpp_http_upload::put::{check_media_type, declared_length};
 use xmpp_http_upload::request::Request;
 
 /// The number of cases: `PROPTEST_CASES` when set, else `default`.
