@@ -132,7 +132,7 @@ fn file_entry(app: &App, slot: &Slot) -> FileEntry {
     };
     FileEntry {
         url,
-        path: SafePath::for_slot(slot)
+        path: SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             .map(|p| p.to_string())
             .unwrap_or_default(),
         name: slot.name.clone(),
@@ -224,7 +224,7 @@ pub fn purge(app: &App, jid: &str, dry_run: bool, now: i64) -> Result<PurgeRepor
     };
     report.slots = slots.len();
     for slot in &slots {
-        let Ok(path) = SafePath::for_slot(slot) else {
+        let Ok(path) = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name) else {
             // A record whose name could never be a file: nothing on disk to remove.
             if !dry_run {
                 app.store.forget_purged(&slot.token)?;
@@ -590,7 +590,7 @@ pub fn check(app: &App, repair: bool, now: i64) -> Result<CheckReport, Error> {
             // retention, removes it.
             _ => continue,
         };
-        let path = SafePath::for_slot(slot)
+        let path = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             .map(|p| p.to_string())
             .unwrap_or_else(|_| slot.token.clone());
         let repaired = repair && {

@@ -136,7 +136,7 @@ fn sweep(app: &App, now: i64) -> Result<Report, Error> {
 
     // Uploads of the JWT protocol go at their own `expires`.
     for slot in app.store.expiring_before(now)? {
-        if let Ok(path) = SafePath::for_slot(&slot)
+        if let Ok(path) = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             && app.uploads.remove(&path)?
         {
             report.expired_files.push(path.to_string());
@@ -147,7 +147,7 @@ fn sweep(app: &App, now: i64) -> Result<Report, Error> {
     // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload:
     // the retention of the rule that allowed it, recorded then, or the global one.
     for slot in app.store.past_retention(now, retention)? {
-        if let Ok(path) = SafePath::for_slot(&slot)
+        if let Ok(path) = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             && app.uploads.remove(&path)?
         {
             report.expired_files.push(path.to_string());
@@ -219,7 +219,7 @@ fn settle_unconfirmed_slots(
     report: &mut Report,
 ) -> Result<(), Error> {
     for slot in app.store.unconfirmed(created_cutoff)? {
-        let path = SafePath::for_slot(&slot).ok();
+        let path = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name).ok();
         if path.as_ref().is_some_and(|p| app.uploads.exists(p)) {
             let allowed_at = slot.authorized.unwrap_or(slot.created);
             // (false only when the slot was purged meanwhile: its file is then in `purged`)

@@ -98,7 +98,7 @@ pub fn allow_put(
     now: i64,
 ) -> Result<Allowed, Outcome> {
     let (segments, signed_path) = decode_path(raw_rest)?;
-    let path = SafePath::external(&ext.dir, &segments)?;
+    let path = SafePath::under(&ext.dir, &segments)?;
     let signature = signature_from_query(&req.query)?;
     let size = declared_length(req)?;
     let content_type = req.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
@@ -144,7 +144,7 @@ pub fn serve(
 ) -> Result<Response, Outcome> {
     let not_found = |_| Refusal::no_file_at(&req.path);
     let (segments, _) = decode_path(raw_rest).map_err(not_found)?;
-    let path = SafePath::external(&ext.dir, &segments).map_err(not_found)?;
+    let path = SafePath::under(&ext.dir, &segments).map_err(not_found)?;
     serve_file(app, req, &path, guessed_type(path.file_name()))
 }
 

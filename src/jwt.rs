@@ -112,7 +112,7 @@ pub fn allow_put(
         .into());
     }
     let path =
-        SafePath::external(&share.dir, &segments).map_err(|r| Refusal::bad_request(r.message))?;
+        SafePath::under(&share.dir, &segments).map_err(|r| Refusal::bad_request(r.message))?;
     let size = declared_length(req)?;
     if size != claims.filesize {
         return Err(Refusal::new(
@@ -197,7 +197,7 @@ pub fn serve(
 ) -> Result<Response, Outcome> {
     let not_found = || Refusal::no_file_at(&req.path);
     let segments = percent_decode_path(raw_rest).ok_or_else(not_found)?;
-    let path = SafePath::external(&share.dir, &segments).map_err(|_| not_found())?;
+    let path = SafePath::under(&share.dir, &segments).map_err(|_| not_found())?;
     serve_file(app, req, &path, guessed_type(path.file_name()))
 }
 
