@@ -91,6 +91,7 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
     }
 }
 
+/// The endpoint's answer, or why not: the table of which method may do what where.
 fn dispatch(app: &App, req: &Request, body: &mut dyn Read, now: i64) -> Result<Response, Outcome> {
     let method = req.method.as_str();
     let endpoint = endpoint(app, &req.path);
@@ -168,6 +169,7 @@ fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
     metrics::count_refusal(app, protocol, refusal);
 }
 
+/// 405 for a method the URL does not take.
 fn method_not_allowed(method: &str) -> Outcome {
     Refusal::new(
         RefusalKind::MethodNotAllowed,
@@ -176,6 +178,8 @@ fn method_not_allowed(method: &str) -> Outcome {
     .into()
 }
 
+/// Where `path` points: the slot API's own URLs first, then the signed prefixes (HMAC, JWT) in
+/// the configuration's order, then a slot's `<token>/<name>` under the PUT or GET prefix.
 fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
     let config = &app.config;
     if let Some(rest) = path.strip_prefix(config.slot_prefix.as_str()) {
