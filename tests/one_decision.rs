@@ -131,78 +131,27 @@ fn a_refused_slot_put_is_refused_alike_all_three_ways() {
         chunked: false,
         body: b"hello",
     };
-    let cases = [
-        (
-            Case::new(
-                "longer",
-                slot.put_path.clone(),
-                typed(Some("6"), "text/plain"),
-            ),
-            413,
-        ),
-        (
-            Case::new(
-                "shorter",
-                slot.put_path.clone(),
-                typed(Some("4"), "text/plain"),
-            ),
-            400,
-        ),
-        (
-            Case::new(
-                "no length",
-                slot.put_path.clone(),
-                typed(None, "text/plain"),
-            ),
-            411,
-        ),
-        (
-            Case::new(
-                "chunked",
-                slot.put_path.clone(),
-                Put {
-                    chunked: true,
-                    ..typed(Some("5"), "text/plain")
-                },
-            ),
-            411,
-        ),
-        (
-            Case::new(
-                "other type",
-                slot.put_path.clone(),
-                typed(Some("5"), "image/png"),
-            ),
-            415,
-        ),
-        (
-            Case::new(
-                "a range",
-                slot.put_path.clone(),
-                typed(Some("5"), "text/plain"),
-            )
-            .header("Content-Range", "bytes 0-4/10".into()),
-            400,
-        ),
-        (
-            Case::new(
-                "no such slot",
-                format!("/upload/{}/a.txt", "0".repeat(40)),
-                typed(Some("5"), "text/plain"),
-            ),
-            404,
-        ),
-        (
-            Case::new(
-                "another name",
-                format!("/upload/{}/b.txt", slot.token),
-                typed(Some("5"), "text/plain"),
-            ),
-            404,
-        ),
-    ];
-    for (case, expected) in &cases {
-        refused_alike(&server, case, *expected);
+    let sized = |length: Option<&str>| typed(length, "text/plain");
+    let at_slot = |what, put| Case::new(what, slot.put_path.clone(), put);
+    let chunked = Put {
+        chunked: true,
+        ..sized(Some("5"))
+    };
+    let ranged =
+        at_slot("a range", sized(Some("5"))).header("Content-Range", "bytes 0-4/10".into());
+    let unknown = format!("/upload/{}/a.txt", "0".repeat(40));
+    let renamed = format!("/upload/{}/b.txt", slot.token);
+    for (case, expected) in [
+        (at_slot("longer", sized(Some("6"))), 413),
+        (at_slot("shorter", sized(Some("4"))), 400),
+        (at_slot("no length", sized(None)), 411),
+        (at_slot("chunked", chunked), 411),
+        (at_slot("other type", typed(Some("5"), "image/png")), 415),
+        (ranged, 400),
+        (Case::new("no such slot", unknown, sized(Some("5"))), 404),
+        (Case::new("another name", renamed, sized(Some("5"))), 404),
+    ] {
+        refused_alike(&server, &case, expected);
     }
     // Nothing was recorded by all those refusals: the slot still takes its one PUT.
     server.upload(
@@ -252,48 +201,26 @@ fn a_refused_jwt_put_is_refused_alike_all_three_ways() {
     let uri = format!("/file_share/{slot}/a.txt");
     let valid = claims(slot, "a.txt", 5, "text/plain", now() + 300);
     let put = || Put::of(b"hello").typed("text/plain");
-    let cases = [
+    let signed = |what, uri: &str, put, authorization: String| {
+        Case::new(what, uri.to_string(), put).header("Authorization", authorization)
+    };
+    let foreign = format!("Bearer {}", hs256_jwt("not the secret", &valid));
+    let expired = bearer(&claims(slot, "a.txt", 5, "text/plain", now() - 1));
+    let shorter = Put::of(b"hell").typed("text/plain");
+    let other_type = Put::of(b"hello").typed("image/png");
+    let other_uri = format!("/file_share/{slot}/b.txt");
+    for (case, expected) in [
         (Case::new("no token", uri.clone(), put()), 401),
+        (signed("another secret", &uri, put(), foreign), 401),
+        (signed("expired", &uri, put(), expired), 410),
+        (signed("other size", &uri, shorter, bearer(&valid)), 413),
+        (signed("other type", &uri, other_type, bearer(&valid)), 415),
         (
-            Case::new("another secret", uri.clone(), put()).header(
-                "Authorization",
-                format!("Bearer {}", hs256_jwt("not the secret", &valid)),
-            ),
-            401,
-        ),
-        (
-            Case::new("expired", uri.clone(), put()).header(
-                "Authorization",
-                bearer(&claims(slot, "a.txt", 5, "text/plain", now() - 1)),
-            ),
-            410,
-        ),
-        (
-            Case::new(
-                "other size",
-                uri.clone(),
-                Put::of(b"hell").typed("text/plain"),
-            )
-            .header("Authorization", bearer(&valid)),
-            413,
-        ),
-        (
-            Case::new(
-                "other type",
-                uri.clone(),
-                Put::of(b"hello").typed("image/png"),
-            )
-            .header("Authorization", bearer(&valid)),
-            415,
-        ),
-        (
-            Case::new("another URL", format!("/file_share/{slot}/b.txt"), put())
-                .header("Authorization", bearer(&valid)),
+            signed("another URL", &other_uri, put(), bearer(&valid)),
             400,
         ),
-    ];
-    for (case, expected) in &cases {
-        refused_alike(&server, case, *expected);
+    ] {
+        refused_alike(&server, &case, expected);
     }
 }
 
