@@ -51,9 +51,7 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
         uploaded: None,
         area: None,
         expires: None,
-        retention: limits
-            .retention
-            .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        retention: limits.retention,
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)?;
