@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use crate::config::SignedPrefix;
+use crate::config::{Downloads, SignedPrefix};
 use crate::files::SafePath;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
@@ -96,6 +96,12 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, O
         ) => transfer::receive(app, req, token, raw_name, body, now),
         (
             "GET" | "HEAD",
+            Endpoint::File { get: true, .. }
+            | Endpoint::External { .. }
+            | Endpoint::FileShare { .. },
+        ) if app.config.downloads == Downloads::WebServer => Err(served_by_web_server(req)),
+        (
+            "GET" | "HEAD",
             Endpoint::File {
                 token,
                 raw_name,
@@ -171,6 +177,16 @@ fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
         _ => return,
     };
     metrics::count_refusal(app, protocol, refusal);
+}
+
+/// A GET or HEAD of a file under `webserver_download = true`: the web server was meant to
+/// answer it (config::Downloads says why this is a refusal, not a redirect).
+fn served_by_web_server(req: &Request) -> Outcome {
+    Refusal::not_found(format!(
+        "{} {} is for the web server to serve (webserver_download = true), not this program",
+        req.method, req.path
+    ))
+    .into()
 }
 
 fn method_not_allowed(method: &str) -> Outcome {
