@@ -14,8 +14,9 @@
 //! section of the vhost is looked at; INSTALL.md tells the admin to check for one) and the
 //! shared-hosting `.htaccess` files (tested with the CGI front end).
 
-#[path = "common/web.rs"]
-mod web;
+mod common;
+
+use common::web;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -243,16 +244,16 @@ fn every_upload_comes_back_as_bytes(stack: &Stack, stub: &StubFastCgi) {
             &path,
             "-H",
             "Content-Type: application/octet-stream",
-            &slot.put,
+            &slot.put_url,
         ]);
         if put.status != 201 {
             stack.fail(&format!("PUT {}: {put:?}", sample.name));
         }
         for method in ["GET", "HEAD"] {
             let get = if method == "GET" {
-                curl(&[&slot.get])
+                curl(&[&slot.get_url])
             } else {
-                curl(&["-I", &slot.get])
+                curl(&["-I", &slot.get_url])
             };
             if get.status != 200 {
                 stack.fail(&format!("{method} {}: {get:?}", sample.name));

@@ -1,5 +1,8 @@
 //! Test harness: a temporary directory with a config, the built binary serving FastCGI on a Unix
 //! socket in it, and helpers to ask for slots and to PUT/GET the way nginx, Apache and a client do.
+//! The one harness of every test in `tests/` (`mod common;`): `web` starts real web servers,
+//! `fcgi` speaks the wire, `signing` signs HMAC and JWT uploads; what more than one test needs
+//! (a temporary directory, polling, memory peaks, slots, download checks) is defined once here.
 //!
 //! Every test gets its own directory (`<tmp>/xhu-test-<pid>-<counter>`), removed on drop; the
 //! server process is killed on drop, and its log (stderr) is printed when the test panicked.
@@ -9,8 +12,11 @@
 pub mod fcgi;
 /// HMAC and JWT signing helpers for the external-upload protocols.
 pub mod signing;
+/// Real nginx and Apache started from the shipped configurations, and curl as the client.
+pub mod web;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,10 +41,17 @@ pub struct TempDir {
 impl TempDir {
     /// Creates `<tmp>/xhu-test-<pid>-<n>`.
     pub fn new() -> TempDir {
+        TempDir::labelled("test")
+    }
+
+    /// Creates `<tmp>/xhu-<label>-<pid>-<n>`, open to everyone for reading (mode 0755): a web
+    /// server's children (Apache's www-data) must be able to walk in.
+    pub fn labelled(label: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("xhu-test-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("xhu-{label}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create test dir");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod test dir");
         TempDir { path }
     }
 }
@@ -56,13 +69,19 @@ impl Drop for TempDir {
 /// The top of a config most tests use: fixed base URL, the Django prefixes, downloads by the
 /// program, the slot API open to 127.0.0.1. Append `[[rules]]` (and more tables) to it.
 pub fn standard_config(rules: &str) -> String {
+    standard_config_with("", rules)
+}
+
+/// [`standard_config`] with more top-level keys (`top`, whole lines such as
+/// `put_timeout = "1s"`), which TOML wants before the first table.
+pub fn standard_config_with(top: &str, rules: &str) -> String {
     format!(
         r#"base_url = "{BASE}"
 slot_prefix = "/http_upload"
 put_prefix = "/upload"
 get_prefix = "/upload"
 webserver_download = false
-
+{top}
 [slot_api]
 allow_from = ["127.0.0.1", "::1"]
 
@@ -284,12 +303,13 @@ impl<'a> Put<'a> {
     }
 }
 
-/// A granted slot, parsed from the `text/plain` answer.
+/// A granted slot: from the program's `text/plain` answer ([`parse_text_slot`]), or through a
+/// web server as ejabberd passes it on ([`web::Stack::slot`]).
 #[derive(Clone, Debug)]
 pub struct Slot {
-    /// The PUT URL as answered.
+    /// The PUT URL the client uses: as answered (FastCGI), percent-encoded (web stacks).
     pub put_url: String,
-    /// The GET URL as answered.
+    /// The GET URL, likewise.
     pub get_url: String,
     /// `put_url` without scheme and host.
     pub put_path: String,
@@ -378,10 +398,7 @@ impl Server {
 
     /// The peak resident set size of the server process so far (Linux `VmHWM`), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        peak_rss(self.pid())
     }
 
     /// What the process wrote to stdout/stderr so far.
@@ -560,6 +577,67 @@ pub fn pct_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).expect("decoded URL is UTF-8")
+}
+
+/// Asserts a download the program serves: 200, the bytes, `Content-Length`, `Content-Type`,
+/// the security headers, a `Content-Disposition` (`inline` or not) naming the file as the
+/// URI's last segment decodes, and a HEAD with the same length and no body.
+pub fn assert_download(server: &Server, uri: &str, body: &[u8], content_type: &str, inline: bool) {
+    let get = server.get(uri);
+    assert_eq!(get.status, 200, "GET {uri}: {get}");
+    assert!(get.body == body, "GET {uri}: wrong bytes");
+    assert_eq!(
+        get.header("Content-Length"),
+        Some(body.len().to_string().as_str()),
+        "GET {uri}: {get}"
+    );
+    assert_eq!(
+        get.header("Content-Type"),
+        Some(content_type),
+        "GET {uri}: {get}"
+    );
+    assert_eq!(
+        get.header("X-Content-Type-Options"),
+        Some("nosniff"),
+        "GET {uri}: {get}"
+    );
+    let csp = get.header("Content-Security-Policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'"),
+        "GET {uri}: CSP {csp:?} is not restrictive"
+    );
+    let disposition = get.header("Content-Disposition").unwrap_or_default();
+    let want = if inline { "inline" } else { "attachment" };
+    assert!(
+        disposition.starts_with(want),
+        "GET {uri}: Content-Disposition {disposition:?}, expected {want}"
+    );
+    let name = pct_decode(uri.rsplit('/').next().unwrap());
+    let named = disposition
+        .split_once("filename*=UTF-8''")
+        .map(|(_, n)| pct_decode(n.trim()));
+    assert_eq!(
+        named.as_deref(),
+        Some(name.as_str()),
+        "GET {uri}: Content-Disposition {disposition:?} does not name the file"
+    );
+
+    let head = server.call("HEAD", uri, &[]);
+    assert_eq!(head.status, 200, "HEAD {uri}: {head}");
+    assert!(head.body.is_empty(), "HEAD {uri} with a body: {head}");
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(body.len().to_string().as_str()),
+        "HEAD {uri}: {head}"
+    );
+}
+
+/// The peak resident set size of process `pid` so far (Linux `VmHWM`), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Polls `f` until it is true or `timeout` passes.
