@@ -70,16 +70,9 @@ fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
         let _ = err.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("CGI process did not finish");
-        }
-        thread::sleep(Duration::from_millis(10));
+    let Some(status) = wait_for_exit(&mut child, timeout) else {
+        let _ = child.kill();
+        panic!("CGI process did not finish");
     };
     std::process::Output {
         status,

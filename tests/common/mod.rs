@@ -670,17 +670,61 @@ pub fn body_of(len: usize, seed: u32) -> Vec<u8> {
 impl Server {
     /// Waits (at most `timeout`) for the process to exit; its status, or `None` if it still runs.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&mut self.child, timeout)
     }
+}
+
+/// Waits (at most `timeout`) for `child` to exit; its status, or `None` if it still runs.
+pub fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What an end-to-end driver (tests/e2e/) printed when it passed.
+pub struct E2eRun {
+    /// Its stdout: the client's `ok` lines and the `E2E RESULT` lines.
+    pub stdout: String,
+    /// Its stderr, for failure messages.
+    pub stderr: String,
+}
+
+/// Runs the end-to-end driver `script` (relative to the repository) for `generation` on the
+/// binary under test. `None` when it skipped (exit 77: `server`, nginx or the Python modules
+/// are missing), which under `CI=true` fails the test; a failed run fails the test.
+pub fn run_e2e_driver(script: &str, server: &str, generation: &str) -> Option<E2eRun> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .env("XHU_BIN", BIN)
+        .env("XHU_E2E_GENERATION", generation)
+        .output()
+        .unwrap_or_else(|e| panic!("run bash {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() == Some(77) {
+        assert!(
+            !ci,
+            "CI=true but the {server} {generation} e2e dependencies are missing:\n{stdout}{stderr}"
+        );
+        let test = thread::current().name().unwrap_or("e2e").to_string();
+        eprintln!("SKIPPED {test}: {}", stdout.trim());
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "the {server} ({generation}) end-to-end test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    Some(E2eRun { stdout, stderr })
 }
 
 /// `runserver` (the development server) on a free loopback port, killed on drop.
@@ -699,10 +743,7 @@ impl Drop for DevServer {
 
 /// Starts `runserver` with its data in `data` and waits until it listens.
 pub fn start_dev(data: &Path) -> DevServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = web::unused_port();
     let child = Command::new(BIN)
         .args([
             "runserver",
@@ -718,9 +759,7 @@ pub fn start_dev(data: &Path) -> DevServer {
         .spawn()
         .expect("start runserver");
     let server = DevServer { child, port };
-    let up = wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let up = wait_until(Duration::from_secs(20), || web::port_is_open(port));
     assert!(up, "runserver did not listen on {port}");
     server
 }
