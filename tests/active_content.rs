@@ -16,8 +16,6 @@
 
 mod common;
 
-use common::web;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -29,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use common::web;
 use web::{Flavour, Settings, Stack, Surroundings, available, curl};
 
 const ALICE: &str = "alice@example.org";
@@ -304,15 +303,6 @@ fn every_upload_comes_back_as_bytes(stack: &Stack, stub: &StubFastCgi) {
     }
 }
 
-/// A directory Apache's children (www-data when the tests run as root) can reach.
-fn socket_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xhu-stub-{label}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create the stub's directory");
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod stub dir");
-    dir
-}
-
 /// Server-level configuration as Debian's PHP and module packages write it, every handler
 /// pointed at `socket`, and a plain virtual host on `probe_port` serving `probe_root`, where
 /// the handlers do run (which shows that they are live).
@@ -363,17 +353,16 @@ fn apache_serves_uploaded_scripts_as_bytes() {
     if !available(Flavour::ApacheDav) {
         return;
     }
-    let dir = socket_dir("apache");
+    // Reachable by Apache's children (www-data when the tests run as root).
+    let stub_dir = common::TempDir::labelled("stub-apache");
+    let dir = &stub_dir.path;
     let stub = StubFastCgi::unix(&dir.join("php-fpm.sock"));
     let probe_root = dir.join("site");
     fs::create_dir_all(&probe_root).expect("create the probe site");
     for name in ["index.php", "pic.php.png", "checked.php7"] {
         fs::write(probe_root.join(name), "<?php ?>").expect("write a probe file");
     }
-    let probe_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let probe_port = web::unused_port();
     let settings = Settings {
         around: apache_handlers(&stub.address, probe_port, &probe_root),
         ..Settings::default()
@@ -391,7 +380,6 @@ fn apache_serves_uploaded_scripts_as_bytes() {
     assert_eq!(stub.hits(), 3, "the stub counts what reaches it");
     stub.hits.store(0, Ordering::SeqCst);
     every_upload_comes_back_as_bytes(&stack, &stub);
-    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]

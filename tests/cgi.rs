@@ -281,11 +281,7 @@ fn fastcgi_on_fd_0_like_mod_fcgid() {
 #[test]
 fn fastcgi_over_tcp() {
     let env = Env::new(&standard_config(ALLOW_ALL));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = web::unused_port();
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(BIN)
         .args([

@@ -12,11 +12,10 @@
 
 mod common;
 
-use common::web;
-
 use std::fs;
 use std::path::Path;
 
+use common::web;
 use web::{Answer, Flavour, HMAC_PREFIX, JWT_PREFIX, Stack, available, curl};
 
 const ALICE: &str = "alice@example.org";

@@ -8,8 +8,6 @@
 
 mod common;
 
-use common::web;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -20,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::web;
 use web::{Answer, Flavour, SECRET, Settings, Stack, available, curl, port_is_open, unused_port};
 
 /// A directory nothing creates unless a request manages to start a development server.
@@ -487,8 +486,8 @@ fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
     if !available(Flavour::ApacheCgi) {
         return;
     }
-    let stubs_dir = std::env::temp_dir().join(format!("xhu-stub-{}", std::process::id()));
-    fs::create_dir_all(&stubs_dir).expect("stub dir");
+    let stubs = common::TempDir::labelled("stub");
+    let stubs_dir = &stubs.path;
     let fpm = StubFastCgi::start(stubs_dir.join("fpm.sock"));
     let addhandler = StubFastCgi::start(stubs_dir.join("addhandler.sock"));
     let host = host_with_handlers(&fpm.path, &addhandler.path);
@@ -574,7 +573,6 @@ fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
         ));
     }
     drop(stack);
-    let _ = fs::remove_dir_all(&stubs_dir);
 }
 
 #[test]

@@ -12,8 +12,6 @@
 
 mod common;
 
-use common::web;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::web;
 use sha2::{Digest, Sha256};
 use web::{Flavour, SECRET, Stack, available};
 

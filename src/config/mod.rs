@@ -119,20 +119,6 @@ pub struct SlotApiAccess {
 }
 
 impl Config {
-    /// Reads and validates the configuration file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::whole_file(&file, format!("cannot read this configuration: {e}"))
-        })?;
-        Config::parse(&source, &file)
-    }
-
-    /// Validates configuration text; `file` names it in messages.
-    pub fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
-        validate::parse(source, file)
-    }
-
     /// The development configuration of `runserver`: everything under `data_dir`, the slot API
     /// open to loopback, every JID allowed, the program serving downloads.
     pub fn for_development(data_dir: &Path) -> Config {

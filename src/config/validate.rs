@@ -1,8 +1,8 @@
 //! From the TOML shape (`raw`) to the validated `Config`: one function per key or table, each
-//! naming the key and line of what it refuses. Defaults are set here. Nothing here reads
-//! files or touches the system (`reach` does, for `check-config`).
+//! naming the key and line of what it refuses. Defaults are set here. Reads the file and
+//! nothing else of the system (`reach` checks what the config names, for `check-config`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use regex::RegexBuilder;
@@ -16,68 +16,79 @@ use super::{
 };
 use crate::rules::{Action, Limits, Rule, Window};
 
-/// Validates configuration text; `file` names it in messages.
-pub(super) fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
-    let at = Locator { file, source };
-    let raw: RawConfig = toml::from_str(source).map_err(|e| at.toml_error(&e))?;
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(&file, format!("cannot read this configuration: {e}"))
+        })?;
+        Config::parse(&source, &file)
+    }
 
-    let upload_root = absolute_path(&at, "upload_root", raw.upload_root)?;
-    let database = database(&at, raw.database)?;
-    let base_url = raw.base_url.map(|url| base_url(&at, url)).transpose()?;
-    let slot_prefix = prefix(&at, "slot_prefix", raw.slot_prefix, "/http_upload")?;
-    let put_prefix = prefix(&at, "put_prefix", raw.put_prefix, "/upload")?;
-    let get_prefix = prefix(&at, "get_prefix", raw.get_prefix, &put_prefix)?;
-    let put_timeout = raw
-        .put_timeout
-        .map(|q| duration(&at, "put_timeout", q))
-        .transpose()?
-        .unwrap_or(DEFAULT_PUT_TIMEOUT);
-    let retention = raw
-        .retention
-        .map(|q| duration(&at, "retention", q))
-        .transpose()?
-        .unwrap_or(DEFAULT_RETENTION);
-    let downloads = match raw.webserver_download {
-        Some(false) => Downloads::Program,
-        // The shipped nginx, Apache and shared-hosting configurations serve GETs themselves.
-        Some(true) | None => Downloads::WebServer,
-    };
-    let workers = raw.workers.map(|w| workers(&at, w)).transpose()?;
-    let slot_api = slot_api_access(&at, raw.slot_api)?;
-    let rules = raw
-        .rules
-        .into_iter()
-        .enumerate()
-        .map(|(index, r)| rule(&at, index, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let signed = |table: &str, entries: Vec<RawSignedPrefix>| {
-        entries
+    /// Validates configuration text; `file` names it in messages.
+    pub fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
+        let at = Locator { file, source };
+        let raw: RawConfig = toml::from_str(source).map_err(|e| at.toml_error(&e))?;
+
+        let upload_root = absolute_path(&at, "upload_root", raw.upload_root)?;
+        let database = database(&at, raw.database)?;
+        let base_url = raw.base_url.map(|url| base_url(&at, url)).transpose()?;
+        let slot_prefix = prefix(&at, "slot_prefix", raw.slot_prefix, "/http_upload")?;
+        let put_prefix = prefix(&at, "put_prefix", raw.put_prefix, "/upload")?;
+        let get_prefix = prefix(&at, "get_prefix", raw.get_prefix, &put_prefix)?;
+        let put_timeout = raw
+            .put_timeout
+            .map(|q| duration(&at, "put_timeout", q))
+            .transpose()?
+            .unwrap_or(DEFAULT_PUT_TIMEOUT);
+        let retention = raw
+            .retention
+            .map(|q| duration(&at, "retention", q))
+            .transpose()?
+            .unwrap_or(DEFAULT_RETENTION);
+        let downloads = match raw.webserver_download {
+            Some(false) => Downloads::Program,
+            // The shipped nginx, Apache and shared-hosting configurations serve GETs themselves.
+            Some(true) | None => Downloads::WebServer,
+        };
+        let workers = raw.workers.map(|w| workers(&at, w)).transpose()?;
+        let slot_api = slot_api_access(&at, raw.slot_api)?;
+        let rules = raw
+            .rules
             .into_iter()
             .enumerate()
-            .map(|(index, raw)| signed_prefix(&at, &format!("{table}[{index}]"), raw))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let external = signed("external", raw.external)?;
-    let file_share = signed("file_share", raw.file_share)?;
-    let config = Config {
-        upload_root,
-        database,
-        base_url,
-        slot_prefix,
-        put_prefix,
-        get_prefix,
-        put_timeout,
-        retention,
-        downloads,
-        listen: raw.listen.map(Spanned::into_inner),
-        workers,
-        slot_api,
-        rules,
-        external,
-        file_share,
-    };
-    prefixes_apart(&at, &config)?;
-    Ok(config)
+            .map(|(index, r)| rule(&at, index, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let signed = |table: &str, entries: Vec<RawSignedPrefix>| {
+            entries
+                .into_iter()
+                .enumerate()
+                .map(|(index, raw)| signed_prefix(&at, &format!("{table}[{index}]"), raw))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let external = signed("external", raw.external)?;
+        let file_share = signed("file_share", raw.file_share)?;
+        let config = Config {
+            upload_root,
+            database,
+            base_url,
+            slot_prefix,
+            put_prefix,
+            get_prefix,
+            put_timeout,
+            retention,
+            downloads,
+            listen: raw.listen.map(Spanned::into_inner),
+            workers,
+            slot_api,
+            rules,
+            external,
+            file_share,
+        };
+        prefixes_apart(&at, &config)?;
+        Ok(config)
+    }
 }
 
 /// Each signed prefix must own its URLs: it may neither hold nor lie inside another prefix.
