@@ -11,7 +11,6 @@
 //! database, which is exactly what the program's clock would show a day later, and then run
 //! the real `cleanup`.
 
-// `common` only for its module layout; the stacks come from `common/web.rs`.
 mod common;
 
 use std::fs;
