@@ -183,7 +183,7 @@ fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
 /// answer it (config::Downloads says why this is a refusal, not a redirect).
 fn served_by_web_server(req: &Request) -> Outcome {
     Refusal::not_found(format!(
-        "{} {} is for the web server to serve (webserver_download = true), not this program",
+        "{} {:?} is for the web server to serve (webserver_download = true), not this program",
         req.method, req.path
     ))
     .into()
