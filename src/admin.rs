@@ -118,12 +118,10 @@ fn file_entry(app: &App, slot: &Slot) -> FileEntry {
         (None, None) => "waiting",
     };
     let uploaded = slot.uploaded.or(slot.authorized);
-    let put_timeout = i64::try_from(config.put_timeout).unwrap_or(i64::MAX);
+    let put_timeout = config.put_timeout;
     let expires = match uploaded {
         Some(at) => {
-            let retention = slot
-                .retention
-                .unwrap_or_else(|| i64::try_from(config.retention).unwrap_or(i64::MAX));
+            let retention = slot.retention.unwrap_or(config.retention);
             let by_retention = at.saturating_add(retention);
             Some(slot.expires.map_or(by_retention, |e| e.min(by_retention)))
         }
@@ -352,8 +350,7 @@ impl fmt::Display for UsageReport {
 /// Totals at `now`, and the `top` JIDs by bytes (`0`: every JID).
 pub fn usage(app: &App, top: usize, now: i64) -> Result<UsageReport, Error> {
     let mut report = UsageReport::default();
-    let unused_cutoff =
-        now.saturating_sub(i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX));
+    let unused_cutoff = now.saturating_sub(app.config.put_timeout);
     let mut per_jid: HashMap<String, (u64, u64)> = HashMap::new();
     app.store.for_each_slot(|slot| {
         let counted = match (slot.authorized, slot.uploaded) {

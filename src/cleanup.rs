@@ -92,9 +92,7 @@ pub fn reapply_rules(app: &App) -> Result<Reapplied, Error> {
                 action: Action::Allow(limits),
                 ..
             }) => {
-                let retention = limits
-                    .retention
-                    .map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+                let retention = limits.retention;
                 if retention != slot.retention {
                     changes.push((slot.token, retention));
                 }
@@ -120,12 +118,11 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
 
 fn sweep(app: &App, now: i64) -> Result<Report, Error> {
     let mut report = Report::default();
-    let put_timeout = i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX);
-    let retention_cutoff =
-        now.saturating_sub(i64::try_from(app.config.retention).unwrap_or(i64::MAX));
+    let put_timeout = app.config.put_timeout;
+    let retention_cutoff = now.saturating_sub(app.config.retention);
     let grace_cutoff = now.saturating_sub(TRANSFER_GRACE);
 
-    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
+    let retention = app.config.retention;
     settle_unconfirmed_slots(
         app,
         now,

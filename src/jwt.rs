@@ -180,9 +180,7 @@ fn record_upload(
         area: Some(share.dir.clone()),
         expires: claims.expires.map(|e| e as i64),
         // The earlier of the two wins: cleanup deletes at `expires` and after `retention`.
-        retention: limits
-            .retention
-            .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        retention: limits.retention,
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use crate::config::SignedPrefix;
+use crate::config::{Downloads, SignedPrefix};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::{App, hmac, jwt, metrics, put, slot, unix_now};
@@ -149,6 +149,9 @@ fn upload(
 /// A GET or HEAD of a file, served by the program (`webserver_download = false`, or the
 /// development server): its protocol finds the file.
 fn download(app: &App, req: &Request, url: FileUrl) -> Result<Response, Outcome> {
+    if app.config.downloads == Downloads::WebServer {
+        return Err(served_by_web_server(req));
+    }
     match url {
         FileUrl::Slot { token, raw_name } => slot::serve(app, req, token, raw_name),
         FileUrl::Hmac { prefix, raw_rest } => hmac::serve(app, prefix, req, raw_rest),
@@ -167,6 +170,16 @@ fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
         _ => return,
     };
     metrics::count_refusal(app, protocol, refusal);
+}
+
+/// A GET or HEAD of a file under `webserver_download = true`: the web server was meant to
+/// answer it (config::Downloads says why this is a refusal, not a redirect).
+fn served_by_web_server(req: &Request) -> Outcome {
+    Refusal::not_found(format!(
+        "{} {:?} is for the web server to serve (webserver_download = true), not this program",
+        req.method, req.path
+    ))
+    .into()
 }
 
 /// 405 for a method the URL does not take.

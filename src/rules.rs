@@ -31,13 +31,13 @@ pub struct Limits {
     pub uploads_per_window: Option<Window>,
     /// How long this rule's uploads are kept, in seconds, recorded with each slot at upload;
     /// `None`: the global `retention`, as it stands when cleanup runs.
-    pub retention: Option<u64>,
+    pub retention: Option<i64>,
 }
 
 /// "At most `amount` (bytes or uploads) within any `seconds` long window ending now".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub seconds: u64,
+    pub seconds: i64,
     pub amount: u64,
 }
 
@@ -145,7 +145,7 @@ pub fn retry_after(
     let mut used = entries
         .iter()
         .fold(0u64, |sum, &(_, bytes)| sum.saturating_add(cost(bytes)));
-    let seconds = i64::try_from(window.seconds).unwrap_or(i64::MAX);
+    let seconds = window.seconds;
     for (created, bytes) in entries {
         if used.saturating_add(wanted) <= window.amount {
             break;

@@ -60,9 +60,7 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
         uploaded: None,
         area: None,
         expires: None,
-        retention: limits
-            .retention
-            .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        retention: limits.retention,
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)?;
@@ -162,7 +160,7 @@ pub fn allow_put(
     }
     app.uploads.check_absent(&path)?;
     let age = now.saturating_sub(slot.created);
-    if age >= i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX) {
+    if age >= app.config.put_timeout {
         return Err(Refusal::new(
             RefusalKind::Gone,
             format!(

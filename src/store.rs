@@ -325,7 +325,7 @@ impl Store {
         &self,
         slot: &Slot,
         limits: &Limits,
-        put_timeout: u64,
+        put_timeout: i64,
     ) -> Result<(), Outcome> {
         // SQLite integers are signed: a size it cannot hold is one no upload can have.
         let Ok(stored_size) = i64::try_from(slot.size) else {
@@ -888,9 +888,7 @@ fn with_retry_after(
     let mut wait: Option<u64> = None;
     for (window, counts_bytes) in windows {
         let Some(window) = window else { continue };
-        let since = slot
-            .created
-            .saturating_sub(i64::try_from(window.seconds).unwrap_or(i64::MAX));
+        let since = slot.created.saturating_sub(window.seconds);
         let inside: Vec<(i64, u64)> = in_window
             .iter()
             .copied()
@@ -914,10 +912,10 @@ fn usage(
     tx: &rusqlite::Transaction,
     slot: &Slot,
     limits: &Limits,
-    put_timeout: u64,
+    put_timeout: i64,
 ) -> rusqlite::Result<(Usage, Vec<(i64, u64)>)> {
     let now = slot.created;
-    let since = |seconds: u64| now.saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX));
+    let since = |seconds: i64| now.saturating_sub(seconds);
     let unused_cutoff = since(put_timeout);
     let bytes_since = limits.bytes_per_window.map(|w| since(w.seconds));
     let uploads_since = limits.uploads_per_window.map(|w| since(w.seconds));
