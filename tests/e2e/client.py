@@ -368,7 +368,7 @@ class E2EClient(slixmpp.ClientXMPP):
 
     def examine(self, service, kind, s, size, ctype, name):
         a = self.args
-        base = f"http://127.0.0.1:{a.nginx_port}"
+        base = f"https://127.0.0.1:{a.nginx_port}"
         if kind == "hmac":
             check(s["get"] == s["put"].split("?")[0], f"{service}: GET URL = PUT URL without the query")
             check(not s["headers"], f"{service}: no PUT headers in the slot", str(s["headers"]))
