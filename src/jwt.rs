@@ -20,6 +20,7 @@ use crate::content_type::{guessed_type, valid_content_type};
 use crate::crypto::hmac_sha256_matches;
 use crate::download::serve_file;
 use crate::files::SafePath;
+use crate::jid::bare_jid;
 use crate::name::percent_decode_path;
 use crate::put::{Allowed, check_media_type, declared_length};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
@@ -30,7 +31,7 @@ use crate::store::{Slot, already_authorized};
 /// The claims of an upload token, as Prosody 0.12 and 13 write them (`docs/xmpp-servers.md`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Claims {
-    /// The uploader's bare JID.
+    /// The uploader's JID, made bare and lower-case by `verify_token` (`jid::bare_jid`).
     pub sub: String,
     /// The PUT deadline (unix seconds).
     pub exp: f64,
@@ -81,8 +82,13 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, Refusal> {
     if !hmac_sha256_matches(secret, &token.as_bytes()[..signed_len], &mac) {
         return Err(unauthorized("token signature does not match"));
     }
-    serde_json::from_slice(&decode(payload, "payload")?)
-        .map_err(|e| unauthorized(format!("token claims unusable: {e}")))
+    let mut claims: Claims = serde_json::from_slice(&decode(payload, "payload")?)
+        .map_err(|e| unauthorized(format!("token claims unusable: {e}")))?;
+    // The rules, quotas and admin commands meet the uploader as the slot API's `jid=`: bare and
+    // lower-case. A `sub` that is no JID makes the token unusable, like any claim out of shape.
+    claims.sub = bare_jid(&claims.sub)
+        .map_err(|r| unauthorized(format!("token claims unusable: sub: {}", r.message)))?;
+    Ok(claims)
 }
 
 /// May this PUT to `<prefix>/<raw_rest>` proceed? Checks the token, then the URL, length and
@@ -151,9 +157,7 @@ fn record_upload(
     now: i64,
 ) -> Result<(), Outcome> {
     if let Some(existing) = app.store.slot(&claims.slot)? {
-        if existing.jid == claims.sub.to_lowercase()
-            && existing.area.as_deref() == Some(share.dir.as_str())
-        {
+        if existing.jid == claims.sub && existing.area.as_deref() == Some(share.dir.as_str()) {
             if once {
                 return Err(already_authorized(&claims.filename).into());
             }
@@ -165,12 +169,10 @@ fn record_upload(
         ))
         .into());
     }
-    // As for the slot API: JIDs compare case-insensitively.
-    let jid = claims.sub.to_lowercase();
-    let limits = limits_for(&app.config.rules, &jid)?;
+    let limits = limits_for(&app.config.rules, &claims.sub)?;
     let slot = Slot {
         token: claims.slot.clone(),
-        jid,
+        jid: claims.sub.clone(),
         name: claims.filename.clone(),
         size: claims.filesize,
         content_type: claims.filetype.clone(),
@@ -244,6 +246,16 @@ mod tests {
         assert!(verify_token(b"k", &tampered).is_err());
         assert!(verify_token(b"k", "a.b").is_err());
         assert!(verify_token(b"k", "").is_err());
+    }
+
+    #[test]
+    fn sub_is_the_bare_lower_case_jid() {
+        let payload = PAYLOAD.replace("\"a@b\"", "\"A@B/phone\"");
+        let claims = verify_token(b"k", &sign(b"k", HEADER, &payload)).unwrap();
+        assert_eq!(claims.sub, "a@b");
+        let payload = PAYLOAD.replace("\"a@b\"", "\"a b@c\"");
+        let refused = verify_token(b"k", &sign(b"k", HEADER, &payload)).unwrap_err();
+        assert_eq!(refused.kind, RefusalKind::Unauthorized);
     }
 
     #[test]
