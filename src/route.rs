@@ -8,8 +8,9 @@ use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::{App, hmac, jwt, metrics, put, slot, unix_now};
 
-/// Where a request path points.
-#[derive(Debug)]
+/// Where a request path points: found once per request (`handle`), then dispatched on and
+/// counted by.
+#[derive(Debug, Clone, Copy)]
 enum Endpoint<'a> {
     Slot,
     MaxSize,
@@ -56,7 +57,8 @@ impl FileUrl<'_> {
 pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
     // The one clock reading of the request: every decision and record of it uses this `now`.
     let now = unix_now();
-    let outcome = dispatch(app, req, body, now);
+    let endpoint = endpoint(app, &req.path);
+    let outcome = dispatch(app, req, endpoint, body, now);
     match outcome {
         Ok(response) => {
             if req.decide_only {
@@ -66,7 +68,7 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         }
         Err(Outcome::Refused(refusal)) => {
             log::info!("refused {} {}: {}", req.method, req.path, refusal);
-            count_refusal(app, req, &refusal);
+            count_refusal(app, req, endpoint, &refusal);
             if req.decide_only {
                 // nginx turns any status but 2xx/401/403 into a 500 for the client (BEHAVIOUR.md §8);
                 // a 401 passes through with its WWW-Authenticate. The web server answers the
@@ -92,9 +94,14 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
 }
 
 /// The endpoint's answer, or why not: the table of which method may do what where.
-fn dispatch(app: &App, req: &Request, body: &mut dyn Read, now: i64) -> Result<Response, Outcome> {
+fn dispatch(
+    app: &App,
+    req: &Request,
+    endpoint: Endpoint,
+    body: &mut dyn Read,
+    now: i64,
+) -> Result<Response, Outcome> {
     let method = req.method.as_str();
-    let endpoint = endpoint(app, &req.path);
     if req.decide_only {
         // The web server asks whether to let a request through: only a PUT to an upload URL.
         return match endpoint {
@@ -162,8 +169,8 @@ fn download(app: &App, req: &Request, url: FileUrl) -> Result<Response, Outcome>
 /// The one place refusals are counted: a refused slot request by its reason, a refused PUT
 /// (decided or received) by its protocol and reason. Other refusals (downloads, unknown
 /// URLs, `max_size`, `metrics`) are not counted.
-fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
-    let protocol = match endpoint(app, &req.path) {
+fn count_refusal(app: &App, req: &Request, endpoint: Endpoint, refusal: &Refusal) {
+    let protocol = match endpoint {
         Endpoint::Slot => None,
         _ if req.method != "PUT" => return,
         Endpoint::File { url, put, .. } if put => Some(url.protocol()),
