@@ -31,7 +31,7 @@ use crate::store::{Slot, already_authorized};
 /// The claims of an upload token, as Prosody 0.12 and 13 write them (`docs/xmpp-servers.md`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Claims {
-    /// The uploader's JID, made bare and lower-case by `verify_token` (`jid::bare_jid`).
+    /// The uploader's JID, as sent (`uploader` makes it the JID the rules see).
     pub sub: String,
     /// The PUT deadline (unix seconds).
     pub exp: f64,
@@ -82,13 +82,16 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, Refusal> {
     if !hmac_sha256_matches(secret, &token.as_bytes()[..signed_len], &mac) {
         return Err(unauthorized("token signature does not match"));
     }
-    let mut claims: Claims = serde_json::from_slice(&decode(payload, "payload")?)
-        .map_err(|e| unauthorized(format!("token claims unusable: {e}")))?;
-    // The rules, quotas and admin commands meet the uploader as the slot API's `jid=`: bare and
-    // lower-case. A `sub` that is no JID makes the token unusable, like any claim out of shape.
-    claims.sub = bare_jid(&claims.sub)
-        .map_err(|r| unauthorized(format!("token claims unusable: sub: {}", r.message)))?;
-    Ok(claims)
+    serde_json::from_slice(&decode(payload, "payload")?)
+        .map_err(|e| unauthorized(format!("token claims unusable: {e}")))
+}
+
+/// The uploader as the rules, quotas and admin commands meet it: `sub` made bare and
+/// lower-case, as the slot API's `jid=` is. A `sub` that is no JID makes the token unusable
+/// (401), like any claim out of shape.
+fn uploader(claims: &Claims) -> Result<String, Refusal> {
+    bare_jid(&claims.sub)
+        .map_err(|r| unauthorized(format!("token claims unusable: sub: {}", r.message)))
 }
 
 /// May this PUT to `<prefix>/<raw_rest>` proceed? Checks the token, then the URL, length and
@@ -105,6 +108,7 @@ pub fn allow_put(
         .bearer_token()
         .ok_or_else(|| unauthorized("Authorization: Bearer <token> is required"))?;
     let claims = verify_token(&share.secret, token)?;
+    let jid = uploader(&claims)?;
     if claims.exp <= now as f64 {
         return Err(Refusal::new(RefusalKind::Gone, "upload token expired").into());
     }
@@ -137,7 +141,7 @@ pub fn allow_put(
     check_media_type(req, claims.filetype.as_deref())?;
     check_max_file_size(share.max_file_size, size)?;
     app.uploads.check_absent(&path)?;
-    record_upload(app, share, &claims, req.decide_only, now)?;
+    record_upload(app, share, &claims, &jid, req.decide_only, now)?;
     Ok(Allowed {
         path,
         size,
@@ -145,7 +149,7 @@ pub fn allow_put(
     })
 }
 
-/// Applies the rules and quotas of `sub` and records the upload. A slot recorded already is
+/// Applies the rules and quotas of `jid` (the token's uploader) and records the upload. A slot recorded already is
 /// refused when the web server writes the body (`once`: a second body could replace the
 /// first), and accepted again from the same uploader when the program writes it (the retry of
 /// an interrupted transfer, not counted twice; `link` never lets it overwrite).
@@ -153,11 +157,12 @@ fn record_upload(
     app: &App,
     share: &SignedPrefix,
     claims: &Claims,
+    jid: &str,
     once: bool,
     now: i64,
 ) -> Result<(), Outcome> {
     if let Some(existing) = app.store.slot(&claims.slot)? {
-        if existing.jid == claims.sub && existing.area.as_deref() == Some(share.dir.as_str()) {
+        if existing.jid == jid && existing.area.as_deref() == Some(share.dir.as_str()) {
             if once {
                 return Err(already_authorized(&claims.filename).into());
             }
@@ -169,10 +174,10 @@ fn record_upload(
         ))
         .into());
     }
-    let limits = limits_for(&app.config.rules, &claims.sub)?;
+    let limits = limits_for(&app.config.rules, jid)?;
     let slot = Slot {
         token: claims.slot.clone(),
-        jid: claims.sub.clone(),
+        jid: jid.to_string(),
         name: claims.filename.clone(),
         size: claims.filesize,
         content_type: claims.filetype.clone(),
@@ -249,12 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn sub_is_the_bare_lower_case_jid() {
-        let payload = PAYLOAD.replace("\"a@b\"", "\"A@B/phone\"");
-        let claims = verify_token(b"k", &sign(b"k", HEADER, &payload)).unwrap();
-        assert_eq!(claims.sub, "a@b");
-        let payload = PAYLOAD.replace("\"a@b\"", "\"a b@c\"");
-        let refused = verify_token(b"k", &sign(b"k", HEADER, &payload)).unwrap_err();
+    fn the_uploader_is_the_bare_lower_case_sub() {
+        let claims = |sub: &str| {
+            let payload = PAYLOAD.replace("\"a@b\"", &format!("{sub:?}"));
+            verify_token(b"k", &sign(b"k", HEADER, &payload)).unwrap()
+        };
+        assert_eq!(uploader(&claims("A@B/phone")).unwrap(), "a@b");
+        let refused = uploader(&claims("a b@c")).unwrap_err();
         assert_eq!(refused.kind, RefusalKind::Unauthorized);
     }
 
