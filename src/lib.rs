@@ -39,7 +39,8 @@
 //!   `slot` is our slot API (`request_slot`, `max_size`) with its PUTs and GETs;
 //!   `hmac` the signed URLs of `mod_http_upload_external` / ejabberd `external_secret`; `jwt` the
 //!   Bearer tokens of Prosody's `mod_http_file_share`. Each has `allow_put` and `serve`.
-//! - `caller`: who may call the slot API and `metrics` (address, secret). `jid`: the bare,
+//! - `caller`: who may call the slot API and `metrics` (address, secret; `route` asks it once
+//!   for all three URLs, before `slot` or `metrics` answers). `jid`: the bare,
 //!   lower-case JID that rules, quotas and records meet (slot API, JWT `sub`, `--jid`).
 //! - `put`: what every PUT shares (`Allowed`, the length and type checks, the two endings).
 //! - `download`: a stored file served by the program (ranges, conditional GETs, safe headers).

@@ -1,9 +1,13 @@
 //! One `match` from a `Request` to its endpoint, and from the outcome to a `Response`, with one
 //! log line per decision. The front ends call `handle`; nothing here knows the transport.
+//! The slot API's own URLs are the XMPP server's alone: the caller is checked here, once for
+//! all three (`caller`), before the endpoint answers.
 
 use std::io::Read;
 
+use crate::caller::check_caller;
 use crate::config::{Downloads, SignedPrefix};
+use crate::name::parse_query;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::{App, hmac, jwt, metrics, put, slot, unix_now};
@@ -12,9 +16,8 @@ use crate::{App, hmac, jwt, metrics, put, slot, unix_now};
 /// counted by.
 #[derive(Debug, Clone, Copy)]
 enum Endpoint<'a> {
-    Slot,
-    MaxSize,
-    Metrics,
+    /// One of the slot API's own URLs, below `slot_prefix`.
+    SlotApi(ApiUrl),
     /// The URL of a file of one protocol: a PUT may upload to it when `put`, a GET or HEAD
     /// download it when `get` (both, unless it is under only one of the slot API's prefixes).
     File {
@@ -23,6 +26,14 @@ enum Endpoint<'a> {
         get: bool,
     },
     Unknown,
+}
+
+/// The slot API's own URLs: `<slot_prefix>/slot/`, `/max_size/`, `/metrics`.
+#[derive(Debug, Clone, Copy)]
+enum ApiUrl {
+    Slot,
+    MaxSize,
+    Metrics,
 }
 
 /// A file's URL, by protocol, still as sent (percent-encoded).
@@ -114,12 +125,8 @@ fn dispatch(
         };
     }
     match (method, endpoint) {
-        ("GET", Endpoint::Slot) => slot::request_slot(app, req, now),
-        ("GET", Endpoint::MaxSize) => slot::max_size(app, req),
-        ("GET", Endpoint::Metrics) => metrics::serve(app, req),
-        (_, Endpoint::Slot | Endpoint::MaxSize | Endpoint::Metrics) => {
-            Err(method_not_allowed(method))
-        }
+        ("GET", Endpoint::SlotApi(api)) => slot_api(app, req, api, now),
+        (_, Endpoint::SlotApi(_)) => Err(method_not_allowed(method)),
         (_, Endpoint::File { url, put, get }) => match method {
             "PUT" if put => upload(app, req, url, body, now),
             "GET" | "HEAD" if get => download(app, req, url),
@@ -129,6 +136,18 @@ fn dispatch(
         (_, Endpoint::Unknown) => {
             Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
         }
+    }
+}
+
+/// A GET of the slot API: only the XMPP server may ask (`caller`: its address, the secret);
+/// then the endpoint answers from the query, parsed once here.
+fn slot_api(app: &App, req: &Request, api: ApiUrl, now: i64) -> Result<Response, Outcome> {
+    let query = parse_query(&req.query)?;
+    check_caller(&app.config.slot_api, req, &query)?;
+    match api {
+        ApiUrl::Slot => slot::request_slot(app, req, &query, now),
+        ApiUrl::MaxSize => slot::max_size(app, &query),
+        ApiUrl::Metrics => metrics::serve(app),
     }
 }
 
@@ -171,7 +190,7 @@ fn download(app: &App, req: &Request, url: FileUrl) -> Result<Response, Outcome>
 /// URLs, `max_size`, `metrics`) are not counted.
 fn count_refusal(app: &App, req: &Request, endpoint: Endpoint, refusal: &Refusal) {
     let protocol = match endpoint {
-        Endpoint::Slot => None,
+        Endpoint::SlotApi(ApiUrl::Slot) => None,
         _ if req.method != "PUT" => return,
         Endpoint::File { url, put, .. } if put => Some(url.protocol()),
         _ => return,
@@ -204,9 +223,9 @@ fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
     let config = &app.config;
     if let Some(rest) = path.strip_prefix(config.slot_prefix.as_str()) {
         match rest {
-            "/slot" | "/slot/" => return Endpoint::Slot,
-            "/max_size" | "/max_size/" => return Endpoint::MaxSize,
-            "/metrics" | "/metrics/" => return Endpoint::Metrics,
+            "/slot" | "/slot/" => return Endpoint::SlotApi(ApiUrl::Slot),
+            "/max_size" | "/max_size/" => return Endpoint::SlotApi(ApiUrl::MaxSize),
+            "/metrics" | "/metrics/" => return Endpoint::SlotApi(ApiUrl::Metrics),
             _ => {}
         }
     }

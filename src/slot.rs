@@ -7,15 +7,14 @@
 //! allowed PUT's body (`put`), how a file is served (`download`).
 
 use crate::App;
-use crate::caller::check_caller;
 use crate::content_type::{guessed_type, valid_content_type};
 use crate::crypto::random_hex;
 use crate::download::serve_file;
 use crate::files::{SafePath, already_stored, is_token};
 use crate::jid::bare_jid;
 use crate::name::{
-    is_safe_name, parse_decimal, parse_query, percent_decode_segment, percent_encode_segment,
-    query_value, sanitize_file_name, url_name_matches,
+    is_safe_name, parse_decimal, percent_decode_segment, percent_encode_segment, query_value,
+    sanitize_file_name, url_name_matches,
 };
 use crate::put::{Allowed, check_media_type, exact_length};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
@@ -41,12 +40,15 @@ enum Output {
     Xml,
 }
 
-/// `GET <prefix>/slot/`: checks the caller, the rules and quotas, records the slot, answers
-/// with the URLs. `now` is unix seconds.
-pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
-    let query = parse_query(&req.query)?;
-    check_caller(&app.config.slot_api, req, &query)?;
-    let params = slot_params(&query)?;
+/// `GET <prefix>/slot/` from a caller `route` has admitted: checks the parameters (`query`),
+/// the rules and quotas, records the slot, answers with the URLs. `now` is unix seconds.
+pub fn request_slot(
+    app: &App,
+    req: &Request,
+    query: &[(String, String)],
+    now: i64,
+) -> Result<Response, Outcome> {
+    let params = slot_params(query)?;
     let limits = limits_for(&app.config.rules, &params.jid)?;
     let base = base_url(app, req)?;
     let slot = Slot {
@@ -105,14 +107,13 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
     })
 }
 
-/// `GET <prefix>/max_size/?jid=..`: the JID's `max_file_size` (`0` = unlimited), 403 if denied.
-pub fn max_size(app: &App, req: &Request) -> Result<Response, Outcome> {
-    let query = parse_query(&req.query)?;
-    check_caller(&app.config.slot_api, req, &query)?;
-    let jid = bare_jid(required(&query, "jid")?)?;
+/// `GET <prefix>/max_size/?jid=..` from an admitted caller: the JID's `max_file_size` (`0` =
+/// unlimited), 403 if denied.
+pub fn max_size(app: &App, query: &[(String, String)]) -> Result<Response, Outcome> {
+    let jid = bare_jid(required(query, "jid")?)?;
     let limits = limits_for(&app.config.rules, &jid)?;
     let max = limits.max_file_size.unwrap_or(0);
-    Ok(match output_format(&query)? {
+    Ok(match output_format(query)? {
         Output::Json => Response::text(
             200,
             "application/json",
