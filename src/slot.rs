@@ -221,12 +221,8 @@ pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Re
             }
         }
     };
-    serve_file(
-        app,
-        req,
-        &SafePath::slot(token, &name)?,
-        guessed_type(&name),
-    )
+    let path = SafePath::slot(token, &name)?;
+    serve_file(app, req, &path, guessed_type(&name))
 }
 
 fn slot_params(query: &[(String, String)]) -> Result<SlotParams, Refusal> {
