@@ -33,6 +33,6 @@ fn main() -> std::io::Result<()> {
     let listen = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".to_string());
-    let listener = Listen::parse(&listen).open()?;
+    let listener = Listen::At(listen.parse().map_err(std::io::Error::other)?).open()?;
     server::run(listener, Settings::default(), Arc::new(Constant))
 }

@@ -16,13 +16,14 @@ use serde::Serialize;
 use crate::App;
 use crate::cleanup::TRANSFER_GRACE;
 use crate::files::{Entry, SafePath};
+use crate::jid::bare_jid;
 use crate::name::percent_encode_segment;
 use crate::refusal::Error;
 use crate::store::Slot;
 
 /// The `--jid` argument as the database keeps it (bare, lower-case), or a one-line error.
 pub fn jid_argument(jid: &str) -> Result<String, String> {
-    crate::slot::bare_jid(jid).map_err(|r| format!("--jid: {}", r.message))
+    bare_jid(jid).map_err(|r| format!("--jid: {}", r.message))
 }
 
 /// One upload of a JID, as `files` lists it.

@@ -55,7 +55,7 @@ pub fn run() -> ExitCode {
         .and_then(|config| {
             if let Some(listen) = &config.listen {
                 log::warn!(
-                    "{}: `listen = {listen:?}` ignored: started as CGI, the program answers \
+                    "{}: `listen = \"{listen}\"` ignored: started as CGI, the program answers \
                      the one request it was started for",
                     path.display()
                 );

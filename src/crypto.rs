@@ -1,8 +1,10 @@
-//! The cryptographic primitives, each written once: HMAC-SHA256 (both signed-URL protocols)
-//! and random hex (slot tokens, temporary file names). It does not decide anything: the
-//! protocols say what is signed and what a mismatch means.
+//! The cryptographic primitives, each written once: HMAC-SHA256 (both signed-URL protocols),
+//! a constant-time comparison (the slot API's secret) and random hex (slot tokens, temporary
+//! file names). It does not decide anything: the protocols say what is signed and what a
+//! mismatch means.
 
-use hmac::{Hmac, KeyInit, Mac};
+// `::hmac` is the RustCrypto crate; `crate::hmac` is our HMAC upload protocol, which uses this.
+use ::hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::refusal::Error;
@@ -23,6 +25,12 @@ fn hmac_with(secret: &[u8], message: &[u8]) -> Hmac<Sha256> {
         .expect("HMAC accepts a key of any length");
     mac.update(message);
     mac
+}
+
+/// Whether `a` and `b` are equal, compared without stopping at the first difference, so that
+/// the time taken does not reveal how much of a secret was guessed right (only its length).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `len` lowercase hex digits (`len` even) from the operating system's random source.
@@ -75,6 +83,14 @@ mod tests {
     fn hmac_empty_key() {
         // An empty secret is a key like any other (config refuses it; the primitive does not).
         assert_eq!(hmac_sha256(b"", b"").len(), 32);
+    }
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::content_type::{guessed_type, valid_content_type};
 use crate::crypto::hmac_sha256_matches;
 use crate::download::serve_file;
 use crate::files::SafePath;
+use crate::jid::bare_jid;
 use crate::name::percent_decode_path;
 use crate::put::{Allowed, check_media_type, declared_length};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
@@ -30,7 +31,7 @@ use crate::store::{Slot, already_authorized};
 /// The claims of an upload token, as Prosody 0.12 and 13 write them (`docs/xmpp-servers.md`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Claims {
-    /// The uploader's bare JID.
+    /// The uploader's JID, as sent (`uploader` makes it the JID the rules see).
     pub sub: String,
     /// The PUT deadline (unix seconds).
     pub exp: f64,
@@ -85,6 +86,14 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, Refusal> {
         .map_err(|e| unauthorized(format!("token claims unusable: {e}")))
 }
 
+/// The uploader as the rules, quotas and admin commands meet it: `sub` made bare and
+/// lower-case, as the slot API's `jid=` is. A `sub` that is no JID makes the token unusable
+/// (401), like any claim out of shape.
+fn uploader(claims: &Claims) -> Result<String, Refusal> {
+    bare_jid(&claims.sub)
+        .map_err(|r| unauthorized(format!("token claims unusable: sub: {}", r.message)))
+}
+
 /// May this PUT to `<prefix>/<raw_rest>` proceed? Checks the token, then the URL, length and
 /// type against its claims, then the access rules and quotas of `sub`, and records the upload
 /// (see `record_upload` for a slot seen before).
@@ -99,6 +108,7 @@ pub fn allow_put(
         .bearer_token()
         .ok_or_else(|| unauthorized("Authorization: Bearer <token> is required"))?;
     let claims = verify_token(&share.secret, token)?;
+    let jid = uploader(&claims)?;
     if claims.exp <= now as f64 {
         return Err(Refusal::new(RefusalKind::Gone, "upload token expired").into());
     }
@@ -131,7 +141,7 @@ pub fn allow_put(
     check_media_type(req, claims.filetype.as_deref())?;
     check_max_file_size(share.max_file_size, size)?;
     app.uploads.check_absent(&path)?;
-    record_upload(app, share, &claims, req.decide_only, now)?;
+    record_upload(app, share, &claims, &jid, req.decide_only, now)?;
     Ok(Allowed {
         path,
         size,
@@ -139,7 +149,7 @@ pub fn allow_put(
     })
 }
 
-/// Applies the rules and quotas of `sub` and records the upload. A slot recorded already is
+/// Applies the rules and quotas of `jid` (the token's uploader) and records the upload. A slot recorded already is
 /// refused when the web server writes the body (`once`: a second body could replace the
 /// first), and accepted again from the same uploader when the program writes it (the retry of
 /// an interrupted transfer, not counted twice; `link` never lets it overwrite).
@@ -147,13 +157,12 @@ fn record_upload(
     app: &App,
     share: &SignedPrefix,
     claims: &Claims,
+    jid: &str,
     once: bool,
     now: i64,
 ) -> Result<(), Outcome> {
     if let Some(existing) = app.store.slot(&claims.slot)? {
-        if existing.jid == claims.sub.to_lowercase()
-            && existing.area.as_deref() == Some(share.dir.as_str())
-        {
+        if existing.jid == jid && existing.area.as_deref() == Some(share.dir.as_str()) {
             if once {
                 return Err(already_authorized(&claims.filename).into());
             }
@@ -165,12 +174,10 @@ fn record_upload(
         ))
         .into());
     }
-    // As for the slot API: JIDs compare case-insensitively.
-    let jid = claims.sub.to_lowercase();
-    let limits = limits_for(&app.config.rules, &jid)?;
+    let limits = limits_for(&app.config.rules, jid)?;
     let slot = Slot {
         token: claims.slot.clone(),
-        jid,
+        jid: jid.to_string(),
         name: claims.filename.clone(),
         size: claims.filesize,
         content_type: claims.filetype.clone(),
@@ -244,6 +251,17 @@ mod tests {
         assert!(verify_token(b"k", &tampered).is_err());
         assert!(verify_token(b"k", "a.b").is_err());
         assert!(verify_token(b"k", "").is_err());
+    }
+
+    #[test]
+    fn the_uploader_is_the_bare_lower_case_sub() {
+        let claims = |sub: &str| {
+            let payload = PAYLOAD.replace("\"a@b\"", &format!("{sub:?}"));
+            verify_token(b"k", &sign(b"k", HEADER, &payload)).unwrap()
+        };
+        assert_eq!(uploader(&claims("A@B/phone")).unwrap(), "a@b");
+        let refused = uploader(&claims("a b@c")).unwrap_err();
+        assert_eq!(refused.kind, RefusalKind::Unauthorized);
     }
 
     #[test]

@@ -36,9 +36,12 @@
 //! - `request`: `Request` / `Response`, the seam between the front ends and the rest.
 //! - `route`: one `match` from a request to its endpoint, one log line per decision.
 //! - `slot`, `hmac`, `jwt`: the three protocols, one module each, none borrowing from another.
-//!   `slot` is our slot API (`request_slot`, `max_size`, `check_caller`) with its PUTs and GETs;
+//!   `slot` is our slot API (`request_slot`, `max_size`) with its PUTs and GETs;
 //!   `hmac` the signed URLs of `mod_http_upload_external` / ejabberd `external_secret`; `jwt` the
 //!   Bearer tokens of Prosody's `mod_http_file_share`. Each has `allow_put` and `serve`.
+//! - `caller`: who may call the slot API and `metrics` (address, secret; `route` asks it once
+//!   for all three URLs, before `slot` or `metrics` answers). `jid`: the bare,
+//!   lower-case JID that rules, quotas and records meet (slot API, JWT `sub`, `--jid`).
 //! - `put`: what every PUT shares (`Allowed`, the length and type checks, the two endings).
 //! - `download`: a stored file served by the program (ranges, conditional GETs, safe headers).
 //! - `metrics`: the counters. `admin`: the administrator's commands. `cleanup`: expiry.
@@ -48,6 +51,7 @@
 //!   only module that touches it. `refusal`: `Refusal` (a normal "no") and `Error` (a failure).
 
 pub mod admin;
+pub mod caller;
 pub mod cgi;
 pub mod cleanup;
 pub mod config;
@@ -58,6 +62,7 @@ pub mod download;
 pub mod fcgi;
 pub mod files;
 pub mod hmac;
+pub mod jid;
 pub mod jwt;
 pub mod metrics;
 pub mod name;

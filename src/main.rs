@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use xmpp_http_upload::config::{
-    APACHE_SITE, CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, NGINX_FILES_SNIPPET,
+    APACHE_SITE, CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, ListenAddress, NGINX_FILES_SNIPPET,
 };
 use xmpp_http_upload::fcgi::{self, Listen};
 use xmpp_http_upload::{App, admin, cgi, cleanup, devserver, unix_now};
@@ -33,7 +33,7 @@ enum Command {
     Serve {
         /// host:port or unix:/path
         #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
+        listen: Option<ListenAddress>,
     },
     /// Development HTTP server on 127.0.0.1:8000, no web server or config needed
     Runserver {
@@ -97,11 +97,10 @@ enum Command {
     },
 }
 
-/// What `serve` and `runserver` read of the command line.
+/// Where the commands find their configuration: `--config`, else the environment, else the
+/// default path.
 struct Args {
     config: Option<PathBuf>,
-    listen: Option<String>,
-    data: Option<PathBuf>,
 }
 
 /// Parses argv with clap. `--help` and `--version` print and exit 0; a usage error becomes
@@ -169,18 +168,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let config = cli.config;
-    let args = |listen, data| Args {
-        config: config.clone(),
-        listen,
-        data,
-    };
+    let args = Args { config: cli.config };
     let now = unix_now();
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
-        Command::Serve { listen } => serve(&args(listen, None)),
-        Command::Runserver { listen, data } => runserver(&args(listen, data)),
+        Command::Serve { listen } => serve(&args, listen),
+        Command::Runserver { listen, data } => runserver(&args, listen, data),
         Command::CheckConfig => {
-            let args = args(None, None);
             let config = load_config(&args)?;
             let path = config_path(&args);
             // What this user cannot reach, the program running as this user cannot either:
@@ -219,7 +212,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Cleanup { reapply_rules } => {
-            let app = open_app(load_config(&args(None, None))?)?;
+            let app = open_app(load_config(&args)?)?;
             if reapply_rules {
                 let reapplied = cleanup::reapply_rules(&app).map_err(|e| e.to_string())?;
                 println!("{reapplied}");
@@ -230,19 +223,19 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Files { jid, json } => {
             let jid = admin::jid_argument(&jid)?;
-            let app = open_app(load_config(&args(None, None))?)?;
+            let app = open_app(load_config(&args)?)?;
             let files = admin::files(&app, &jid).map_err(|e| e.to_string())?;
             print_report(&files, json)
         }
         Command::Purge { jid, dry_run, json } => {
             let jid = admin::jid_argument(&jid)?;
-            let app = open_app(load_config(&args(None, None))?)?;
+            let app = open_app(load_config(&args)?)?;
             let report = admin::purge(&app, &jid, dry_run, now).map_err(|e| e.to_string())?;
             print_report(&report, json)?;
             report.result()
         }
         Command::Usage { top, json } => {
-            let app = open_app(load_config(&args(None, None))?)?;
+            let app = open_app(load_config(&args)?)?;
             let report = admin::usage(&app, top, now).map_err(|e| e.to_string())?;
             print_report(&report, json)
         }
@@ -251,7 +244,7 @@ fn run(cli: Cli) -> Result<(), String> {
             dry_run,
             json,
         } => {
-            let app = open_app(load_config(&args(None, None))?)?;
+            let app = open_app(load_config(&args)?)?;
             let report = admin::check(&app, repair && !dry_run, now).map_err(|e| e.to_string())?;
             print_report(&report, json)?;
             report.result()
@@ -273,16 +266,16 @@ fn print_report<T: std::fmt::Display + serde::Serialize>(
     Ok(())
 }
 
-fn serve(args: &Args) -> Result<(), String> {
+/// `serve`: FastCGI on `listen` (`--listen`), else on the config's `listen`, else on an
+/// inherited socket.
+fn serve(args: &Args, listen: Option<ListenAddress>) -> Result<(), String> {
     let config = load_config(args)?;
     for warning in config.warnings() {
         log::warn!("{warning}");
     }
-    let listen = args
-        .listen
-        .as_deref()
-        .or(config.listen.as_deref())
-        .map(Listen::parse)
+    let listen = listen
+        .or_else(|| config.listen.clone())
+        .map(Listen::At)
         .or_else(|| fcgi::inherited_socket().map(Listen::Inherited))
         .or_else(|| fcgi::stdin_is_listening_socket().then_some(Listen::Inherited(0)));
     let workers = config.workers;
@@ -290,11 +283,7 @@ fn serve(args: &Args) -> Result<(), String> {
     match listen {
         Some(listen) => {
             // The error alone ("No such file or directory") would not say which path.
-            let shown = match &listen {
-                Listen::Inherited(fd) => format!("the inherited socket (fd {fd})"),
-                Listen::Tcp(addr) => addr.clone(),
-                Listen::Unix(path) => format!("unix:{}", path.display()),
-            };
+            let shown = listen.to_string();
             fcgi::serve(app, listen, workers).map_err(|e| format!("cannot listen on {shown}: {e}"))
         }
         // (Started as CGI, `main` answered the request before any of this.)
@@ -306,18 +295,14 @@ fn serve(args: &Args) -> Result<(), String> {
     }
 }
 
-fn runserver(args: &Args) -> Result<(), String> {
-    let addr = args
-        .listen
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:8000".into());
+/// `runserver`: the development HTTP server on `listen` (`host:port`), with `--config` or a
+/// development configuration in `data`.
+fn runserver(args: &Args, listen: Option<String>, data: Option<PathBuf>) -> Result<(), String> {
+    let addr = listen.unwrap_or_else(|| "127.0.0.1:8000".into());
     let config = match &args.config {
         Some(_) => load_config(args)?,
         None => {
-            let data = args
-                .data
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("xmpp-http-upload-dev"));
+            let data = data.unwrap_or_else(|| PathBuf::from("xmpp-http-upload-dev"));
             let data =
                 std::path::absolute(&data).map_err(|e| format!("{}: {e}", data.display()))?;
             Config::for_development(&data)

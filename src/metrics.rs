@@ -6,10 +6,8 @@
 use std::fmt::Write as _;
 
 use crate::App;
-use crate::name::parse_query;
 use crate::refusal::{Outcome, Refusal};
-use crate::request::{Request, Response};
-use crate::slot::check_caller;
+use crate::request::Response;
 
 /// Every metric's name starts with this.
 const PREFIX: &str = "xmpp_http_upload_";
@@ -94,10 +92,9 @@ pub fn count_cleanup(app: &App, ok: bool) {
     }
 }
 
-/// `GET <slot_prefix>/metrics`: 200 with the text format, 403 for a caller the slot API refuses.
-pub fn serve(app: &App, req: &Request) -> Result<Response, Outcome> {
-    let query = parse_query(&req.query)?;
-    check_caller(app, req, &query)?;
+/// `GET <slot_prefix>/metrics`: 200 with the text format (`route` has admitted the caller as
+/// for the slot API).
+pub fn serve(app: &App) -> Result<Response, Outcome> {
     let counters = app.store.counters()?;
     let stored = app.store.stored()?;
     let mut out = String::new();

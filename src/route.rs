@@ -1,19 +1,23 @@
 //! One `match` from a `Request` to its endpoint, and from the outcome to a `Response`, with one
 //! log line per decision. The front ends call `handle`; nothing here knows the transport.
+//! The slot API's own URLs are the XMPP server's alone: the caller is checked here, once for
+//! all three (`caller`), before the endpoint answers.
 
 use std::io::Read;
 
+use crate::caller::check_caller;
 use crate::config::{Downloads, SignedPrefix};
+use crate::name::parse_query;
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::{App, hmac, jwt, metrics, put, slot, unix_now};
 
-/// Where a request path points.
-#[derive(Debug)]
+/// Where a request path points: found once per request (`handle`), then dispatched on and
+/// counted by.
+#[derive(Debug, Clone, Copy)]
 enum Endpoint<'a> {
-    Slot,
-    MaxSize,
-    Metrics,
+    /// One of the slot API's own URLs, below `slot_prefix`.
+    SlotApi(ApiUrl),
     /// The URL of a file of one protocol: a PUT may upload to it when `put`, a GET or HEAD
     /// download it when `get` (both, unless it is under only one of the slot API's prefixes).
     File {
@@ -22,6 +26,14 @@ enum Endpoint<'a> {
         get: bool,
     },
     Unknown,
+}
+
+/// The slot API's own URLs: `<slot_prefix>/slot/`, `/max_size/`, `/metrics`.
+#[derive(Debug, Clone, Copy)]
+enum ApiUrl {
+    Slot,
+    MaxSize,
+    Metrics,
 }
 
 /// A file's URL, by protocol, still as sent (percent-encoded).
@@ -56,7 +68,8 @@ impl FileUrl<'_> {
 pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
     // The one clock reading of the request: every decision and record of it uses this `now`.
     let now = unix_now();
-    let outcome = dispatch(app, req, body, now);
+    let endpoint = endpoint(app, &req.path);
+    let outcome = dispatch(app, req, endpoint, body, now);
     match outcome {
         Ok(response) => {
             if req.decide_only {
@@ -66,7 +79,7 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         }
         Err(Outcome::Refused(refusal)) => {
             log::info!("refused {} {}: {}", req.method, req.path, refusal);
-            count_refusal(app, req, &refusal);
+            count_refusal(app, req, endpoint, &refusal);
             if req.decide_only {
                 // nginx turns any status but 2xx/401/403 into a 500 for the client (BEHAVIOUR.md §8);
                 // a 401 passes through with its WWW-Authenticate. The web server answers the
@@ -92,9 +105,14 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
 }
 
 /// The endpoint's answer, or why not: the table of which method may do what where.
-fn dispatch(app: &App, req: &Request, body: &mut dyn Read, now: i64) -> Result<Response, Outcome> {
+fn dispatch(
+    app: &App,
+    req: &Request,
+    endpoint: Endpoint,
+    body: &mut dyn Read,
+    now: i64,
+) -> Result<Response, Outcome> {
     let method = req.method.as_str();
-    let endpoint = endpoint(app, &req.path);
     if req.decide_only {
         // The web server asks whether to let a request through: only a PUT to an upload URL.
         return match endpoint {
@@ -107,12 +125,8 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read, now: i64) -> Result<R
         };
     }
     match (method, endpoint) {
-        ("GET", Endpoint::Slot) => slot::request_slot(app, req, now),
-        ("GET", Endpoint::MaxSize) => slot::max_size(app, req),
-        ("GET", Endpoint::Metrics) => metrics::serve(app, req),
-        (_, Endpoint::Slot | Endpoint::MaxSize | Endpoint::Metrics) => {
-            Err(method_not_allowed(method))
-        }
+        ("GET", Endpoint::SlotApi(api)) => slot_api(app, req, api, now),
+        (_, Endpoint::SlotApi(_)) => Err(method_not_allowed(method)),
         (_, Endpoint::File { url, put, get }) => match method {
             "PUT" if put => upload(app, req, url, body, now),
             "GET" | "HEAD" if get => download(app, req, url),
@@ -122,6 +136,18 @@ fn dispatch(app: &App, req: &Request, body: &mut dyn Read, now: i64) -> Result<R
         (_, Endpoint::Unknown) => {
             Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
         }
+    }
+}
+
+/// A GET of the slot API: only the XMPP server may ask (`caller`: its address, the secret);
+/// then the endpoint answers from the query, parsed once here.
+fn slot_api(app: &App, req: &Request, api: ApiUrl, now: i64) -> Result<Response, Outcome> {
+    let query = parse_query(&req.query)?;
+    check_caller(&app.config.slot_api, req, &query)?;
+    match api {
+        ApiUrl::Slot => slot::request_slot(app, req, &query, now),
+        ApiUrl::MaxSize => slot::max_size(app, &query),
+        ApiUrl::Metrics => metrics::serve(app),
     }
 }
 
@@ -162,9 +188,9 @@ fn download(app: &App, req: &Request, url: FileUrl) -> Result<Response, Outcome>
 /// The one place refusals are counted: a refused slot request by its reason, a refused PUT
 /// (decided or received) by its protocol and reason. Other refusals (downloads, unknown
 /// URLs, `max_size`, `metrics`) are not counted.
-fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
-    let protocol = match endpoint(app, &req.path) {
-        Endpoint::Slot => None,
+fn count_refusal(app: &App, req: &Request, endpoint: Endpoint, refusal: &Refusal) {
+    let protocol = match endpoint {
+        Endpoint::SlotApi(ApiUrl::Slot) => None,
         _ if req.method != "PUT" => return,
         Endpoint::File { url, put, .. } if put => Some(url.protocol()),
         _ => return,
@@ -197,9 +223,9 @@ fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
     let config = &app.config;
     if let Some(rest) = path.strip_prefix(config.slot_prefix.as_str()) {
         match rest {
-            "/slot" | "/slot/" => return Endpoint::Slot,
-            "/max_size" | "/max_size/" => return Endpoint::MaxSize,
-            "/metrics" | "/metrics/" => return Endpoint::Metrics,
+            "/slot" | "/slot/" => return Endpoint::SlotApi(ApiUrl::Slot),
+            "/max_size" | "/max_size/" => return Endpoint::SlotApi(ApiUrl::MaxSize),
+            "/metrics" | "/metrics/" => return Endpoint::SlotApi(ApiUrl::Metrics),
             _ => {}
         }
     }

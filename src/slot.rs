@@ -1,21 +1,20 @@
 //! The slot API (BEHAVIOUR.md §2), our own protocol, whole: `GET <prefix>/slot/` hands out a PUT
 //! URL and a GET URL after the access rules and quotas agree (`request_slot`); `GET
-//! <prefix>/max_size/` says how large a file a JID may send; who may call either (address
-//! allow-list, shared secret: `check_caller`). Then the slot's PUT (`allow_put`, BEHAVIOUR.md
-//! §3) and its GET when the program serves downloads (`serve`).
+//! <prefix>/max_size/` says how large a file a JID may send. Then the slot's PUT (`allow_put`,
+//! BEHAVIOUR.md §3) and its GET when the program serves downloads (`serve`).
 //!
-//! Not here: what happens to an allowed PUT's body (`put`), how a file is served (`download`).
-
-use std::net::IpAddr;
+//! Not here: who may call the slot API (`caller`), what a JID is (`jid`), what happens to an
+//! allowed PUT's body (`put`), how a file is served (`download`).
 
 use crate::App;
 use crate::content_type::{guessed_type, valid_content_type};
 use crate::crypto::random_hex;
 use crate::download::serve_file;
 use crate::files::{SafePath, already_stored, is_token};
+use crate::jid::bare_jid;
 use crate::name::{
-    is_safe_name, parse_decimal, parse_query, percent_decode_segment, percent_encode_segment,
-    query_value, sanitize_file_name, url_name_matches,
+    is_safe_name, parse_decimal, percent_decode_segment, percent_encode_segment, query_value,
+    sanitize_file_name, url_name_matches,
 };
 use crate::put::{Allowed, check_media_type, exact_length};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
@@ -41,12 +40,15 @@ enum Output {
     Xml,
 }
 
-/// `GET <prefix>/slot/`: checks the caller, the rules and quotas, records the slot, answers
-/// with the URLs. `now` is unix seconds.
-pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
-    let query = parse_query(&req.query)?;
-    check_caller(app, req, &query)?;
-    let params = slot_params(&query)?;
+/// `GET <prefix>/slot/` from a caller `route` has admitted: checks the parameters (`query`),
+/// the rules and quotas, records the slot, answers with the URLs. `now` is unix seconds.
+pub fn request_slot(
+    app: &App,
+    req: &Request,
+    query: &[(String, String)],
+    now: i64,
+) -> Result<Response, Outcome> {
+    let params = slot_params(query)?;
     let limits = limits_for(&app.config.rules, &params.jid)?;
     let base = base_url(app, req)?;
     let slot = Slot {
@@ -105,14 +107,13 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
     })
 }
 
-/// `GET <prefix>/max_size/?jid=..`: the JID's `max_file_size` (`0` = unlimited), 403 if denied.
-pub fn max_size(app: &App, req: &Request) -> Result<Response, Outcome> {
-    let query = parse_query(&req.query)?;
-    check_caller(app, req, &query)?;
-    let jid = bare_jid(required(&query, "jid")?)?;
+/// `GET <prefix>/max_size/?jid=..` from an admitted caller: the JID's `max_file_size` (`0` =
+/// unlimited), 403 if denied.
+pub fn max_size(app: &App, query: &[(String, String)]) -> Result<Response, Outcome> {
+    let jid = bare_jid(required(query, "jid")?)?;
     let limits = limits_for(&app.config.rules, &jid)?;
     let max = limits.max_file_size.unwrap_or(0);
-    Ok(match output_format(&query)? {
+    Ok(match output_format(query)? {
         Output::Json => Response::text(
             200,
             "application/json",
@@ -220,54 +221,8 @@ pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Re
             }
         }
     };
-    serve_file(
-        app,
-        req,
-        &SafePath::slot(token, &name)?,
-        guessed_type(&name),
-    )
-}
-
-/// Only the XMPP server may ask for slots (or read `metrics`): its address must be allowed, and
-/// the secret, when one is configured, must be presented (`secret=` or `Authorization: Bearer`).
-pub fn check_caller(app: &App, req: &Request, query: &[(String, String)]) -> Result<(), Refusal> {
-    let access = &app.config.slot_api;
-    if !access.allow_from.is_empty() {
-        let addr = req
-            .remote_addr
-            .as_deref()
-            .and_then(|a| a.parse::<IpAddr>().ok());
-        let allowed = addr.is_some_and(|addr| {
-            let addr = canonical(addr);
-            access.allow_from.iter().any(|net| net.contains(&addr))
-        });
-        if !allowed {
-            return Err(Refusal::forbidden(format!(
-                "slot API not open to {}",
-                req.remote_addr.as_deref().unwrap_or("an unknown address")
-            )));
-        }
-    }
-    if let Some(secret) = &access.secret {
-        let presented = query_value(query, "secret").or_else(|| req.bearer_token());
-        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), secret.as_bytes())) {
-            return Err(Refusal::forbidden("slot API secret missing or wrong"));
-        }
-    }
-    Ok(())
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) counts as its IPv4 address.
-fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        v4 => v4,
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal the secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let path = SafePath::slot(token, &name)?;
+    serve_file(app, req, &path, guessed_type(&name))
 }
 
 fn slot_params(query: &[(String, String)]) -> Result<SlotParams, Refusal> {
@@ -315,23 +270,6 @@ fn required<'a>(query: &'a [(String, String)], key: &str) -> Result<&'a str, Ref
     }
 }
 
-/// The bare JID (any resource dropped), lower-cased (node and domain of a JID compare
-/// case-insensitively, so `Evil@example.org` must meet the rules of `evil@example.org`),
-/// refused when it is not `[node@]domain` in shape.
-pub fn bare_jid(jid: &str) -> Result<String, Refusal> {
-    let bare = jid.split('/').next().unwrap_or("").trim();
-    let bad = bare.is_empty()
-        || bare.len() > 3071
-        || bare.chars().any(|c| c.is_whitespace() || c.is_control())
-        || bare.starts_with('@')
-        || bare.ends_with('@')
-        || bare.matches('@').count() > 1;
-    if bad {
-        return Err(Refusal::bad_request(format!("invalid jid {jid:?}")));
-    }
-    Ok(bare.to_lowercase())
-}
-
 /// Scheme and host for the URLs: the configured `base_url`, or the request's own.
 fn base_url(app: &App, req: &Request) -> Result<String, Refusal> {
     if let Some(base) = &app.config.base_url {
@@ -369,19 +307,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jids() {
-        assert_eq!(bare_jid("a@b.c/res").unwrap(), "a@b.c");
-        assert_eq!(
-            bare_jid("Evil@Example.ORG/Res").unwrap(),
-            "evil@example.org"
-        );
-        assert_eq!(bare_jid("b.c").unwrap(), "b.c");
-        assert!(bare_jid("a b@c").is_err());
-        assert!(bare_jid("@c").is_err());
-        assert!(bare_jid("a@b@c").is_err());
-    }
-
-    #[test]
     fn the_web_server_must_land_on_the_slot_name() {
         let decide = Request {
             decide_only: true,
@@ -412,12 +337,5 @@ mod tests {
         let a = new_token().unwrap();
         assert!(crate::files::is_token(&a));
         assert_ne!(a, new_token().unwrap());
-    }
-
-    #[test]
-    fn secret_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

@@ -6,13 +6,14 @@
 //! Layout: `raw` is the TOML shape as written; `human` reads sizes (`"10 MiB"`) and durations
 //! (`"5m"`); `validate` turns the one into a `Config`, with the defaults; `describe` is what
 //! `check-config` prints; `reach` what it checks on disk; `limits` the web server's body limits
-//! it compares `max_file_size` with. Times are seconds as `i64`,
+//! it compares `max_file_size` with; `listen` the FastCGI address. Times are seconds as `i64`,
 //! converted once here, as every time in the program is.
 
 mod describe;
 mod error;
 mod human;
 mod limits;
+mod listen;
 mod raw;
 mod reach;
 mod validate;
@@ -25,6 +26,7 @@ use regex::Regex;
 pub use error::ConfigError;
 pub use human::{HumanError, parse_human_duration, parse_human_size};
 pub use limits::{APACHE_SITE, BodyLimit, NGINX_FILES_SNIPPET, SHIPPED_BODY_LIMIT};
+pub use listen::ListenAddress;
 
 use crate::rules::{Action, Limits, Rule};
 
@@ -58,8 +60,8 @@ pub struct Config {
     pub retention: i64,
     /// Who serves the GET URLs (`webserver_download`).
     pub downloads: Downloads,
-    /// `host:port` or `unix:/path` to listen on for FastCGI when none is given on the command line.
-    pub listen: Option<String>,
+    /// Where to serve FastCGI when the command line names no address.
+    pub listen: Option<ListenAddress>,
     /// FastCGI worker threads; `None`: four per core, at least 8.
     pub workers: Option<usize>,
     /// Who may call the slot API.
@@ -158,21 +160,20 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if self.slot_api.secret.is_none() {
-            let tcp_listen = self
-                .listen
-                .as_deref()
-                .is_some_and(|listen| !listen.starts_with("unix:"));
+            let tcp_listen = match &self.listen {
+                Some(ListenAddress::Tcp(addr)) => Some(addr),
+                Some(ListenAddress::Unix(_)) | None => None,
+            };
             let loopback_callers = self
                 .slot_api
                 .allow_from
                 .iter()
                 .any(|net| net.addr().is_loopback());
-            if tcp_listen {
+            if let Some(addr) = tcp_listen {
                 warnings.push(format!(
-                    "slot_api has no secret and FastCGI listens on TCP ({}): any local user can \
-                     connect, claim any REMOTE_ADDR and mint slots; set [slot_api] secret or \
-                     listen on a unix: socket",
-                    self.listen.as_deref().unwrap_or_default()
+                    "slot_api has no secret and FastCGI listens on TCP ({addr}): any local user \
+                     can connect, claim any REMOTE_ADDR and mint slots; set [slot_api] secret or \
+                     listen on a unix: socket"
                 ));
             }
             if loopback_callers {

@@ -74,6 +74,22 @@ fn wrong_type_names_key_and_line() {
 }
 
 #[test]
+fn listen_is_parsed_once_here() {
+    let unix = format!("listen = \"unix:/run/x.sock\"\n{MINIMAL}");
+    let c = Config::parse(&unix, "c.toml").unwrap();
+    assert_eq!(c.listen, Some(ListenAddress::Unix("/run/x.sock".into())));
+    let tcp = format!("listen = \"127.0.0.1:9000\"\n{MINIMAL}");
+    let c = Config::parse(&tcp, "c.toml").unwrap();
+    assert_eq!(c.listen, Some(ListenAddress::Tcp("127.0.0.1:9000".into())));
+    for bad in ["9000", "unix:", ""] {
+        let text = format!("{MINIMAL}listen = \"{bad}\"\n");
+        let e = Config::parse(&text, "c.toml").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:3: listen: "), "{e}");
+        assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+    }
+}
+
+#[test]
 fn bad_regex_names_rule_and_line() {
     let text = format!("{MINIMAL}[[rules]]\nmatch = \"(\"\n");
     let e = Config::parse(&text, "c.toml").unwrap_err();

@@ -12,7 +12,8 @@ use super::error::{ConfigError, Locator};
 use super::human::{parse_human_duration, parse_human_size};
 use super::raw::{Quantity, RawConfig, RawRule, RawSignedPrefix, RawSlotApi, RawWindow};
 use super::{
-    Config, DEFAULT_PUT_TIMEOUT, DEFAULT_RETENTION, Downloads, SignedPrefix, SlotApiAccess,
+    Config, DEFAULT_PUT_TIMEOUT, DEFAULT_RETENTION, Downloads, ListenAddress, SignedPrefix,
+    SlotApiAccess,
 };
 use crate::rules::{Action, Limits, Rule, Window};
 
@@ -79,7 +80,7 @@ impl Config {
             put_timeout,
             retention,
             downloads,
-            listen: raw.listen.map(Spanned::into_inner),
+            listen: raw.listen.map(|l| listen(&at, l)).transpose()?,
             workers,
             slot_api,
             rules,
@@ -190,6 +191,11 @@ fn prefix(
         ));
     }
     Ok(text.trim_end_matches('/').to_string())
+}
+
+/// `listen`: `host:port` or `unix:/path`, parsed here once.
+fn listen(at: &Locator, value: Spanned<String>) -> Result<ListenAddress, ConfigError> {
+    ListenAddress::parse(value.get_ref()).map_err(|why| at.error(&value.span(), "listen", why))
 }
 
 fn workers(at: &Locator, value: Spanned<i64>) -> Result<usize, ConfigError> {

@@ -14,17 +14,17 @@ pub mod conn;
 pub mod record;
 pub mod server;
 
-use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::{fmt, io};
 
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 
 use crate::App;
+use crate::config::ListenAddress;
 use crate::request::{Request, Response};
 use crate::route;
 pub use record::{Params, Role};
@@ -35,21 +35,11 @@ pub use server::{Exchange, Listener, Settings};
 pub enum Listen {
     /// An already listening socket we inherited (fd 0 from mod_fcgid/spawn-fcgi, fd 3 from systemd).
     Inherited(RawFd),
-    /// `host:port`.
-    Tcp(String),
-    /// `unix:/path`: a Unix socket we create (mode 0660: give the web server our group).
-    Unix(PathBuf),
+    /// An address we bind (`--listen` or the `listen` key).
+    At(ListenAddress),
 }
 
 impl Listen {
-    /// Parses `unix:/path` or `host:port`.
-    pub fn parse(text: &str) -> Listen {
-        match text.strip_prefix("unix:") {
-            Some(path) => Listen::Unix(PathBuf::from(path)),
-            None => Listen::Tcp(text.to_string()),
-        }
-    }
-
     /// Opens (or takes over) the listening socket.
     pub fn open(self) -> io::Result<Listener> {
         match self {
@@ -57,12 +47,12 @@ impl Listen {
                 log::info!("FastCGI on inherited socket (fd {fd})");
                 inherited_listener(fd)
             }
-            Listen::Tcp(addr) => {
+            Listen::At(ListenAddress::Tcp(addr)) => {
                 let listener = TcpListener::bind(&addr)?;
                 log::info!("FastCGI on {addr}");
                 Ok(Listener::Tcp(listener))
             }
-            Listen::Unix(path) => {
+            Listen::At(ListenAddress::Unix(path)) => {
                 // A socket file left by an earlier run would make bind fail.
                 if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
                     std::fs::remove_file(&path)?;
@@ -72,6 +62,16 @@ impl Listen {
                 log::info!("FastCGI on unix:{}", path.display());
                 Ok(Listener::Unix(listener))
             }
+        }
+    }
+}
+
+/// What the socket is, for messages: the address as written, or the inherited descriptor.
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Inherited(fd) => write!(f, "the inherited socket (fd {fd})"),
+            Listen::At(address) => address.fmt(f),
         }
     }
 }

@@ -765,6 +765,11 @@ impl Stack {
     /// Runs `xmpp-http-upload <command> --config <config>` as the user the web server runs
     /// the program as (so that SQLite's files keep their owner), and returns its output.
     pub fn run_program(&self, command: &str) -> std::process::Output {
+        self.run_program_with(&[command])
+    }
+
+    /// Like [`Stack::run_program`], with arguments: `xmpp-http-upload <args...> --config <config>`.
+    pub fn run_program_with(&self, args: &[&str]) -> std::process::Output {
         let program = match self.flavour {
             Flavour::Nginx => PathBuf::from(BIN),
             Flavour::ApacheDav => self.dir.path.join("bin/xmpp-http-upload"),
@@ -781,7 +786,7 @@ impl Stack {
             }
             None => Command::new(&program),
         };
-        cmd.arg(command)
+        cmd.args(args)
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
