@@ -87,10 +87,13 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
                 // pass on (nginx: auth_request_set + error_page; Apache: they reach the
                 // client with mod_fcgid's 401).
                 let status = refusal.kind.status();
+                // A 402's Retry-After goes along too: the web server passes it on with the rest.
                 let answer = if refusal.kind == RefusalKind::Unauthorized {
                     Response::refusal(&refusal)
                 } else {
-                    Response::refusal(&Refusal::new(RefusalKind::Forbidden, &*refusal.message))
+                    let mut forbidden = Refusal::new(RefusalKind::Forbidden, &*refusal.message);
+                    forbidden.retry_after = refusal.retry_after;
+                    Response::refusal(&forbidden)
                 };
                 answer.with_refusal_headers(status, &refusal.message)
             } else {
