@@ -25,8 +25,8 @@ pub const CONFIG_ENV: &str = "XMPP_HTTP_UPLOAD_CONFIG";
 pub struct Config {
     /// Files live at `<upload_root>/<token>/<name>`.
     pub upload_root: PathBuf,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// The database: SQLite's file (a path), or PostgreSQL (a `postgres://` URL).
+    pub database: crate::store::Location,
     /// Scheme + host (+ port) for the URLs we hand out; `None`: taken from each request.
     pub base_url: Option<String>,
     /// The slot API lives at `<slot_prefix>/slot/` and `<slot_prefix>/max_size/`; no trailing `/`.
@@ -105,7 +105,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     upload_root: Spanned<PathBuf>,
-    database: Spanned<PathBuf>,
+    database: Spanned<String>,
     base_url: Option<Spanned<String>>,
     slot_prefix: Option<Spanned<String>>,
     put_prefix: Option<Spanned<String>>,
@@ -239,7 +239,8 @@ impl Config {
         })?;
 
         let upload_root = absolute_path(&at, "upload_root", raw.upload_root)?;
-        let database = absolute_path(&at, "database", raw.database)?;
+        let database = crate::store::Location::parse(raw.database.get_ref())
+            .map_err(|e| at.error(&raw.database.span(), "database", e))?;
         let base_url = match raw.base_url {
             Some(url) => {
                 let span = url.span();
@@ -350,7 +351,7 @@ impl Config {
     pub fn for_development(data_dir: &Path) -> Config {
         Config {
             upload_root: data_dir.join("files"),
-            database: data_dir.join("uploads.sqlite3"),
+            database: crate::store::Location::Sqlite(data_dir.join("uploads.sqlite3")),
             base_url: None,
             slot_prefix: "/http_upload".into(),
             put_prefix: "/http_upload/upload".into(),
@@ -884,18 +885,21 @@ impl Config {
             }
         };
         check("upload_root", &self.upload_root, true, all, true);
-        let db_dir = match self.database.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        check("the database's directory", db_dir, true, enter_write, true);
-        check(
-            "database",
-            &self.database,
-            false,
-            AccessFlags::R_OK | AccessFlags::W_OK,
-            false,
-        );
+        // PostgreSQL: nothing on this host to reach (connecting is `Store::open`'s to try).
+        if let Some(database) = self.database.sqlite_path() {
+            let db_dir = match database.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            check("the database's directory", db_dir, true, enter_write, true);
+            check(
+                "database",
+                database,
+                false,
+                AccessFlags::R_OK | AccessFlags::W_OK,
+                false,
+            );
+        }
         for signed in self.external.iter().chain(&self.file_share) {
             let dir = self.upload_root.join(&signed.dir);
             check(

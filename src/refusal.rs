@@ -1,9 +1,10 @@
 //! The normal "no" of a decision, and the `Error` type for what went wrong on our side.
 //!
 //! A `Refusal` is not a failure: it is an answer (status + one line for the client) that the
-//! request path returns when input is bad or a rule says no. `Error` is for I/O and SQLite
+//! request path returns when input is bad or a rule says no. `Error` is for I/O and database
 //! failures; it carries the operation or path it concerns and becomes a 500 (or 507 when the
-//! disk is full) with a generic message, the detail going only to the log.
+//! disk is full, 503 when the database is busy or away) with a generic message, the detail
+//! going only to the log. Which database error is which is the store's to say, not this module's.
 
 use std::fmt;
 
@@ -123,7 +124,25 @@ pub struct Error {
 #[derive(Debug)]
 pub enum ErrorSource {
     Io(std::io::Error),
-    Sqlite(rusqlite::Error),
+    /// A database failure, already sorted by the store that met it (each store knows its own
+    /// error codes; this module knows none).
+    Database {
+        failure: DatabaseFailure,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What a database failure means for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// Locked by others past the wait we allow: 503, try again.
+    Busy,
+    /// Not reachable (stopped, restarting, the connection lost): 503, try again.
+    Unavailable,
+    /// The database's disk is full: 507.
+    Full,
+    /// Anything else: 500.
+    Other,
 }
 
 impl Error {
@@ -134,27 +153,41 @@ impl Error {
             source: ErrorSource::Io(err),
         }
     }
-    /// A SQLite error while doing `context`.
-    pub fn sqlite(context: impl Into<String>, err: rusqlite::Error) -> Error {
+    /// A database error while doing `context`, as the store sorted it.
+    pub fn database(
+        context: impl Into<String>,
+        failure: DatabaseFailure,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
         Error {
             context: context.into(),
-            source: ErrorSource::Sqlite(err),
+            source: ErrorSource::Database {
+                failure,
+                error: Box::new(err),
+            },
+        }
+    }
+    /// The database failure, if this is one.
+    fn database_failure(&self) -> Option<DatabaseFailure> {
+        match &self.source {
+            ErrorSource::Database { failure, .. } => Some(*failure),
+            ErrorSource::Io(_) => None,
         }
     }
     /// True when the disk (or quota of the file system) is full: the client gets 507, not 500.
     pub fn is_storage_full(&self) -> bool {
         match &self.source {
             ErrorSource::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
-            ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::DiskFull
-            }
-            ErrorSource::Sqlite(_) => false,
+            ErrorSource::Database { failure, .. } => *failure == DatabaseFailure::Full,
         }
     }
     /// True when the database stayed locked past the busy timeout: the client gets 503.
     pub fn is_busy(&self) -> bool {
-        matches!(&self.source, ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+        self.database_failure() == Some(DatabaseFailure::Busy)
+    }
+    /// True when the database cannot be reached now: the client gets 503.
+    pub fn is_unavailable(&self) -> bool {
+        self.database_failure() == Some(DatabaseFailure::Unavailable)
     }
 }
 
@@ -162,7 +195,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
             ErrorSource::Io(e) => write!(f, "{}: {}", self.context, e),
-            ErrorSource::Sqlite(e) => write!(f, "{}: {}", self.context, e),
+            ErrorSource::Database { error, .. } => write!(f, "{}: {}", self.context, error),
         }
     }
 }
