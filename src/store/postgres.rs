@@ -228,11 +228,7 @@ impl Store {
                     Ok(conn) => Ok((conn, false)),
                     Err(failed) => {
                         self.discard();
-                        Err(Error::database(
-                            what,
-                            failure_of(&failed.error),
-                            failed.error,
-                        ))
+                        Err(pg_error(what, failed.error))
                     }
                 };
             }
@@ -292,7 +288,7 @@ impl Store {
         what: &str,
         mut f: impl FnMut(&mut Tx) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
-        let fail = |failed: Failed| Error::database(what, failure_of(&failed.error), failed.error);
+        let fail = |failed: Failed| pg_error(what, failed.error);
         let (mut conn, mut reused) = self.checkout(what)?;
         loop {
             match run(&mut conn, &mut f) {
@@ -828,6 +824,30 @@ fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     }
     tx.commit()
 }
+
+/// A PostgreSQL error while doing `what`, sorted by `failure_of`.
+fn pg_error(what: &str, error: postgres::Error) -> Error {
+    Error::database(what, failure_of(&error), Shown(error))
+}
+
+/// A PostgreSQL error as one line: the server's message and SQLSTATE, or the client's error
+/// and its cause (`postgres::Error` alone shows "db error").
+#[derive(Debug)]
+struct Shown(postgres::Error);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
+            None => match std::error::Error::source(&self.0) {
+                Some(cause) => write!(f, "{}: {cause}", self.0),
+                None => write!(f, "{}", self.0),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Shown {}
 
 /// True when the connection is gone (closed, or never made): nothing more can be sent on it.
 fn is_lost(error: &postgres::Error) -> bool {
