@@ -62,6 +62,7 @@ pub fn shared() -> Option<&'static Postgres> {
             if !available() {
                 return None;
             }
+            remove_stale_clusters();
             // Started from a thread that lives as long as the process: PDEATHSIG fires when
             // the thread that spawned the server ends, and a test's thread ends with the test.
             let (sender, receiver) = std::sync::mpsc::channel();
@@ -74,6 +75,28 @@ pub fn shared() -> Option<&'static Postgres> {
             Some(receiver.recv().expect("start shared PostgreSQL"))
         })
         .as_ref()
+}
+
+/// The shared cluster of a test process is never dropped (its server dies with the process):
+/// removes the directories of clusters whose process is gone.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("xhu-pg-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `command` run as the cluster's owner: `nobody` when we are root, else ourselves; killed with

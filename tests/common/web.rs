@@ -322,6 +322,12 @@ pub struct Settings {
     pub rules: &'static str,
     /// What the admin's web server has beside our site (none by default).
     pub around: Surroundings,
+    /// `database` instead of the stack's own SQLite file (e.g. a `postgres://` URL shared by
+    /// several stacks standing in for several hosts).
+    pub database: Option<String>,
+    /// An upload root outside the stack's directory (shared by several stacks, as a shared
+    /// file system is by several hosts); nginx only.
+    pub upload_root: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -331,6 +337,8 @@ impl Default for Settings {
             retention: "30d",
             rules: "",
             around: Surroundings::default(),
+            database: None,
+            upload_root: None,
         }
     }
 }
@@ -387,8 +395,9 @@ impl Stack {
         let root = dir.path.clone();
         let public_port = free_port();
         let slot_port = free_port();
-        let upload_root = match flavour {
-            Flavour::ApacheCgi => root.join("htdocs/upload"),
+        let upload_root = match (flavour, &settings.upload_root) {
+            (Flavour::Nginx, Some(shared)) => shared.clone(),
+            (Flavour::ApacheCgi, _) => root.join("htdocs/upload"),
             _ => root.join("files"),
         };
         let scheme = if flavour == Flavour::ApacheCgi {
@@ -982,7 +991,10 @@ prefix = "{JWT_PREFIX}"
 secret = "{JWT_SECRET}"
 "#,
         upload = upload_root.display(),
-        db = root.join("db/uploads.sqlite3").display(),
+        db = settings
+            .database
+            .clone()
+            .unwrap_or_else(|| root.join("db/uploads.sqlite3").display().to_string()),
         timeout = settings.put_timeout,
         retention = settings.retention,
         rules = settings.rules,
