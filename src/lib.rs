@@ -18,7 +18,7 @@
 //!
 //! - `config`: TOML file → `Config`, every error with key and line.
 //! - `request`: `Request` / `Response`, the seam between front ends and logic.
-//! - `refusal`: `Refusal` (status + message) and `Error` (I/O, SQLite).
+//! - `refusal`: `Refusal` (status + message) and `Error` (I/O, database).
 //! - `fcgi`, `cgi`, `devserver`: the three front ends (`fcgi` is our own FastCGI layer:
 //!   `record` the wire format, `conn` one connection, `server` the poll loop and worker pool).
 //! - `route`: dispatch.
@@ -27,7 +27,7 @@
 //! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
 //! - `rules`, `name`: pure logic (access rules and quotas; file names, URL and query decoding).
 //! - `crypto`: HMAC-SHA256 and random hex, for every protocol.
-//! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
+//! - `store`: the database (SQLite, or PostgreSQL for several hosts). `files`: the upload directory. `cleanup`: expiry.
 //! - `admin`: the administrator's commands (`files`, `purge`, `usage`, `check`).
 
 pub mod admin;
