@@ -560,7 +560,8 @@ PY
 # (PG_BIN, newest /usr/lib/postgresql/*/bin), a cluster of its own in $W/pg with initdb's
 # defaults (fsync and synchronous_commit on, like SQLite's database on disk), owned by `nobody`
 # when run as root, on a loopback TCP port, as another host would reach it. Rows: phase
-# `postgres`, targets <store>-<no-limits|quota|one-jid>; a table in $W/postgres.md.
+# `postgres`, targets <store>-<no-limits|quota|one-jid>; a table in $W/postgres.md. PG_STORES
+# ("sqlite postgres") picks the stores.
 phase_postgres() {
     local pg_bin=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
     [ -x "$pg_bin/postgres" ] || die "PostgreSQL is missing (apt-get install postgresql)"
@@ -573,7 +574,7 @@ phase_postgres() {
     "${as[@]}" "$pg_bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U xhu -d postgres -c "CREATE DATABASE uploads"
     write_config "$W/config-postgres.toml" "postgres://xhu@127.0.0.1:$pg_port/uploads"
     write_config "$W/config-postgres-sqlite.toml" "$W/db/postgres-phase.sqlite3"
-    for store in sqlite postgres; do
+    for store in ${PG_STORES:-sqlite postgres}; do
         if [ $store = sqlite ]; then start_program "$W/config-postgres-sqlite.toml"
         else start_program "$W/config-postgres.toml"; fi
         for r in $(seq "$ROUNDS"); do
