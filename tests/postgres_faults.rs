@@ -213,3 +213,36 @@ fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works
     parse_text_slot(&server.slot_request(&slot_query("next.txt")));
     assert_eq!(slot_count(&cluster, &url), 1);
 }
+
+#[test]
+fn a_program_started_while_postgres_is_down_answers_503_and_migrates_when_it_is_up() {
+    if !postgres::available() {
+        return;
+    }
+    let cluster = Postgres::start();
+    let url = cluster.database("late");
+    cluster.stop();
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let config = env.dir.path.join("postgres.toml");
+    fs::write(
+        &config,
+        format!(
+            "upload_root = {:?}\ndatabase = {url:?}\n{}",
+            env.upload_root.to_str().unwrap(),
+            standard_config(ALLOW_ALL)
+        ),
+    )
+    .unwrap();
+    let server = env.serve_with(&config);
+    assert_away(
+        &server.slot_request(&slot_query("early.txt")),
+        "slot before PostgreSQL",
+    );
+    cluster.resume();
+    parse_text_slot(&server.slot_request(&slot_query("late.txt")));
+    assert_eq!(slot_count(&cluster, &url), 1);
+    assert_eq!(
+        cluster.sql_in(&url, "SELECT version FROM schema_version"),
+        [["1".to_string()]]
+    );
+}

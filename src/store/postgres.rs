@@ -157,6 +157,31 @@ struct Failed {
     error: postgres::Error,
 }
 
+/// A connection taken from the pool: given back by `give_back`, else (an error that lost it, or
+/// a panic unwinding) dropped and counted out, so that the pool never counts a connection
+/// that no longer exists.
+struct Lease<'a> {
+    store: &'a Store,
+    conn: Option<Conn>,
+}
+
+impl Lease<'_> {
+    fn give_back(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.store.give_back(conn);
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn);
+            self.store.discard();
+        }
+    }
+}
+
 impl Store {
     /// Prepares the pool for the database at `url` and brings its schema up to date. A
     /// server that cannot be reached now is not fatal: the program starts, answers 503, and
@@ -300,26 +325,38 @@ impl Store {
         mut f: impl FnMut(&mut Tx) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
         let fail = |failed: Failed| pg_error(what, failed.error);
-        let (mut conn, mut reused) = self.checkout(what)?;
+        let (conn, mut reused) = self.checkout(what)?;
+        let mut lease = Lease {
+            store: self,
+            conn: Some(conn),
+        };
         loop {
-            match run(&mut conn, &mut f) {
+            let Some(conn) = lease.conn.as_mut() else {
+                unreachable!("a lease holds its connection until it ends")
+            };
+            match run(conn, &mut f) {
                 Ok(value) => {
-                    self.give_back(conn);
+                    lease.give_back();
                     return Ok(value);
                 }
                 Err(failed) if reused && !failed.began && is_lost(&failed.error) => {
-                    drop(conn);
-                    self.discard();
+                    drop(lease);
                     self.forget_idle();
-                    (conn, reused) = self.checkout(what)?;
+                    let (conn, fresh) = self.checkout(what)?;
+                    (lease, reused) = (
+                        Lease {
+                            store: self,
+                            conn: Some(conn),
+                        },
+                        fresh,
+                    );
                 }
                 Err(failed) => {
                     if is_lost(&failed.error) || conn.client.is_closed() {
-                        drop(conn);
-                        self.discard();
+                        drop(lease);
                         self.forget_idle();
                     } else {
-                        self.give_back(conn);
+                        lease.give_back();
                     }
                     return Err(fail(failed));
                 }
