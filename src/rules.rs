@@ -339,6 +339,65 @@ mod tests {
     }
 
     #[test]
+    fn usage_counts_each_window_from_now() {
+        let limits = Limits {
+            bytes_per_window: Some(Window {
+                seconds: 100,
+                amount: 1000,
+            }),
+            uploads_per_window: Some(Window {
+                seconds: 10,
+                amount: 5,
+            }),
+            ..Limits::default()
+        };
+        // (created, size): one old, one inside 100 s, one inside 10 s; "inside" is strictly after
+        let held = [(800, 7), (950, 20), (995, 300), (900, 1)];
+        let usage = usage_of(&limits, 1000, &held);
+        assert_eq!(
+            usage,
+            Usage {
+                total_bytes: 328,
+                window_bytes: 320,
+                window_uploads: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn decide_quota_gives_the_402_its_retry_after() {
+        let limits = Limits {
+            uploads_per_window: Some(Window {
+                seconds: 100,
+                amount: 2,
+            }),
+            ..Limits::default()
+        };
+        let refused = decide_quota(&limits, 1, 1020, &[(1000, 1), (1010, 1)]).unwrap_err();
+        assert_eq!(
+            (refused.kind, refused.retry_after),
+            (RefusalKind::QuotaExceeded, Some(80))
+        );
+        assert!(
+            refused.message.ends_with("try again in 80 s"),
+            "{}",
+            refused.message
+        );
+        // 403 and 413 carry no time: waiting does not help
+        let total = Limits {
+            max_total_size: Some(1),
+            ..Limits::default()
+        };
+        assert_eq!(
+            decide_quota(&total, 1, 0, &[(0, 1)])
+                .unwrap_err()
+                .retry_after,
+            None
+        );
+        assert!(decide_quota(&limits, 1, 1101, &[(1000, 1), (1010, 1)]).is_ok());
+    }
+
+    #[test]
     fn huge_sizes_do_not_overflow() {
         let limits = Limits {
             max_total_size: Some(u64::MAX - 1),
