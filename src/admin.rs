@@ -118,12 +118,10 @@ fn file_entry(app: &App, slot: &Slot) -> FileEntry {
         (None, None) => "waiting",
     };
     let uploaded = slot.uploaded.or(slot.authorized);
-    let put_timeout = i64::try_from(config.put_timeout).unwrap_or(i64::MAX);
+    let put_timeout = config.put_timeout;
     let expires = match uploaded {
         Some(at) => {
-            let retention = slot
-                .retention
-                .unwrap_or_else(|| i64::try_from(config.retention).unwrap_or(i64::MAX));
+            let retention = slot.retention.unwrap_or(config.retention);
             let by_retention = at.saturating_add(retention);
             Some(slot.expires.map_or(by_retention, |e| e.min(by_retention)))
         }
@@ -132,7 +130,7 @@ fn file_entry(app: &App, slot: &Slot) -> FileEntry {
     };
     FileEntry {
         url,
-        path: SafePath::for_slot(slot)
+        path: SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             .map(|p| p.to_string())
             .unwrap_or_default(),
         name: slot.name.clone(),
@@ -224,7 +222,7 @@ pub fn purge(app: &App, jid: &str, dry_run: bool, now: i64) -> Result<PurgeRepor
     };
     report.slots = slots.len();
     for slot in &slots {
-        let Ok(path) = SafePath::for_slot(slot) else {
+        let Ok(path) = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name) else {
             // A record whose name could never be a file: nothing on disk to remove.
             if !dry_run {
                 app.store.forget_purged(&slot.token)?;
@@ -352,8 +350,7 @@ impl fmt::Display for UsageReport {
 /// Totals at `now`, and the `top` JIDs by bytes (`0`: every JID).
 pub fn usage(app: &App, top: usize, now: i64) -> Result<UsageReport, Error> {
     let mut report = UsageReport::default();
-    let unused_cutoff =
-        now.saturating_sub(i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX));
+    let unused_cutoff = now.saturating_sub(app.config.put_timeout);
     let mut per_jid: HashMap<String, (u64, u64)> = HashMap::new();
     app.store.for_each_slot(|slot| {
         let counted = match (slot.authorized, slot.uploaded) {
@@ -590,7 +587,7 @@ pub fn check(app: &App, repair: bool, now: i64) -> Result<CheckReport, Error> {
             // retention, removes it.
             _ => continue,
         };
-        let path = SafePath::for_slot(slot)
+        let path = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             .map(|p| p.to_string())
             .unwrap_or_else(|_| slot.token.clone());
         let repaired = repair && {

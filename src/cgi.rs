@@ -140,7 +140,9 @@ struct BodyLimits {
 impl BodyLimits {
     /// An upload of `declared` bytes: `put_timeout` of grace plus `declared` at `MIN_RATE`,
     /// pauses of at most `MAX_IDLE` (or `put_timeout`, when that is shorter, but 1 s at least).
-    fn for_upload(put_timeout: u64, declared: u64) -> BodyLimits {
+    fn for_upload(put_timeout: i64, declared: u64) -> BodyLimits {
+        // Durations in the config are seconds > 0 (i64, as every time in the program).
+        let put_timeout = put_timeout.unsigned_abs();
         BodyLimits {
             idle: Duration::from_secs(put_timeout.clamp(1, MAX_IDLE.as_secs())),
             total: Duration::from_secs(put_timeout.saturating_add(declared / MIN_RATE + 1)),
@@ -250,7 +252,8 @@ mod tests {
 
     #[test]
     fn an_absurd_declared_size_does_not_overflow() {
-        let limits = BodyLimits::for_upload(u64::MAX, u64::MAX);
-        assert_eq!(limits.total, Duration::from_secs(u64::MAX));
+        let limits = BodyLimits::for_upload(i64::MAX, u64::MAX);
+        // put_timeout is an i64 now: the sum no longer reaches u64::MAX, but must not wrap.
+        assert!(limits.total >= Duration::from_secs(i64::MAX.unsigned_abs()));
     }
 }

@@ -92,9 +92,7 @@ pub fn reapply_rules(app: &App) -> Result<Reapplied, Error> {
                 action: Action::Allow(limits),
                 ..
             }) => {
-                let retention = limits
-                    .retention
-                    .map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+                let retention = limits.retention;
                 if retention != slot.retention {
                     changes.push((slot.token, retention));
                 }
@@ -120,12 +118,11 @@ pub fn run(app: &App, now: i64) -> Result<Report, Error> {
 
 fn sweep(app: &App, now: i64) -> Result<Report, Error> {
     let mut report = Report::default();
-    let put_timeout = i64::try_from(app.config.put_timeout).unwrap_or(i64::MAX);
-    let retention_cutoff =
-        now.saturating_sub(i64::try_from(app.config.retention).unwrap_or(i64::MAX));
+    let put_timeout = app.config.put_timeout;
+    let retention_cutoff = now.saturating_sub(app.config.retention);
     let grace_cutoff = now.saturating_sub(TRANSFER_GRACE);
 
-    let retention = i64::try_from(app.config.retention).unwrap_or(i64::MAX);
+    let retention = app.config.retention;
     settle_unconfirmed_slots(
         app,
         now,
@@ -136,7 +133,7 @@ fn sweep(app: &App, now: i64) -> Result<Report, Error> {
 
     // Uploads of the JWT protocol go at their own `expires`.
     for slot in app.store.expiring_before(now)? {
-        if let Ok(path) = SafePath::for_slot(&slot)
+        if let Ok(path) = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             && app.uploads.remove(&path)?
         {
             report.expired_files.push(path.to_string());
@@ -147,7 +144,7 @@ fn sweep(app: &App, now: i64) -> Result<Report, Error> {
     // Uploads of slots (slot API and JWT) past retention, counted from their recorded upload:
     // the retention of the rule that allowed it, recorded then, or the global one.
     for slot in app.store.past_retention(now, retention)? {
-        if let Ok(path) = SafePath::for_slot(&slot)
+        if let Ok(path) = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
             && app.uploads.remove(&path)?
         {
             report.expired_files.push(path.to_string());
@@ -219,7 +216,7 @@ fn settle_unconfirmed_slots(
     report: &mut Report,
 ) -> Result<(), Error> {
     for slot in app.store.unconfirmed(created_cutoff)? {
-        let path = SafePath::for_slot(&slot).ok();
+        let path = SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name).ok();
         if path.as_ref().is_some_and(|p| app.uploads.exists(p)) {
             let allowed_at = slot.authorized.unwrap_or(slot.created);
             // (false only when the slot was purged meanwhile: its file is then in `purged`)

@@ -1,8 +1,8 @@
 //! The upload directory: the only module that touches files under `upload_root`.
 //!
 //! Every path is a `SafePath`: either a slot's `<token>/<name>` (a 40-hex token and a name that
-//! passed `name::is_safe_name`) or the path of an external-protocol upload under its prefix
-//! directory, checked segment by segment. Neither can leave the root or name a dot-file.
+//! passed `name::is_safe_name`) or the path of a signed-protocol upload (HMAC, JWT) under its
+//! prefix directory, checked segment by segment. Neither can leave the root or name a dot-file.
 //!
 //! Below the root nothing is looked up by path: each level is opened from the one above with
 //! `openat(O_DIRECTORY | O_NOFOLLOW)` and files with `O_NOFOLLOW`, so a symbolic link planted
@@ -17,7 +17,8 @@
 //! temporary file is a named dot-file (`.<random>.part`), removed on every way out but a kill;
 //! cleanup removes the ones a kill left.
 //!
-//! Not here: which file may be written or served (that is `authorize`, `transfer`, `cleanup`).
+//! Not here: which file may be written or served (each protocol's `allow_put` and `serve`,
+//! and `cleanup`), nor the database: a path is built from names, never from a record.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -34,10 +35,10 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 use crate::crypto::random_hex;
 use crate::name::{MAX_NAME_BYTES, is_safe_name};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
-use crate::store::Slot;
 
-/// Most directory levels an external-protocol path may have below its prefix.
-pub const MAX_EXTERNAL_DEPTH: usize = 8;
+/// Most directory levels the path of a signed-protocol upload (HMAC, JWT) may have below its
+/// prefix directory.
+pub const MAX_SIGNED_DEPTH: usize = 8;
 
 /// A relative path under the upload root that is known to stay inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +67,13 @@ impl SafePath {
         })
     }
 
-    /// `<dir>/<segments...>` of an external-protocol upload. `dir` comes from the configuration;
-    /// each decoded segment must be a plain name: not empty, no `/` or NUL, not starting with
-    /// `.` (no `..`, no hidden or temporary files), at most 255 bytes.
-    pub fn external(dir: &str, segments: &[String]) -> Result<SafePath, Refusal> {
-        if segments.len() < 2 || segments.len() > MAX_EXTERNAL_DEPTH {
+    /// `<dir>/<segments...>` of a signed-protocol upload (HMAC, JWT). `dir` comes from the
+    /// configuration; each decoded segment must be a plain name: not empty, no `/` or NUL, not
+    /// starting with `.` (no `..`, no hidden or temporary files), at most 255 bytes.
+    pub fn under(dir: &str, segments: &[String]) -> Result<SafePath, Refusal> {
+        if segments.len() < 2 || segments.len() > MAX_SIGNED_DEPTH {
             return Err(Refusal::forbidden(format!(
-                "upload path must have 2 to {MAX_EXTERNAL_DEPTH} segments"
+                "upload path must have 2 to {MAX_SIGNED_DEPTH} segments"
             )));
         }
         for segment in segments {
@@ -97,20 +98,16 @@ impl SafePath {
     pub fn stored_under(dir: &str, text: &str) -> Option<SafePath> {
         let rest = text.strip_prefix(dir)?.strip_prefix('/')?;
         let segments: Vec<String> = rest.split('/').map(str::to_string).collect();
-        SafePath::external(dir, &segments).ok()
+        SafePath::under(dir, &segments).ok()
     }
 
-    /// Where the file of a stored slot lives: `<token>/<name>` for the slot API, or
-    /// `<area>/<token>/<name>` for the JWT protocol.
-    pub fn for_slot(slot: &Slot) -> Result<SafePath, Refusal> {
-        SafePath::in_area(slot.area.as_deref(), &slot.token, &slot.name)
-    }
-
-    /// `<token>/<name>` (no area: the slot API) or `<area>/<token>/<name>` (the JWT protocol).
+    /// Where the file of a stored slot lives: `<token>/<name>` (no area: the slot API) or
+    /// `<area>/<token>/<name>` (the JWT protocol), from the slot's recorded `area`, `token`
+    /// and `name`.
     pub fn in_area(area: Option<&str>, token: &str, name: &str) -> Result<SafePath, Refusal> {
         match area {
             None => SafePath::slot(token, name),
-            Some(area) => SafePath::external(area, &[token.to_string(), name.to_string()]),
+            Some(area) => SafePath::under(area, &[token.to_string(), name.to_string()]),
         }
     }
 
@@ -434,12 +431,12 @@ impl UploadDir {
         Ok(found)
     }
 
-    /// Every file below `<root>/<dir>` (an external protocol's uploads), for cleanup.
+    /// Every file below `<root>/<dir>` (a signed protocol's uploads), for cleanup.
     pub fn tree_files(&self, dir: &str) -> Result<Vec<Entry>, Error> {
         let segments: Vec<String> = dir.split('/').map(str::to_string).collect();
         let mut found = Vec::new();
         match self.open_dir(&segments, false) {
-            Ok(top) => collect_files(&top, &self.root.join(dir), MAX_EXTERNAL_DEPTH, &mut found)?,
+            Ok(top) => collect_files(&top, &self.root.join(dir), MAX_SIGNED_DEPTH, &mut found)?,
             Err(DirError::Failed(error)) => return Err(error),
             Err(_) => {}
         }
@@ -812,7 +809,7 @@ mod tests {
         assert!(SafePath::slot("..", "x").is_err());
         let ext = |segments: &[&str]| {
             let owned: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
-            SafePath::external("share", &owned)
+            SafePath::under("share", &owned)
         };
         assert!(ext(&["uuid", "my file (1).jpg"]).is_ok());
         assert!(ext(&["abc", "def", "Отчёт.pdf"]).is_ok());
@@ -827,7 +824,7 @@ mod tests {
     #[test]
     fn external_uploads_nest() {
         let up = temp_root("external");
-        let path = SafePath::external("share", &["u1".into(), "a b.txt".into()]).unwrap();
+        let path = SafePath::under("share", &["u1".into(), "a b.txt".into()]).unwrap();
         up.receive(&path, 2, &mut &b"hi"[..]).unwrap();
         assert_eq!(fs::read(up.root().join("share/u1/a b.txt")).unwrap(), b"hi");
         assert!(up.exists(&path));
@@ -903,7 +900,7 @@ mod tests {
     #[test]
     fn cleanup_removes_files_and_empty_directories() {
         let up = temp_root("remove");
-        let path = SafePath::external("share", &["a".into(), "b".into(), "c.txt".into()]).unwrap();
+        let path = SafePath::under("share", &["a".into(), "b".into(), "c.txt".into()]).unwrap();
         up.receive(&path, 2, &mut &b"hi"[..]).unwrap();
         let found = up.tree_files("share").unwrap();
         assert_eq!(found.len(), 1);

@@ -1,55 +1,73 @@
 //! xmpp-http-upload: the HTTP side of XMPP HTTP File Upload (XEP-0363) as a FastCGI program.
 //!
-//! # The request path
+//! # A PUT, from the FastCGI record to the decision and back
 //!
-//! 1. A front end (`fcgi`, `cgi` or `devserver`) turns what the web server sent into a
-//!    transport-neutral [`request::Request`] and hands it, with the body, to [`route::handle`].
-//! 2. `route` finds the endpoint: the slot API (`slot`), a PUT to decide or to receive
-//!    (`authorize`, `external`, `file_share`: each checks and records its one allowance, so that
-//!    when the web server writes the body a slot or signed URL is allowed once, at the exact
-//!    path it will write), or a download (`transfer`).
-//! 3. `slot` asks `rules` which rule decides for the JID and lets `store` check the quotas and
-//!    record the slot in one transaction; `authorize` checks a PUT against its slot; `files`
-//!    is the only module that touches the upload directory.
-//! 4. Each endpoint returns a [`request::Response`] or a [`refusal::Refusal`] (a normal "no"
-//!    with a status and one line); `route` logs one line per decision; the front end writes it.
+//! The poll loop of `fcgi::server` (`server::run`, `Poller::check`) waits until a connection
+//! has buffered a request's BEGIN_REQUEST and PARAMS records (`record::scan_head`,
+//! `record::peek_head`) and hands it to a worker, which runs `server::serve_one`. There
+//! `fcgi::Program::answer` builds the transport-neutral [`request::Request`]
+//! (`Request::from_params`: `decide_only` is the Authorizer role or `XHU_AUTHORIZE=1`) and calls
+//! [`route::handle`] with the body, a reader of the STDIN records (`Exchange::body`; empty
+//! when the web server writes the body). `route::handle` reads the clock once (`unix_now`);
+//! `route::endpoint` turns the path into an `Endpoint` — here a `FileUrl` of one of the three
+//! protocols — and `route::dispatch` sends the PUT to `route::upload`, which asks that
+//! protocol: [`slot::allow_put`] (the slot from `store`, the name via `name`, its age, the
+//! exact length and type via [`put::exact_length`] and [`put::check_media_type`], then
+//! `Store::authorize_once` or `Store::mark_authorized`), [`hmac::allow_put`] (the URL's
+//! signature, `Store::claim_signed_path`) or [`jwt::allow_put`] (the token, then `rules` and
+//! `Store::reserve_slot`). Each answers with the same [`put::Allowed`] — the path to write,
+//! the exact length, the slot to mark stored — or a [`refusal::Refusal`]. The same yes then
+//! ends one of two ways: [`put::hand_to_web_server`] makes the file's directory
+//! (`UploadDir::create_parent`) and answers 200, and nginx or mod_dav writes the body; or
+//! [`put::receive`] streams exactly that many bytes into place (`UploadDir::receive`), marks
+//! the slot uploaded (`Store::mark_uploaded`) and answers 201. Back in `route::handle` a
+//! refusal becomes its status (decide-only: 403, or 401, with the real status and reason in
+//! `XHU-Status`/`XHU-Reason` for the web server), is counted (`metrics::count_refusal`) and
+//! logged in one line; `serve_one` writes the [`request::Response`] as STDOUT records
+//! (`Response::cgi_head`, `Response::write_body`) and ends the request (`Stdout::finish`).
+//! The CGI (`cgi::serve_one`) and development server (`devserver`) front ends call the same
+//! `route::handle`.
 //!
-//! # Modules
+//! # Layout
 //!
-//! - `config`: TOML file → `Config`, every error with key and line.
-//! - `request`: `Request` / `Response`, the seam between front ends and logic.
-//! - `refusal`: `Refusal` (status + message) and `Error` (I/O, database).
-//! - `fcgi`, `cgi`, `devserver`: the three front ends (`fcgi` is our own FastCGI layer:
-//!   `record` the wire format, `conn` one connection, `server` the poll loop and worker pool).
-//! - `route`: dispatch.
-//! - `slot`, `authorize`, `transfer`: the endpoints of the slot API and its uploads.
-//! - `external`: the HMAC protocol of `mod_http_upload_external` / ejabberd `external_secret`.
-//! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
-//! - `rules`, `name`: pure logic (access rules and quotas; file names, URL and query decoding).
-//! - `crypto`: HMAC-SHA256 and random hex, for every protocol.
-//! - `store`: the database (SQLite, or PostgreSQL for several hosts). `files`: the upload directory. `cleanup`: expiry.
-//! - `admin`: the administrator's commands (`files`, `purge`, `usage`, `check`).
+//! - `main`: the command line. `config`: TOML file → `Config`, every error with key and line.
+//! - `fcgi` (`record` the wire format, `conn` one connection, `server` the poll loop and the
+//!   worker pool), `cgi`, `devserver`: the three front ends; only they know the transport.
+//! - `request`: `Request` / `Response`, the seam between the front ends and the rest.
+//! - `route`: one `match` from a request to its endpoint, one log line per decision.
+//! - `slot`, `hmac`, `jwt`: the three protocols, one module each, none borrowing from another.
+//!   `slot` is our slot API (`request_slot`, `max_size`, `check_caller`) with its PUTs and GETs;
+//!   `hmac` the signed URLs of `mod_http_upload_external` / ejabberd `external_secret`; `jwt` the
+//!   Bearer tokens of Prosody's `mod_http_file_share`. Each has `allow_put` and `serve`.
+//! - `put`: what every PUT shares (`Allowed`, the length and type checks, the two endings).
+//! - `download`: a stored file served by the program (ranges, conditional GETs, safe headers).
+//! - `metrics`: the counters. `admin`: the administrator's commands. `cleanup`: expiry.
+//! - `rules`, `name`, `content_type`, `crypto`: pure logic (access rules and quotas; file names
+//!   and URL decoding; media types; HMAC-SHA256 and random hex).
+//! - `store`: the database (SQLite, or PostgreSQL for several hosts), the only module that
+//!   speaks SQL. `files`: the upload directory, the only module that touches it. `refusal`: `Refusal` (a normal "no") and `Error` (a failure).
 
 pub mod admin;
-pub mod authorize;
 pub mod cgi;
 pub mod cleanup;
 pub mod config;
+pub mod content_type;
 pub mod crypto;
 pub mod devserver;
-pub mod external;
+pub mod download;
 pub mod fcgi;
-pub mod file_share;
 pub mod files;
+pub mod hmac;
+pub mod jwt;
 pub mod metrics;
 pub mod name;
+pub mod put;
 pub mod refusal;
 pub mod request;
 pub mod route;
 pub mod rules;
 pub mod slot;
 pub mod store;
-pub mod transfer;
 
 use config::Config;
 use files::UploadDir;

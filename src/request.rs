@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use crate::files::StoredFile;
 use crate::refusal::{Error, Refusal, RefusalKind};
 
 /// What the logic needs to know about one HTTP request. The body is passed beside it.
@@ -104,19 +103,19 @@ pub enum Body {
     File(FilePart),
 }
 
-/// The bytes of a stored file a download sends: `len` bytes from `offset`.
+/// The bytes of an open file a download sends: `len` bytes from `offset`. Any open file: this
+/// module does not know where it came from (that is `files`, opened for `download`).
 pub struct FilePart {
-    pub stored: StoredFile,
+    pub file: File,
     pub offset: u64,
     pub len: u64,
 }
 
 impl FilePart {
-    /// The whole file.
-    pub fn whole(stored: StoredFile) -> FilePart {
-        let len = stored.len;
+    /// The whole file, `len` bytes long.
+    pub fn whole(file: File, len: u64) -> FilePart {
         FilePart {
-            stored,
+            file,
             offset: 0,
             len,
         }
@@ -124,7 +123,7 @@ impl FilePart {
 
     /// The file positioned at `offset`, limited to `len` bytes.
     fn into_reader(self) -> io::Result<io::Take<File>> {
-        let mut file = self.stored.file;
+        let mut file = self.file;
         file.seek(SeekFrom::Start(self.offset))?;
         Ok(file.take(self.len))
     }
@@ -158,6 +157,28 @@ impl Response {
             body: Body::Empty,
             head_only: false,
         }
+    }
+
+    /// 201 for an upload the program stored, in every protocol.
+    pub fn created() -> Response {
+        Response::text(201, "text/plain; charset=utf-8", "created\n").with_cors()
+    }
+
+    /// `OPTIONS` on an upload or download URL: the CORS preflight of browser clients.
+    pub fn preflight() -> Response {
+        Response::empty(204)
+            .with_cors()
+            .with_header("Access-Control-Allow-Methods", "GET, HEAD, PUT, OPTIONS")
+            .with_header(
+                "Access-Control-Allow-Headers",
+                "Authorization, Content-Type",
+            )
+            .with_header("Access-Control-Max-Age", "86400")
+    }
+
+    /// CORS for browser XMPP clients (Converse.js, Movim): on every upload and download answer.
+    pub fn with_cors(self) -> Response {
+        self.with_header("Access-Control-Allow-Origin", "*")
     }
 
     /// The answer for a refusal: its status and its one line.

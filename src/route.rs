@@ -3,11 +3,10 @@
 
 use std::io::Read;
 
-use crate::config::SignedPrefix;
-use crate::files::SafePath;
+use crate::config::{Downloads, SignedPrefix};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
-use crate::{App, authorize, external, file_share, metrics, slot, transfer, unix_now};
+use crate::{App, hmac, jwt, metrics, put, slot, unix_now};
 
 /// Where a request path points.
 #[derive(Debug)]
@@ -15,29 +14,49 @@ enum Endpoint<'a> {
     Slot,
     MaxSize,
     Metrics,
-    /// `<prefix>/<token>/<name>` under the PUT prefix, the GET prefix, or both.
+    /// The URL of a file of one protocol: a PUT may upload to it when `put`, a GET or HEAD
+    /// download it when `get` (both, unless it is under only one of the slot API's prefixes).
     File {
-        token: &'a str,
-        raw_name: &'a str,
+        url: FileUrl<'a>,
         put: bool,
         get: bool,
-    },
-    /// `<prefix>/<path...>` of an HMAC-protocol prefix.
-    External {
-        ext: &'a SignedPrefix,
-        raw_rest: &'a str,
-    },
-    /// `<prefix>/<slot>/<name>` of a JWT-protocol prefix.
-    FileShare {
-        share: &'a SignedPrefix,
-        raw_rest: &'a str,
     },
     Unknown,
 }
 
+/// A file's URL, by protocol, still as sent (percent-encoded).
+#[derive(Debug, Clone, Copy)]
+enum FileUrl<'a> {
+    /// `<put_prefix or get_prefix>/<token>/<name>` of the slot API.
+    Slot { token: &'a str, raw_name: &'a str },
+    /// `<prefix>/<path...>` of an HMAC-protocol prefix.
+    Hmac {
+        prefix: &'a SignedPrefix,
+        raw_rest: &'a str,
+    },
+    /// `<prefix>/<slot>/<name>` of a JWT-protocol prefix.
+    Jwt {
+        prefix: &'a SignedPrefix,
+        raw_rest: &'a str,
+    },
+}
+
+impl FileUrl<'_> {
+    /// The `protocol` label of the metrics.
+    fn protocol(self) -> &'static str {
+        match self {
+            FileUrl::Slot { .. } => "slot",
+            FileUrl::Hmac { .. } => "hmac",
+            FileUrl::Jwt { .. } => "jwt",
+        }
+    }
+}
+
 /// Answers one request. `body` is the request body (empty for decide-only requests).
 pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
-    let outcome = dispatch(app, req, body);
+    // The one clock reading of the request: every decision and record of it uses this `now`.
+    let now = unix_now();
+    let outcome = dispatch(app, req, body, now);
     match outcome {
         Ok(response) => {
             if req.decide_only {
@@ -72,90 +91,72 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
     }
 }
 
-fn dispatch(app: &App, req: &Request, body: &mut dyn Read) -> Result<Response, Outcome> {
-    let now = unix_now();
+/// The endpoint's answer, or why not: the table of which method may do what where.
+fn dispatch(app: &App, req: &Request, body: &mut dyn Read, now: i64) -> Result<Response, Outcome> {
     let method = req.method.as_str();
+    let endpoint = endpoint(app, &req.path);
     if req.decide_only {
-        return decide(app, req, now);
+        // The web server asks whether to let a request through: only a PUT to an upload URL.
+        return match endpoint {
+            Endpoint::File { url, put, .. } if put && method == "PUT" => {
+                upload(app, req, url, body, now)
+            }
+            _ => {
+                Err(Refusal::forbidden(format!("not an upload URL: {method} {}", req.path)).into())
+            }
+        };
     }
-    match (method, endpoint(app, &req.path)) {
+    match (method, endpoint) {
         ("GET", Endpoint::Slot) => slot::request_slot(app, req, now),
         ("GET", Endpoint::MaxSize) => slot::max_size(app, req),
         ("GET", Endpoint::Metrics) => metrics::serve(app, req),
         (_, Endpoint::Slot | Endpoint::MaxSize | Endpoint::Metrics) => {
             Err(method_not_allowed(method))
         }
-        (
-            "PUT",
-            Endpoint::File {
-                token,
-                raw_name,
-                put: true,
-                ..
-            },
-        ) => transfer::receive(app, req, token, raw_name, body, now),
-        (
-            "GET" | "HEAD",
-            Endpoint::File {
-                token,
-                raw_name,
-                get: true,
-                ..
-            },
-        ) => transfer::serve(app, req, token, raw_name),
-        ("PUT", Endpoint::External { ext, raw_rest }) => {
-            external::receive(app, ext, req, raw_rest, body, now)
-        }
-        ("GET" | "HEAD", Endpoint::External { ext, raw_rest }) => {
-            external::serve(app, ext, req, raw_rest)
-        }
-        ("PUT", Endpoint::FileShare { share, raw_rest }) => {
-            file_share::receive(app, share, req, raw_rest, body, now)
-        }
-        ("GET" | "HEAD", Endpoint::FileShare { share, raw_rest }) => {
-            file_share::serve(app, share, req, raw_rest)
-        }
-        (
-            "OPTIONS",
-            Endpoint::File { .. } | Endpoint::External { .. } | Endpoint::FileShare { .. },
-        ) => Ok(transfer::preflight()),
-        (_, Endpoint::File { .. } | Endpoint::External { .. } | Endpoint::FileShare { .. }) => {
-            Err(method_not_allowed(method))
-        }
+        (_, Endpoint::File { url, put, get }) => match method {
+            "PUT" if put => upload(app, req, url, body, now),
+            "GET" | "HEAD" if get => download(app, req, url),
+            "OPTIONS" => Ok(Response::preflight()),
+            _ => Err(method_not_allowed(method)),
+        },
         (_, Endpoint::Unknown) => {
             Err(Refusal::not_found(format!("nothing at {:?}", req.path)).into())
         }
     }
 }
 
-/// Decide-only: may this PUT proceed? On yes, the directory for the file exists (Apache's
-/// mod_dav does not create it; nginx would) and the web server writes the body.
-fn decide(app: &App, req: &Request, now: i64) -> Result<Response, Outcome> {
-    let method = req.method.as_str();
-    let path = match endpoint(app, &req.path) {
-        Endpoint::File {
-            token,
-            raw_name,
-            put: true,
-            ..
-        } if method == "PUT" => {
-            let slot = authorize::allow_put(app, req, token, raw_name, now)?;
-            SafePath::slot(token, &slot.name)?
-        }
-        Endpoint::External { ext, raw_rest } if method == "PUT" => {
-            external::allow_put(app, ext, req, raw_rest, now)?
-        }
-        Endpoint::FileShare { share, raw_rest } if method == "PUT" => {
-            file_share::allow_put(app, share, req, raw_rest, now)?.0
-        }
-        _ => {
-            return Err(
-                Refusal::forbidden(format!("not an upload URL: {method} {}", req.path)).into(),
-            );
-        }
-    };
-    app.uploads.create_parent(&path)?;
-    Ok(Response::empty(200))
+/// A PUT: its protocol decides whether it may proceed, and the yes is the same whoever writes
+/// the body. Then the web server writes it (decide-only), or the program receives it.
+fn upload(
+    app: &App,
+    req: &Request,
+    url: FileUrl,
+    body: &mut dyn Read,
+    now: i64,
+) -> Result<Response, Outcome> {
+    let allowed = match url {
+        FileUrl::Slot { token, raw_name } => slot::allow_put(app, req, token, raw_name, now),
+        FileUrl::Hmac { prefix, raw_rest } => hmac::allow_put(app, prefix, req, raw_rest, now),
+        FileUrl::Jwt { prefix, raw_rest } => jwt::allow_put(app, prefix, req, raw_rest, now),
+    }?;
+    if req.decide_only {
+        put::hand_to_web_server(app, &allowed)
+    } else {
+        put::receive(app, &allowed, body, now)
+    }
+}
+
+/// A GET or HEAD of a file, served by the program (`webserver_download = false`, or the
+/// development server): its protocol finds the file.
+fn download(app: &App, req: &Request, url: FileUrl) -> Result<Response, Outcome> {
+    if app.config.downloads == Downloads::WebServer {
+        return Err(served_by_web_server(req));
+    }
+    match url {
+        FileUrl::Slot { token, raw_name } => slot::serve(app, req, token, raw_name),
+        FileUrl::Hmac { prefix, raw_rest } => hmac::serve(app, prefix, req, raw_rest),
+        FileUrl::Jwt { prefix, raw_rest } => jwt::serve(app, prefix, req, raw_rest),
+    }
 }
 
 /// The one place refusals are counted: a refused slot request by its reason, a refused PUT
@@ -165,14 +166,23 @@ fn count_refusal(app: &App, req: &Request, refusal: &Refusal) {
     let protocol = match endpoint(app, &req.path) {
         Endpoint::Slot => None,
         _ if req.method != "PUT" => return,
-        Endpoint::File { put: true, .. } => Some("slot"),
-        Endpoint::External { .. } => Some("hmac"),
-        Endpoint::FileShare { .. } => Some("jwt"),
+        Endpoint::File { url, put, .. } if put => Some(url.protocol()),
         _ => return,
     };
     metrics::count_refusal(app, protocol, refusal);
 }
 
+/// A GET or HEAD of a file under `webserver_download = true`: the web server was meant to
+/// answer it (config::Downloads says why this is a refusal, not a redirect).
+fn served_by_web_server(req: &Request) -> Outcome {
+    Refusal::not_found(format!(
+        "{} {:?} is for the web server to serve (webserver_download = true), not this program",
+        req.method, req.path
+    ))
+    .into()
+}
+
+/// 405 for a method the URL does not take.
 fn method_not_allowed(method: &str) -> Outcome {
     Refusal::new(
         RefusalKind::MethodNotAllowed,
@@ -181,6 +191,8 @@ fn method_not_allowed(method: &str) -> Outcome {
     .into()
 }
 
+/// Where `path` points: the slot API's own URLs first, then the signed prefixes (HMAC, JWT) in
+/// the configuration's order, then a slot's `<token>/<name>` under the PUT or GET prefix.
 fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
     let config = &app.config;
     if let Some(rest) = path.strip_prefix(config.slot_prefix.as_str()) {
@@ -191,20 +203,21 @@ fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
             _ => {}
         }
     }
-    for ext in &config.external {
-        if let Some(raw_rest) = path
-            .strip_prefix(ext.prefix.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        {
-            return Endpoint::External { ext, raw_rest };
+    let below =
+        |prefix: &SignedPrefix| path.strip_prefix(prefix.prefix.as_str())?.strip_prefix('/');
+    let signed = |url| Endpoint::File {
+        url,
+        put: true,
+        get: true,
+    };
+    for prefix in &config.external {
+        if let Some(raw_rest) = below(prefix) {
+            return signed(FileUrl::Hmac { prefix, raw_rest });
         }
     }
-    for share in &config.file_share {
-        if let Some(raw_rest) = path
-            .strip_prefix(share.prefix.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        {
-            return Endpoint::FileShare { share, raw_rest };
+    for prefix in &config.file_share {
+        if let Some(raw_rest) = below(prefix) {
+            return signed(FileUrl::Jwt { prefix, raw_rest });
         }
     }
     let file_under = |prefix: &str| {
@@ -217,8 +230,7 @@ fn endpoint<'a>(app: &'a App, path: &'a str) -> Endpoint<'a> {
     let get = file_under(&config.get_prefix);
     match put.or(get) {
         Some((token, raw_name)) => Endpoint::File {
-            token,
-            raw_name,
+            url: FileUrl::Slot { token, raw_name },
             put: put.is_some(),
             get: get.is_some(),
         },

@@ -33,13 +33,13 @@ pub struct Limits {
     pub uploads_per_window: Option<Window>,
     /// How long this rule's uploads are kept, in seconds, recorded with each slot at upload;
     /// `None`: the global `retention`, as it stands when cleanup runs.
-    pub retention: Option<u64>,
+    pub retention: Option<i64>,
 }
 
 /// "At most `amount` (bytes or uploads) within any `seconds` long window ending now".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub seconds: u64,
+    pub seconds: i64,
     pub amount: u64,
 }
 
@@ -140,9 +140,7 @@ pub fn needs_usage(limits: &Limits) -> bool {
 /// The usage `check_quota` weighs, at `now`, from what the JID holds: summed with saturating
 /// arithmetic (sizes go up to 2^63-1, a database's SUM would overflow).
 pub fn usage_of(limits: &Limits, now: i64, held: &[Held]) -> Usage {
-    let since = |window: Option<Window>| {
-        window.map(|w| now.saturating_sub(i64::try_from(w.seconds).unwrap_or(i64::MAX)))
-    };
+    let since = |window: Option<Window>| window.map(|w| now.saturating_sub(w.seconds));
     let bytes_since = since(limits.bytes_per_window);
     let uploads_since = since(limits.uploads_per_window);
     let mut usage = Usage::default();
@@ -183,7 +181,7 @@ fn with_retry_after(
     let mut wait: Option<u64> = None;
     for (window, counts_bytes) in windows {
         let Some(window) = window else { continue };
-        let since = now.saturating_sub(i64::try_from(window.seconds).unwrap_or(i64::MAX));
+        let since = now.saturating_sub(window.seconds);
         let inside: Vec<Held> = held
             .iter()
             .copied()
@@ -222,7 +220,7 @@ pub fn retry_after(
     let mut used = entries
         .iter()
         .fold(0u64, |sum, &(_, bytes)| sum.saturating_add(cost(bytes)));
-    let seconds = i64::try_from(window.seconds).unwrap_or(i64::MAX);
+    let seconds = window.seconds;
     for (created, bytes) in entries {
         if used.saturating_add(wanted) <= window.amount {
             break;

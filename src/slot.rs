@@ -1,18 +1,27 @@
-//! The slot API (BEHAVIOUR.md §2): `GET <prefix>/slot/` hands out a PUT URL and a GET URL after the
-//! access rules and quotas agree; `GET <prefix>/max_size/` says how large a file a JID may send.
-//! Also who may call it (address allow-list, shared secret).
+//! The slot API (BEHAVIOUR.md §2), our own protocol, whole: `GET <prefix>/slot/` hands out a PUT
+//! URL and a GET URL after the access rules and quotas agree (`request_slot`); `GET
+//! <prefix>/max_size/` says how large a file a JID may send; who may call either (address
+//! allow-list, shared secret: `check_caller`). Then the slot's PUT (`allow_put`, BEHAVIOUR.md
+//! §3) and its GET when the program serves downloads (`serve`).
+//!
+//! Not here: what happens to an allowed PUT's body (`put`), how a file is served (`download`).
 
 use std::net::IpAddr;
 
 use crate::App;
+use crate::content_type::{guessed_type, valid_content_type};
 use crate::crypto::random_hex;
+use crate::download::serve_file;
+use crate::files::{SafePath, already_stored, is_token};
 use crate::name::{
-    parse_decimal, parse_query, percent_encode_segment, query_value, sanitize_file_name,
+    is_safe_name, parse_decimal, parse_query, percent_decode_segment, percent_encode_segment,
+    query_value, sanitize_file_name, url_name_matches,
 };
-use crate::refusal::{Error, Outcome, Refusal};
+use crate::put::{Allowed, check_media_type, exact_length};
+use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::limits_for;
-use crate::store::Slot;
+use crate::store::{Slot, already_authorized};
 
 /// The parameters of a slot request, decoded and checked.
 #[derive(Debug)]
@@ -51,9 +60,7 @@ pub fn request_slot(app: &App, req: &Request, now: i64) -> Result<Response, Outc
         uploaded: None,
         area: None,
         expires: None,
-        retention: limits
-            .retention
-            .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        retention: limits.retention,
     };
     app.store
         .reserve_slot(&slot, limits, app.config.put_timeout)?;
@@ -118,6 +125,107 @@ pub fn max_size(app: &App, req: &Request) -> Result<Response, Outcome> {
             format!("<max-file-size xmlns='urn:xmpp:http:upload:0'>{max}</max-file-size>"),
         ),
     })
+}
+
+/// May this PUT to `<put_prefix>/<token>/<raw_name>` proceed? Checks, in order: the slot
+/// exists, the URL's name is the slot's (when the web server writes, spelled so that it lands
+/// at `<token>/<name>`), the file is not there yet, the slot is younger than `put_timeout`,
+/// the length is declared (not chunked, not a range) and equals the slot's size exactly, the
+/// media type matches the slot's. On yes the slot is recorded as authorized (it counts as an
+/// upload from then on); when the web server writes the body, only the first PUT of a slot is
+/// ever allowed. `now` is unix seconds.
+pub fn allow_put(
+    app: &App,
+    req: &Request,
+    token: &str,
+    raw_name: &str,
+    now: i64,
+) -> Result<Allowed, Outcome> {
+    let unknown = || Refusal::not_found(format!("no upload slot at {:?}", req.path));
+    if !is_token(token) {
+        return Err(unknown().into());
+    }
+    let slot = app.store.slot(token)?.ok_or_else(unknown)?;
+    if !name_spelling_accepted(req, raw_name, &slot.name) {
+        return Err(unknown().into());
+    }
+    let path = SafePath::slot(token, &slot.name)?;
+    if slot.uploaded.is_some() {
+        return Err(already_stored(&slot.name).into());
+    }
+    if req.decide_only && slot.authorized.is_some() {
+        // The web server writes the body: one allowed PUT per slot (`Store::authorize_once`
+        // makes this exact under races; this is the early, readable answer).
+        return Err(already_authorized(&slot.name).into());
+    }
+    app.uploads.check_absent(&path)?;
+    let age = now.saturating_sub(slot.created);
+    if age >= app.config.put_timeout {
+        return Err(Refusal::new(
+            RefusalKind::Gone,
+            format!(
+                "slot expired: created {age} s ago, PUT timeout is {} s",
+                app.config.put_timeout
+            ),
+        )
+        .into());
+    }
+    let size = exact_length(req, slot.size)?;
+    check_media_type(req, slot.content_type.as_deref())?;
+    if req.decide_only {
+        if !app.store.authorize_once(token, now)? {
+            return Err(already_authorized(&slot.name).into());
+        }
+    } else {
+        // The program writes, and links the finished file into place without overwriting:
+        // a retry after an interrupted transfer may use the same slot.
+        app.store.mark_authorized(token, now)?;
+    }
+    Ok(Allowed {
+        path,
+        size,
+        slot: Some(slot.token),
+    })
+}
+
+/// Whether the name as it stands in the PUT URL may fill a slot named `slot_name`.
+///
+/// When the program writes the file itself it stores it under the slot's name whatever the
+/// spelling, so the tolerant match applies (raw, encoded once, or twice: BEHAVIOUR.md §3). When
+/// the web server writes it (decide-only), nginx and Apache decode the URL once and write
+/// there: only a spelling that decodes once to the slot's name lands at `<token>/<name>`. Any
+/// other would put a second, stray file beside the slot's, outside every check and quota.
+fn name_spelling_accepted(req: &Request, raw_name: &str, slot_name: &str) -> bool {
+    if req.decide_only {
+        return percent_decode_segment(raw_name).is_some_and(|once| once == slot_name);
+    }
+    url_name_matches(raw_name, slot_name)
+}
+
+/// `GET`/`HEAD <get_prefix>/<token>/<name>` served by the program.
+pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Response, Outcome> {
+    let not_found = || Refusal::no_file_at(&req.path);
+    let name = match app.store.slot(token)? {
+        Some(slot) if url_name_matches(raw_name, &slot.name) => slot.name,
+        Some(_) => return Err(not_found().into()),
+        // A file without a slot (the slot was forgotten): serve it by its decoded name.
+        None => {
+            let once = percent_decode_segment(raw_name).ok_or_else(not_found)?;
+            if is_safe_name(&once) {
+                once
+            } else {
+                percent_decode_segment(&once)
+                    .filter(|n| is_safe_name(n))
+                    .ok_or_else(not_found)?
+            }
+        }
+    };
+    serve_file(
+        app,
+        req,
+        &SafePath::slot(token, &name)?,
+        guessed_type(&name),
+    )
 }
 
 /// Only the XMPP server may ask for slots (or read `metrics`): its address must be allowed, and
@@ -224,29 +332,6 @@ pub fn bare_jid(jid: &str) -> Result<String, Refusal> {
     Ok(bare.to_lowercase())
 }
 
-/// A media type with optional parameters, made only of characters safe in a header (it is
-/// served back as the download's Content-Type).
-pub fn valid_content_type(text: &str) -> Result<String, Refusal> {
-    let text = text.trim();
-    let (media, _params) = text.split_once(';').unwrap_or((text, ""));
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-    };
-    let valid_media = media
-        .trim()
-        .split_once('/')
-        .is_some_and(|(t, sub)| token(t) && token(sub));
-    let printable = text.bytes().all(|b| (0x20..0x7f).contains(&b));
-    if !valid_media || !printable || text.len() > 255 {
-        return Err(Refusal::bad_request(format!(
-            "invalid content type {text:?}"
-        )));
-    }
-    Ok(text.to_string())
-}
-
 /// Scheme and host for the URLs: the configured `base_url`, or the request's own.
 fn base_url(app: &App, req: &Request) -> Result<String, Refusal> {
     if let Some(base) = &app.config.base_url {
@@ -297,14 +382,29 @@ mod tests {
     }
 
     #[test]
-    fn content_types() {
-        assert_eq!(
-            valid_content_type("text/plain; charset=utf-8").unwrap(),
-            "text/plain; charset=utf-8"
-        );
-        assert!(valid_content_type("image/png").is_ok());
-        assert!(valid_content_type("text").is_err());
-        assert!(valid_content_type("text/plain\r\nX-Evil: 1").is_err());
+    fn the_web_server_must_land_on_the_slot_name() {
+        let decide = Request {
+            decide_only: true,
+            ..Request::default()
+        };
+        let receive = Request::default();
+        for (spelling, decide_ok) in [
+            ("a b.txt", true),
+            ("a%20b.txt", true),
+            ("%61%20b.txt", true),
+            ("a%2520b.txt", false),
+            ("%2561%20b.txt", false),
+        ] {
+            assert_eq!(
+                name_spelling_accepted(&decide, spelling, "a b.txt"),
+                decide_ok,
+                "decide-only {spelling}"
+            );
+            assert!(
+                name_spelling_accepted(&receive, spelling, "a b.txt"),
+                "program-written {spelling}"
+            );
+        }
     }
 
     #[test]

@@ -14,8 +14,7 @@
 //! section of the vhost is looked at; INSTALL.md tells the admin to check for one) and the
 //! shared-hosting `.htaccess` files (tested with the CGI front end).
 
-#[path = "common/web.rs"]
-mod web;
+mod common;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -28,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use common::web;
 use web::{Flavour, Settings, Stack, Surroundings, available, curl};
 
 const ALICE: &str = "alice@example.org";
@@ -243,16 +243,16 @@ fn every_upload_comes_back_as_bytes(stack: &Stack, stub: &StubFastCgi) {
             &path,
             "-H",
             "Content-Type: application/octet-stream",
-            &slot.put,
+            &slot.put_url,
         ]);
         if put.status != 201 {
             stack.fail(&format!("PUT {}: {put:?}", sample.name));
         }
         for method in ["GET", "HEAD"] {
             let get = if method == "GET" {
-                curl(&[&slot.get])
+                curl(&[&slot.get_url])
             } else {
-                curl(&["-I", &slot.get])
+                curl(&["-I", &slot.get_url])
             };
             if get.status != 200 {
                 stack.fail(&format!("{method} {}: {get:?}", sample.name));
@@ -301,15 +301,6 @@ fn every_upload_comes_back_as_bytes(stack: &Stack, stub: &StubFastCgi) {
             ));
         }
     }
-}
-
-/// A directory Apache's children (www-data when the tests run as root) can reach.
-fn socket_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xhu-stub-{label}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create the stub's directory");
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod stub dir");
-    dir
 }
 
 /// Server-level configuration as Debian's PHP and module packages write it, every handler
@@ -362,17 +353,16 @@ fn apache_serves_uploaded_scripts_as_bytes() {
     if !available(Flavour::ApacheDav) {
         return;
     }
-    let dir = socket_dir("apache");
+    // Reachable by Apache's children (www-data when the tests run as root).
+    let stub_dir = common::TempDir::labelled("stub-apache");
+    let dir = &stub_dir.path;
     let stub = StubFastCgi::unix(&dir.join("php-fpm.sock"));
     let probe_root = dir.join("site");
     fs::create_dir_all(&probe_root).expect("create the probe site");
     for name in ["index.php", "pic.php.png", "checked.php7"] {
         fs::write(probe_root.join(name), "<?php ?>").expect("write a probe file");
     }
-    let probe_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let probe_port = web::unused_port();
     let settings = Settings {
         around: apache_handlers(&stub.address, probe_port, &probe_root),
         ..Settings::default()
@@ -390,7 +380,6 @@ fn apache_serves_uploaded_scripts_as_bytes() {
     assert_eq!(stub.hits(), 3, "the stub counts what reaches it");
     stub.hits.store(0, Ordering::SeqCst);
     every_upload_comes_back_as_bytes(&stack, &stub);
-    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]

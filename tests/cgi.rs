@@ -70,16 +70,9 @@ fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
         let _ = err.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("CGI process did not finish");
-        }
-        thread::sleep(Duration::from_millis(10));
+    let Some(status) = wait_for_exit(&mut child, timeout) else {
+        let _ = child.kill();
+        panic!("CGI process did not finish");
     };
     std::process::Output {
         status,
@@ -288,11 +281,7 @@ fn fastcgi_on_fd_0_like_mod_fcgid() {
 #[test]
 fn fastcgi_over_tcp() {
     let env = Env::new(&standard_config(ALLOW_ALL));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = web::unused_port();
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(BIN)
         .args([

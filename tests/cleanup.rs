@@ -20,11 +20,9 @@ fn cleanup(env: &Env, config: &std::path::Path) -> String {
 }
 
 fn config_with(put_timeout: &str, retention: &str) -> String {
-    standard_config(ALLOW_ALL).replace(
-        "webserver_download = false",
-        &format!(
-            "webserver_download = false\nput_timeout = \"{put_timeout}\"\nretention = \"{retention}\""
-        ),
+    standard_config_with(
+        &format!("put_timeout = \"{put_timeout}\"\nretention = \"{retention}\""),
+        ALLOW_ALL,
     )
 }
 

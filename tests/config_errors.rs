@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -316,16 +316,9 @@ fn serve_and_cleanup_refuse_a_bad_config() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve kept running with a bad config");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_for_exit(&mut child, Duration::from_secs(10)) else {
+        let _ = child.kill();
+        panic!("serve kept running with a bad config");
     };
     let output = child.wait_with_output().unwrap();
     let message = output_text(&output);

@@ -8,15 +8,13 @@
 
 mod common;
 
-#[path = "common/web.rs"]
-mod web;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::fcgi::Response;
+use common::web;
 use common::*;
 
 /// 1,000 bytes, so that offsets in hex and decimal differ.

@@ -18,10 +18,9 @@
 //! Python modules the test is skipped with a message, except under `CI=true`, where the driver
 //! installs them (apt-get, tests/e2e/server-root.sh) and a missing one is a failure.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
+use common::{E2eRun, run_e2e_driver};
 
 /// Debian 12's own ejabberd 23.01.
 #[test]
@@ -38,33 +37,11 @@ fn ejabberd_backports_end_to_end() {
 /// Runs the driver for `generation`, whose ejabberd must report `version` (the pin of
 /// tests/e2e/generations.sh), and asserts on what it printed.
 fn ejabberd_end_to_end(generation: &str, version: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/ejabberd/run.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .env("XHU_BIN", BIN)
-        .env("XHU_E2E_GENERATION", generation)
-        .output()
-        .expect("run bash tests/e2e/ejabberd/run.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-
-    if out.status.code() == Some(77) {
-        assert!(
-            !ci,
-            "CI=true but the ejabberd {generation} e2e dependencies are missing:\n{stdout}{stderr}"
-        );
-        eprintln!(
-            "SKIPPED ejabberd_{generation}_end_to_end: {}",
-            stdout.trim()
-        );
+    let Some(E2eRun { stdout, stderr }) =
+        run_e2e_driver("tests/e2e/ejabberd/run.sh", "ejabberd", generation)
+    else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "the ejabberd ({generation}) end-to-end test failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    };
     // The three clients talked to the generation's pinned ejabberd (and no other).
     assert_eq!(
         stdout

@@ -24,10 +24,7 @@ const UUID: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
 const USER_SHA1: &str = "97ec78b292ab06a5b64d5cc50140b2a3fd901061";
 
 fn config_with(extra_top: &str) -> String {
-    let top = standard_config(ALLOW_ALL).replace(
-        "webserver_download = false",
-        &format!("webserver_download = false\n{extra_top}"),
-    );
+    let top = standard_config_with(extra_top, ALLOW_ALL);
     format!(
         "{top}\n[[external]]\nprefix = \"/share\"\nsecret = \"{SECRET}\"\nmax_file_size = {MAX}\n"
     )
@@ -130,57 +127,6 @@ fn put_refused(
         );
     }
     response
-}
-
-/// Asserts a download's status, bytes and security headers.
-fn assert_download(server: &Server, uri: &str, body: &[u8], content_type: &str, inline: bool) {
-    let get = server.get(uri);
-    assert_eq!(get.status, 200, "GET {uri}: {get}");
-    assert!(get.body == body, "GET {uri}: wrong bytes");
-    assert_eq!(
-        get.header("Content-Length"),
-        Some(body.len().to_string().as_str()),
-        "GET {uri}: {get}"
-    );
-    assert_eq!(
-        get.header("Content-Type"),
-        Some(content_type),
-        "GET {uri}: {get}"
-    );
-    assert_eq!(
-        get.header("X-Content-Type-Options"),
-        Some("nosniff"),
-        "GET {uri}: {get}"
-    );
-    let csp = get.header("Content-Security-Policy").unwrap_or_default();
-    assert!(
-        csp.contains("default-src 'none'"),
-        "GET {uri}: CSP {csp:?} is not restrictive"
-    );
-    let disposition = get.header("Content-Disposition").unwrap_or_default();
-    let want = if inline { "inline" } else { "attachment" };
-    assert!(
-        disposition.starts_with(want),
-        "GET {uri}: Content-Disposition {disposition:?}, expected {want}"
-    );
-    let name = pct_decode(uri.rsplit('/').next().unwrap());
-    let named = disposition
-        .split_once("filename*=UTF-8''")
-        .map(|(_, n)| pct_decode(n.trim()));
-    assert_eq!(
-        named.as_deref(),
-        Some(name.as_str()),
-        "GET {uri}: Content-Disposition {disposition:?} does not name the file"
-    );
-
-    let head = server.call("HEAD", uri, &[]);
-    assert_eq!(head.status, 200, "HEAD {uri}: {head}");
-    assert!(head.body.is_empty(), "HEAD {uri} with a body: {head}");
-    assert_eq!(
-        head.header("Content-Length"),
-        Some(body.len().to_string().as_str()),
-        "HEAD {uri}: {head}"
-    );
 }
 
 #[test]

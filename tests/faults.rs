@@ -9,8 +9,6 @@
 //! file; a web-server restart does not disturb the program.
 
 mod common;
-#[path = "common/web.rs"]
-mod web;
 
 use std::collections::HashMap;
 use std::fs;
@@ -23,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::fcgi::{self, Body, Role};
+use common::web;
 use common::{ALLOW_ALL, Env, PutMode, body_of, standard_config};
 use xmpp_http_upload::files::is_token;
 use xmpp_http_upload::name::is_safe_name;

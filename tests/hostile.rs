@@ -10,12 +10,12 @@
 //!
 //! Without nginx the tests are skipped with a message; with `CI=true` they fail.
 
-#[path = "common/web.rs"]
-mod web;
+mod common;
 
 use std::fs;
 use std::path::Path;
 
+use common::web;
 use web::{Answer, Flavour, SECRET, Stack, available, curl, ejabberd_encode, try_curl};
 
 const ALICE: &str = "alice@example.org";
@@ -199,7 +199,7 @@ fn traversal_in_every_spelling_is_refused_and_stores_nothing() {
     }
     // The slot itself is untouched by all that: the real upload still works.
     let ok = put_bytes(
-        &slot.put,
+        &slot.put_url,
         b"good",
         &["-H", "Content-Type: text/plain"],
         &scratch,
@@ -329,7 +329,7 @@ fn header_and_parameter_floods_are_refused_or_ignored() {
             args.push("-H");
             args.push(h);
         }
-        let put = put_bytes(&slot.put, b"hhhh", &args, &scratch);
+        let put = put_bytes(&slot.put_url, b"hhhh", &args, &scratch);
         never_5xx(&stack, put.as_ref().map(|a| a.0), "PUT with 3000 headers");
         if let Some((201, _)) = put {
             stack.fail("a PUT with 3000 headers was stored (nginx should refuse it)");
@@ -348,7 +348,7 @@ fn header_and_parameter_floods_are_refused_or_ignored() {
         );
         let flood: String = (0..count).map(|i| format!("p{i}=1&")).collect();
         let put = put_bytes(
-            &format!("{}?{flood}", slot.put),
+            &format!("{}?{flood}", slot.put_url),
             b"pppp",
             &["-H", "Content-Type: text/plain"],
             &scratch,
@@ -380,7 +380,7 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
     let slot = stack.slot(ALICE, "lie.bin", 100, "application/octet-stream");
     for declared in ["50", "101", "0", "-1", "99999999999999999999"] {
         let put = put_bytes(
-            &slot.put,
+            &slot.put_url,
             &body[..declared.parse::<usize>().unwrap_or(100).min(100)],
             &["--http1.1", "-H", &format!("Content-Length: {declared}")],
             &scratch,
@@ -397,7 +397,7 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
 
     // Shorter body than declared, then the client gives up mid-upload.
     let short = put_bytes(
-        &slot.put,
+        &slot.put_url,
         &body[..50],
         &["--http1.1", "-H", "Content-Length: 100", "--max-time", "2"],
         &scratch,
@@ -415,7 +415,7 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
     }
     // Chunked (no length at all): refused.
     let chunked = put_bytes(
-        &slot.put,
+        &slot.put_url,
         &body,
         &["--http1.1", "-H", "Transfer-Encoding: chunked"],
         &scratch,
@@ -429,7 +429,7 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
     // allowed: nginx writes bodies itself, so the slot's one PUT is spent (a second body
     // could replace the first when it lands). The retry is refused and stores nothing; the
     // honest upload takes a new slot, as XEP-0363 clients do after a failure.
-    let retry = put_bytes(&slot.put, &body, &[], &scratch);
+    let retry = put_bytes(&slot.put_url, &body, &[], &scratch);
     if let Some((status, _)) = retry
         && !(400..500).contains(&status)
     {
@@ -439,7 +439,7 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
         stack.fail("the retry of a spent slot stored a file");
     }
     let slot = stack.slot(ALICE, "lie.bin", 100, "application/octet-stream");
-    let honest = put_bytes(&slot.put, &body, &[], &scratch);
+    let honest = put_bytes(&slot.put_url, &body, &[], &scratch);
     assert_eq!(
         honest.map(|a| a.0),
         Some(201),
@@ -453,7 +453,7 @@ fn content_length_lies_and_vanishing_clients_store_nothing() {
     let slot = stack.slot(ALICE, "long.bin", 10, "application/octet-stream");
     let long = b"0123456789EXTRA-BYTES".to_vec();
     let put = put_bytes(
-        &slot.put,
+        &slot.put_url,
         &long,
         &["--http1.1", "-H", "Content-Length: 10"],
         &scratch,
@@ -485,7 +485,7 @@ fn guessed_tokens_and_writes_to_get_urls_are_refused() {
     fs::create_dir_all(&scratch).unwrap();
     let slot = stack.slot(ALICE, "mine.txt", 5, "text/plain");
     let put = put_bytes(
-        &slot.put,
+        &slot.put_url,
         b"mine\n",
         &["-H", "Content-Type: text/plain"],
         &scratch,
@@ -533,7 +533,7 @@ fn guessed_tokens_and_writes_to_get_urls_are_refused() {
     }
     // Someone with the GET URL of a stored file cannot replace, move or delete it.
     let other = put_bytes(
-        &slot.get,
+        &slot.get_url,
         b"evil\n",
         &["-H", "Content-Type: text/plain"],
         &scratch,
@@ -562,7 +562,7 @@ fn guessed_tokens_and_writes_to_get_urls_are_refused() {
                 "Destination: {}/upload/{}/moved.txt",
                 stack.public, fresh.token
             ),
-            &slot.get,
+            &slot.get_url,
         ]);
         expect_one_of(&stack, &answer, &[405], &format!("{method} on a GET URL"));
     }
@@ -614,13 +614,13 @@ fn active_content_is_served_so_that_it_cannot_run() {
     for (name, content_type, body, may_be_inline) in &cases {
         let slot = stack.slot(ALICE, name, body.len() as u64, content_type);
         let put = put_bytes(
-            &slot.put,
+            &slot.put_url,
             body,
             &["-H", &format!("Content-Type: {content_type}")],
             &scratch,
         );
         assert_eq!(put.map(|a| a.0), Some(201), "upload of {name}");
-        let get = curl(&[&slot.get]);
+        let get = curl(&[&slot.get_url]);
         expect_one_of(&stack, &get, &[200], &format!("GET {name}"));
         let header = |h: &str| get.header(h).unwrap_or("").to_ascii_lowercase();
         assert_eq!(
@@ -655,7 +655,7 @@ fn active_content_is_served_so_that_it_cannot_run() {
             );
         }
         // HEAD says the same.
-        let head = curl(&["-I", &slot.get]);
+        let head = curl(&["-I", &slot.get_url]);
         assert_eq!(
             head.header("content-security-policy")
                 .map(str::to_ascii_lowercase),

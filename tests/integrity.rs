@@ -12,8 +12,6 @@
 
 // Only for the independent signer in `common/signing.rs`.
 mod common;
-#[path = "common/web.rs"]
-mod web;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -22,6 +20,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::signing::hmac_sha256_hex;
+use common::web;
 use web::{
     Flavour, HMAC_PREFIX, HMAC_SECRET, SECRET, Settings, Stack, TricklingPut, curl,
     ejabberd_encode, put_file_raw,
@@ -146,12 +145,12 @@ fn a_second_put_cannot_replace_the_first(flavour: Flavour) {
     let slot = stack.slot("alice@example.org", "shared.txt", 600, "text/plain");
     let typed = ["-H", "Content-Type: text/plain"];
     let path = format!("/upload/{}/{}", slot.token, slot.name);
-    check_one_body(&stack, &slot.put, &path, &first, &second_file, &typed);
+    check_one_body(&stack, &slot.put_url, &path, &first, &second_file, &typed);
     let stored = fs::read(stack.stored(&slot.token, &slot.name)).ok();
     if stored.as_deref() != Some(&first[..]) {
         stack.fail("the stored file is not the first body");
     }
-    let get = curl(&[&slot.get]);
+    let get = curl(&[&slot.get_url]);
     assert_eq!(get.body, first, "the GET URL serves the first body");
 
     // A URL the XMPP server signed (HMAC, ejabberd's shape): one body per signed URL too.
@@ -218,7 +217,7 @@ fn retention_ignores_the_clients_date(flavour: Flavour) {
 
     let slot = stack.slot("alice@example.org", "future.txt", 16, "text/plain");
     let typed = ["-H", "Content-Type: text/plain", future[0], future[1]];
-    let answer = put_file_raw(&slot.put, &file, &typed);
+    let answer = put_file_raw(&slot.put_url, &file, &typed);
     if answer.status != 201 {
         stack.fail(&format!("PUT: {answer:?}"));
     }
@@ -248,12 +247,12 @@ fn retention_ignores_the_clients_date(flavour: Flavour) {
             ));
         }
     }
-    let get = curl(&[&slot.get]);
+    let get = curl(&[&slot.get_url]);
     if get.status != 404 {
         stack.fail(&format!("GET after cleanup: {get:?}"));
     }
     // The slot's record went too: its URL cannot be used again.
-    let again = put_file_raw(&slot.put, &file, &typed);
+    let again = put_file_raw(&slot.put_url, &file, &typed);
     if (200..300).contains(&again.status) {
         stack.fail(&format!("a PUT to the expired slot: {again:?}"));
     }

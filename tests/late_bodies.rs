@@ -11,10 +11,7 @@
 //! database, which is exactly what the program's clock would show a day later, and then run
 //! the real `cleanup`.
 
-// `common` only for its module layout; the stacks come from `common/web.rs`.
 mod common;
-#[path = "common/web.rs"]
-mod web;
 
 use std::fs;
 use std::path::PathBuf;
@@ -22,6 +19,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::signing::hmac_sha256_hex;
+use common::web;
 use web::{
     Flavour, HMAC_PREFIX, HMAC_SECRET, SECRET, Settings, Stack, TricklingPut, curl,
     ejabberd_encode, put_file_raw,
@@ -118,7 +116,7 @@ fn nginx_a_file_that_lands_late_still_counts() {
     let slot = stack.slot("quota@example.org", "late.txt", 600, "text/plain");
     let typed = ["-H", "Content-Type: text/plain"];
 
-    let mut slow = TricklingPut::start(&slot.put, body.len(), &typed);
+    let mut slow = TricklingPut::start(&slot.put_url, body.len(), &typed);
     slow.send(&body[..10]);
     stack.wait_for_allowance(&format!("/upload/{}/{}", slot.token, slot.name));
     age_records(
@@ -129,7 +127,7 @@ fn nginx_a_file_that_lands_late_still_counts() {
     let said = stack.cleanup();
     let status = slow.finish(&body[10..]);
 
-    let served = curl(&[&slot.get]);
+    let served = curl(&[&slot.get_url]);
     let more = curl(&[&format!(
         "{}/http_upload/slot/?jid={}&name=more.txt&size=600&secret={SECRET}",
         stack.slot_api,

@@ -4,11 +4,10 @@
 //! nginx with the shipped configuration, on its loopback slot-API listener.
 
 mod common;
-#[path = "common/web.rs"]
-mod web;
 
 use common::fcgi::{self, Body, Response, Role};
 use common::signing::hmac_sha256_hex;
+use common::web;
 use common::*;
 
 const HMAC_SECRET: &str = "metrics hmac secret";
@@ -279,7 +278,7 @@ fn nginx_serves_them_on_the_slot_api_listener_with_the_secret() {
     };
     let slot = stack.slot("alice@example.org", "m.txt", 5, "text/plain");
     let body = stack.scratch_file("m.txt", b"hello");
-    let put = web::put_file_raw(&slot.put, &body, &["-H", "Content-Type: text/plain"]);
+    let put = web::put_file_raw(&slot.put_url, &body, &["-H", "Content-Type: text/plain"]);
     if put.status != 201 {
         stack.fail(&format!("PUT: {put:?}"));
     }

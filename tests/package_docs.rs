@@ -4,27 +4,16 @@
 //! `--version` and `--help` for every command. (The section-8 pages are rendered from the
 //! clap definition and compared in src/main.rs.)
 
-use std::process::{Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("GATEWAY_INTERFACE")
-        .output()
-        .expect("run the binary")
-}
+use common::{TempDir, run};
 
 /// The keys the parser expects where `zzz_not_a_key` stands in `config`.
 fn accepted_keys(config: &str) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("xhu-package-docs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.toml");
+    let dir = TempDir::new();
+    let path = dir.path.join("config.toml");
     std::fs::write(&path, config).unwrap();
     let output = run(&["check-config", "--config", path.to_str().unwrap()]);
-    let _ = std::fs::remove_dir_all(&dir);
     let message = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "an unknown key was accepted");
     let expected = message

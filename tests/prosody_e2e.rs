@@ -15,10 +15,9 @@
 //! modules the test is skipped with a message, except under `CI=true`, where the driver
 //! installs them (apt-get, tests/e2e/server-root.sh) and a missing one is a failure.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
+use common::{E2eRun, run_e2e_driver};
 
 /// Debian 12's own Prosody 0.12.3.
 #[test]
@@ -37,30 +36,10 @@ fn prosody_backports_end_to_end() {
 /// repeated here so that a driver running another Prosody cannot pass — and asserts on what
 /// it printed.
 fn prosody_end_to_end(generation: &str, version: &str, token_ttl: u32) {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/run.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .env("XHU_BIN", BIN)
-        .env("XHU_E2E_GENERATION", generation)
-        .output()
-        .expect("run bash tests/e2e/run.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-
-    if out.status.code() == Some(77) {
-        assert!(
-            !ci,
-            "CI=true but the {generation} e2e dependencies are missing:\n{stdout}{stderr}"
-        );
-        eprintln!("SKIPPED prosody_{generation}_end_to_end: {}", stdout.trim());
+    let Some(E2eRun { stdout, stderr }) = run_e2e_driver("tests/e2e/run.sh", "Prosody", generation)
+    else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "the Prosody ({generation}) end-to-end test failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    };
     // Both clients talked to the generation's pinned Prosody (and no other), ran to the end,
     // and every check passed.
     assert_eq!(

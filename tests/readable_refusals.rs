@@ -10,12 +10,12 @@
 //!
 //! What this file does not cover: the CGI front end (it answers for itself; tests/cgi.rs).
 
-#[path = "common/web.rs"]
-mod web;
+mod common;
 
 use std::fs;
 use std::path::Path;
 
+use common::web;
 use web::{Answer, Flavour, HMAC_PREFIX, JWT_PREFIX, Stack, available, curl};
 
 const ALICE: &str = "alice@example.org";
@@ -80,17 +80,17 @@ fn refusals_are_readable(flavour: Flavour) {
 
     // Larger than the slot: 413, and the reason names the slot's size.
     let slot = stack.slot(ALICE, "a.txt", 5, "text/plain");
-    let answer = put(&slot.put, &six, &plain);
+    let answer = put(&slot.put_url, &six, &plain);
     expect_readable(&stack, &answer, 413, "5", "PUT larger than the slot");
     // Another type than the slot's: 415, and the reason quotes it.
-    let answer = put(&slot.put, &five, &["-H", "Content-Type: text/html"]);
+    let answer = put(&slot.put_url, &five, &["-H", "Content-Type: text/html"]);
     expect_readable(&stack, &answer, 415, "text/html", "PUT of another type");
     // The right PUT, then the same again: 409.
-    let answer = put(&slot.put, &five, &plain);
+    let answer = put(&slot.put_url, &five, &plain);
     if answer.status != 201 {
         stack.fail(&format!("the right PUT after refusals: {answer:?}"));
     }
-    let answer = put(&slot.put, &five, &plain);
+    let answer = put(&slot.put_url, &five, &plain);
     expect_readable(&stack, &answer, 409, "", "second PUT of a slot");
     // No such slot: 404, and the reason names the URL.
     let unknown = format!("{}/upload/{}/a.txt", stack.public, "0".repeat(40));
@@ -177,7 +177,7 @@ fn ranged_put_is_refused(flavour: Flavour) {
         "bytes 0-4/*",
     ] {
         let answer = put(
-            &slot.put,
+            &slot.put_url,
             &five,
             &[
                 "-H",
@@ -199,7 +199,7 @@ fn ranged_put_is_refused(flavour: Flavour) {
             stack.fail(&format!("a ranged PUT stored {len} bytes ({range})"));
         }
     }
-    let answer = put(&slot.put, &five, &["-H", "Content-Type: text/plain"]);
+    let answer = put(&slot.put_url, &five, &["-H", "Content-Type: text/plain"]);
     if answer.status != 201 {
         stack.fail(&format!("the whole file after ranged PUTs: {answer:?}"));
     }

@@ -189,10 +189,7 @@ max_total_size = 100
 match = '^storedcount@'
 uploads_per_window = { window = "1h", uploads = 1 }
 "#;
-    let config = standard_config(rules).replace(
-        "webserver_download = false",
-        "webserver_download = false\nput_timeout = \"1s\"",
-    );
+    let config = standard_config_with("put_timeout = \"1s\"", rules);
     let (env, server) = start(&config);
 
     assert_eq!(status(&server, "roll@example.org", 5), 200);

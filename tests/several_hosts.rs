@@ -5,12 +5,10 @@
 //! removes what both stored.
 
 mod common;
-#[path = "common/web.rs"]
-mod web;
 
 use std::time::Duration;
 
-use web::{Flavour, SECRET, Settings, Stack, curl, ejabberd_encode, put_file_raw};
+use common::web::{self, Flavour, SECRET, Settings, Stack, curl, ejabberd_encode, put_file_raw};
 
 /// A JID with a total quota of 600 bytes; everybody else at example.org has none.
 const QUOTA_RULES: &str = "[[rules]]\nmatch = '^quota@example\\.org$'\nmax_total_size = 600\n";
@@ -63,7 +61,7 @@ fn a_slot_from_host_a_is_uploaded_through_host_b_and_served_by_both() {
     let slot = a.slot(ALICE, "report.txt", body.len() as u64, "text/plain");
     let file = b.scratch_file("report.txt", body);
     let put = put_file_raw(
-        &through(&slot.put, &a, &b),
+        &through(&slot.put_url, &a, &b),
         &file,
         &["-H", "Content-Type: text/plain"],
     );
@@ -73,7 +71,7 @@ fn a_slot_from_host_a_is_uploaded_through_host_b_and_served_by_both() {
         body
     );
     for host in [&a, &b] {
-        let got = curl(&[&through(&slot.get, &a, host)]);
+        let got = curl(&[&through(&slot.get_url, &a, host)]);
         assert_eq!(
             (got.status, got.body.as_slice()),
             (200, &body[..]),
@@ -82,7 +80,7 @@ fn a_slot_from_host_a_is_uploaded_through_host_b_and_served_by_both() {
         );
     }
     // The slot's one PUT was spent on B: A refuses a second body.
-    let again = put_file_raw(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+    let again = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
     assert_eq!(again.status, 409, "second PUT through A: {again:?}");
 }
 
@@ -112,7 +110,7 @@ fn cleanup_on_one_host_removes_what_both_stored() {
     for (host, name) in [(&a, "from-a.txt"), (&b, "from-b.txt")] {
         let slot = host.slot(ALICE, name, 5, "text/plain");
         let file = host.scratch_file(name, b"hello");
-        let put = put_file_raw(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+        let put = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
         assert_eq!(put.status, 201, "{put:?}");
         stored.push(host.stored(&slot.token, &slot.name));
     }

@@ -6,8 +6,7 @@
 //!
 //! Without apache2 these tests are skipped with a message; with `CI=true` they fail.
 
-#[path = "common/web.rs"]
-mod web;
+mod common;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -19,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::web;
 use web::{Answer, Flavour, SECRET, Settings, Stack, available, curl, port_is_open, unused_port};
 
 /// A directory nothing creates unless a request manages to start a development server.
@@ -263,7 +263,7 @@ fn an_aborted_put_leaves_nothing() {
             4 * MIB,
             "application/octet-stream",
         );
-        let mut stream = start_put(&stack, &slot.put, 4 * MIB);
+        let mut stream = start_put(&stack, &slot.put_url, 4 * MIB);
         let chunk = vec![b'x'; 64 * 1024];
         for _ in 0..16 {
             stream.write_all(&chunk).expect("send a part of the body");
@@ -297,7 +297,7 @@ fn a_refused_put_does_not_hold_the_program() {
     // Declares (and sends) 8 MiB for a 100-byte slot: refused (413) on its head. The body goes
     // out at about 2 MiB/s: the program must be gone long before the client is done.
     let declared = 8 * MIB;
-    let mut stream = start_put(&stack, &slot.put, declared);
+    let mut stream = start_put(&stack, &slot.put_url, declared);
     let chunk = vec![b'y'; 64 * 1024];
     let mut sent = 0u64;
     let mut gone_while_sending = false;
@@ -334,11 +334,11 @@ fn a_trickling_put_is_cut_off() {
     let stack = Stack::start_with(Flavour::ApacheCgi, &settings);
     let stalled = stack.slot(ALICE, "stalled.txt", 1000, "application/octet-stream");
     let trickled = stack.slot(ALICE, "trickled.txt", 1000, "application/octet-stream");
-    let mut stalling = start_put(&stack, &stalled.put, 1000);
+    let mut stalling = start_put(&stack, &stalled.put_url, 1000);
     stalling
         .write_all(&[b'a'; 10])
         .expect("send the start of a body");
-    let trickling = start_put(&stack, &trickled.put, 1000);
+    let trickling = start_put(&stack, &trickled.put_url, 1000);
     let stop = Arc::new(AtomicBool::new(false));
     let trickler = {
         let stop = stop.clone();
@@ -486,8 +486,8 @@ fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
     if !available(Flavour::ApacheCgi) {
         return;
     }
-    let stubs_dir = std::env::temp_dir().join(format!("xhu-stub-{}", std::process::id()));
-    fs::create_dir_all(&stubs_dir).expect("stub dir");
+    let stubs = common::TempDir::labelled("stub");
+    let stubs_dir = &stubs.path;
     let fpm = StubFastCgi::start(stubs_dir.join("fpm.sock"));
     let addhandler = StubFastCgi::start(stubs_dir.join("addhandler.sock"));
     let host = host_with_handlers(&fpm.path, &addhandler.path);
@@ -546,10 +546,10 @@ fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
             file.to_str().expect("UTF-8 path"),
             "-H",
             "Content-Type: application/octet-stream",
-            &slot.put,
+            &slot.put_url,
         ]);
         assert_eq!(put.status, 201, "PUT {name}: {put:?}\n{}", stack.logs());
-        let get = curl(&[&slot.get]);
+        let get = curl(&[&slot.get_url]);
         let interpreted = get.status != 200
             || get.body != bytes
             || get.header("location").is_some()
@@ -573,7 +573,6 @@ fn uploads_are_served_as_bytes_whatever_the_host_enabled() {
         ));
     }
     drop(stack);
-    let _ = fs::remove_dir_all(&stubs_dir);
 }
 
 #[test]

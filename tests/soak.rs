@@ -10,8 +10,7 @@
 //! `cargo test --release --test soak -- --ignored --nocapture`. `XHU_SOAK_SECS` overrides the
 //! duration of either. Figures are printed as `FIGURES soak ...`.
 
-#[path = "common/web.rs"]
-mod web;
+mod common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -27,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::web;
 use sha2::{Digest, Sha256};
 use web::{Flavour, SECRET, Stack, available};
 
@@ -84,14 +84,6 @@ fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().expect("port")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_load_stack() -> LoadStack {
     let stack = Stack::start(Flavour::Nginx);
     let dir = stack.dir.path.clone();
@@ -138,7 +130,7 @@ fn start_load_stack() -> LoadStack {
     for i in 0..PROCESSES {
         let fd: OwnedFd = listener.try_clone().unwrap().into();
         let log = fs::File::create(dir.join(format!("program-{i}.log"))).unwrap();
-        let child = Command::new(web::BIN)
+        let child = Command::new(common::BIN)
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "warn")
@@ -154,7 +146,7 @@ fn start_load_stack() -> LoadStack {
     // nginx with a master process and an extra plain listener on the public server.
     let public_port = port_of(&stack.public);
     let slot_port = port_of(&stack.slot_api);
-    let plain_port = free_port();
+    let plain_port = web::unused_port();
     let site = fs::read_to_string(dir.join("site.conf")).unwrap();
     let anchor = format!("listen 127.0.0.1:{public_port} ssl http2;");
     assert!(site.contains(&anchor), "templating anchor");
@@ -309,18 +301,6 @@ struct Tally {
     files: Mutex<HashMap<String, [u8; 32]>>,
 }
 
-fn body_for(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn worker(id: usize, load: &LoadStack, tally: &Tally, stop: &AtomicBool) {
     let mut slot_api = Http::new(load.slot_port);
     let mut public = Http::new(load.plain_port);
@@ -380,7 +360,8 @@ fn worker(id: usize, load: &LoadStack, tally: &Tally, stop: &AtomicBool) {
             .split_once("://")
             .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
             .unwrap_or_default();
-        let body = body_for(seed, size);
+        // Any deterministic body does: the digest is what is checked.
+        let body = common::body_of(size, seed as u32);
         let digest: [u8; 32] = Sha256::digest(&body).into();
         tally.requests.fetch_add(1, Ordering::Relaxed);
         match public.request("PUT", &put_path, &body) {

@@ -181,10 +181,7 @@ fn a_large_self_written_upload_is_streamed() {
 
 #[test]
 fn expired_slots_are_refused() {
-    let config = standard_config(ALLOW_ALL).replace(
-        "webserver_download = false",
-        "webserver_download = false\nput_timeout = \"1s\"",
-    );
+    let config = standard_config_with("put_timeout = \"1s\"", ALLOW_ALL);
     let (env, server) = start(&config);
     let body = b"late";
     let slots: Vec<Slot> = ALL_MODES

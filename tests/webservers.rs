@@ -13,8 +13,6 @@
 
 // Only for the independent signers in `common/signing.rs`.
 mod common;
-#[path = "common/web.rs"]
-mod web;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -24,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::signing::{hmac_sha256_hex, hs256_jwt};
+use common::web;
 use web::{
     Answer, Flavour, HMAC_MAX, HMAC_PREFIX, HMAC_SECRET, JWT_PREFIX, JWT_SECRET, Refused,
     RssSampler, SECRET, Settings, Stack, available, curl, curl_bytes, ejabberd_encode,
@@ -175,7 +174,7 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     );
     assert_eq!(slot.name, "Привет_мир.txt", "sanitised name");
     let put = put_file(
-        &slot.put,
+        &slot.put_url,
         &text_file,
         &["-H", "Content-Type: text/plain; charset=utf-8"],
     );
@@ -188,7 +187,7 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
         "stored bytes"
     );
 
-    let get = curl(&[&slot.get]);
+    let get = curl(&[&slot.get_url]);
     expect_status(&stack, &get, 200, "GET");
     assert_eq!(get.body, text, "downloaded bytes");
     expect_safe_download(&stack, &get, "inline", "GET text/plain");
@@ -200,17 +199,17 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     fs::write(&html_file, html).expect("write html");
     let html_slot = stack.slot(ALICE, "page.html", html.len() as u64, "text/html");
     let put = put_file(
-        &html_slot.put,
+        &html_slot.put_url,
         &html_file,
         &["-H", "Content-Type: text/html"],
     );
     expect_status(&stack, &put, 201, "PUT html");
-    let get = curl(&[&html_slot.get]);
+    let get = curl(&[&html_slot.get_url]);
     expect_status(&stack, &get, 200, "GET html");
     expect_safe_download(&stack, &get, "attachment", "GET text/html");
 
     // HEAD gives the length without the body.
-    let head = curl(&["-I", &slot.get]);
+    let head = curl(&["-I", &slot.get_url]);
     expect_status(&stack, &head, 200, "HEAD");
     expect_header(
         &stack,
@@ -231,7 +230,7 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
         "Access-Control-Request-Method: PUT",
         "-H",
         "Access-Control-Request-Headers: content-type",
-        &fresh.put,
+        &fresh.put_url,
     ]);
     if !(preflight.status == 200 || preflight.status == 204) {
         stack.fail(&format!("preflight: {preflight:?}"));
@@ -267,7 +266,7 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     let other = scratch.join("other");
     fs::write(&other, vec![b'x'; text.len()]).expect("write other");
     let again = put_file(
-        &slot.put,
+        &slot.put_url,
         &other,
         &["-H", "Content-Type: text/plain; charset=utf-8"],
     );
@@ -287,7 +286,11 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     let jpeg = stack.slot(ALICE, "photo.jpg", 10, "image/jpeg");
     let ten_bytes = scratch.join("ten-bytes");
     fs::write(&ten_bytes, [7u8; 10]).expect("write ten bytes");
-    let wrong_type = put_file(&jpeg.put, &ten_bytes, &["-H", "Content-Type: text/html"]);
+    let wrong_type = put_file(
+        &jpeg.put_url,
+        &ten_bytes,
+        &["-H", "Content-Type: text/html"],
+    );
     expect_status(
         &stack,
         &wrong_type,
@@ -303,7 +306,7 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     let ten = stack.slot(ALICE, "ten.bin", 10, "application/octet-stream");
     let eleven = scratch.join("eleven");
     fs::write(&eleven, [7u8; 11]).expect("write eleven");
-    let too_big = put_file(&ten.put, &eleven, &[]);
+    let too_big = put_file(&ten.put_url, &eleven, &[]);
     expect_status(
         &stack,
         &too_big,
@@ -313,14 +316,18 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
     // Fewer bytes than the slot's size.
     let nine = scratch.join("nine");
     fs::write(&nine, [7u8; 9]).expect("write nine");
-    let too_small = put_file(&ten.put, &nine, &[]);
+    let too_small = put_file(&ten.put_url, &nine, &[]);
     if !(400..500).contains(&too_small.status) {
         stack.fail(&format!("PUT smaller than the slot: {too_small:?}"));
     }
     // No length at all.
     let ten_file = scratch.join("ten");
     fs::write(&ten_file, [7u8; 10]).expect("write ten");
-    let chunked = put_file(&ten.put, &ten_file, &["-H", "Transfer-Encoding: chunked"]);
+    let chunked = put_file(
+        &ten.put_url,
+        &ten_file,
+        &["-H", "Transfer-Encoding: chunked"],
+    );
     if !(400..500).contains(&chunked.status) {
         stack.fail(&format!("chunked PUT: {chunked:?}"));
     }
@@ -329,7 +336,7 @@ fn uploads_downloads_and_refusals(flavour: Flavour) {
         "refused PUTs store nothing"
     );
     // ... and the slot still takes the right size afterwards.
-    let right = put_file(&ten.put, &ten_file, &[]);
+    let right = put_file(&ten.put_url, &ten_file, &[]);
     expect_status(&stack, &right, 201, "PUT of the right size after refusals");
 
     // A token nobody handed out.
@@ -422,7 +429,7 @@ fn expired_slot(flavour: Flavour) {
     fs::write(&file, b"too late\n").expect("write file");
     let slot = stack.slot(ALICE, "late.txt", 9, "text/plain");
     thread::sleep(Duration::from_millis(2200));
-    let put = put_file(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+    let put = put_file(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
     expect_status(
         &stack,
         &put,
@@ -449,7 +456,7 @@ fn cleanup_after_retention(flavour: Flavour) {
     let file = stack.dir.path.join("old");
     fs::write(&file, b"old news\n").expect("write file");
     let slot = stack.slot(ALICE, "old.txt", 9, "text/plain");
-    let put = put_file(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+    let put = put_file(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
     expect_status(&stack, &put, 201, "PUT");
     let stored = stack.stored(&slot.token, &slot.name);
     assert!(stored.exists(), "stored before the cleanup");
@@ -460,7 +467,7 @@ fn cleanup_after_retention(flavour: Flavour) {
             "cleanup left the file or its token directory behind: {said}"
         ));
     }
-    let get = curl(&[&slot.get]);
+    let get = curl(&[&slot.get_url]);
     expect_status(&stack, &get, 404, "GET after the cleanup");
 }
 
@@ -487,7 +494,7 @@ fn large_upload(flavour: Flavour) {
     };
     let started = Instant::now();
     let put = put_file(
-        &slot.put,
+        &slot.put_url,
         &source,
         &["-H", "Content-Type: application/octet-stream"],
     );
@@ -504,7 +511,7 @@ fn large_upload(flavour: Flavour) {
     let downloaded = stack.dir.path.join("downloaded.bin");
     let downloaded_arg = downloaded.display().to_string();
     let started = Instant::now();
-    let get = curl(&["-o", &downloaded_arg, &slot.get]);
+    let get = curl(&["-o", &downloaded_arg, &slot.get_url]);
     let get_took = started.elapsed();
     expect_status(&stack, &get, 200, "100 MiB GET");
     assert!(
@@ -927,7 +934,7 @@ fn non_utf8_header_is_refused(flavour: Flavour) {
         OsStr::new(&file_arg),
         OsStr::new("-H"),
         header,
-        OsStr::new(&slot.put),
+        OsStr::new(&slot.put_url),
     ]);
     // The program's own status for what it saw: with every parameter it is the wrong type
     // (415); where the FastCGI library dropped the rest it is what is missing then — nginx
@@ -947,6 +954,6 @@ fn non_utf8_header_is_refused(flavour: Flavour) {
         !stack.stored(&slot.token, &slot.name).exists(),
         "a PUT with a non-UTF-8 header stores nothing"
     );
-    let put = put_file(&slot.put, &file, &["-H", "Content-Type: text/plain"]);
+    let put = put_file(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
     expect_status(&stack, &put, 201, "the same slot, well-formed");
 }

@@ -330,7 +330,7 @@ impl Store {
         &self,
         slot: &Slot,
         limits: &Limits,
-        put_timeout: u64,
+        put_timeout: i64,
     ) -> Result<(), Outcome> {
         // Both stores keep sizes as signed 64-bit integers: a size they cannot hold is one no
         // upload can have.
@@ -345,9 +345,7 @@ impl Store {
             limits,
             size: slot.size,
             now: slot.created,
-            unused_since: slot
-                .created
-                .saturating_sub(i64::try_from(put_timeout).unwrap_or(i64::MAX)),
+            unused_since: slot.created.saturating_sub(put_timeout),
         };
         self.0.reserve_slot(slot, &quota)
     }

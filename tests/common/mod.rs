@@ -1,5 +1,8 @@
 //! Test harness: a temporary directory with a config, the built binary serving FastCGI on a Unix
 //! socket in it, and helpers to ask for slots and to PUT/GET the way nginx, Apache and a client do.
+//! The one harness of every test in `tests/` (`mod common;`): `web` starts real web servers,
+//! `fcgi` speaks the wire, `signing` signs HMAC and JWT uploads; what more than one test needs
+//! (a temporary directory, polling, memory peaks, slots, download checks) is defined once here.
 //!
 //! Every test gets its own directory (`<tmp>/xhu-test-<pid>-<counter>`), removed on drop; the
 //! server process is killed on drop, and its log (stderr) is printed when the test panicked.
@@ -11,8 +14,11 @@ pub mod fcgi;
 pub mod postgres;
 /// HMAC and JWT signing helpers for the external-upload protocols.
 pub mod signing;
+/// Real nginx and Apache started from the shipped configurations, and curl as the client.
+pub mod web;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,10 +43,17 @@ pub struct TempDir {
 impl TempDir {
     /// Creates `<tmp>/xhu-test-<pid>-<n>`.
     pub fn new() -> TempDir {
+        TempDir::labelled("test")
+    }
+
+    /// Creates `<tmp>/xhu-<label>-<pid>-<n>`, open to everyone for reading (mode 0755): a web
+    /// server's children (Apache's www-data) must be able to walk in.
+    pub fn labelled(label: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("xhu-test-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("xhu-{label}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create test dir");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod test dir");
         TempDir { path }
     }
 }
@@ -58,13 +71,19 @@ impl Drop for TempDir {
 /// The top of a config most tests use: fixed base URL, the Django prefixes, downloads by the
 /// program, the slot API open to 127.0.0.1. Append `[[rules]]` (and more tables) to it.
 pub fn standard_config(rules: &str) -> String {
+    standard_config_with("", rules)
+}
+
+/// [`standard_config`] with more top-level keys (`top`, whole lines such as
+/// `put_timeout = "1s"`), which TOML wants before the first table.
+pub fn standard_config_with(top: &str, rules: &str) -> String {
     format!(
         r#"base_url = "{BASE}"
 slot_prefix = "/http_upload"
 put_prefix = "/upload"
 get_prefix = "/upload"
 webserver_download = false
-
+{top}
 [slot_api]
 allow_from = ["127.0.0.1", "::1"]
 
@@ -286,12 +305,13 @@ impl<'a> Put<'a> {
     }
 }
 
-/// A granted slot, parsed from the `text/plain` answer.
+/// A granted slot: from the program's `text/plain` answer ([`parse_text_slot`]), or through a
+/// web server as ejabberd passes it on ([`web::Stack::slot`]).
 #[derive(Clone, Debug)]
 pub struct Slot {
-    /// The PUT URL as answered.
+    /// The PUT URL the client uses: as answered (FastCGI), percent-encoded (web stacks).
     pub put_url: String,
-    /// The GET URL as answered.
+    /// The GET URL, likewise.
     pub get_url: String,
     /// `put_url` without scheme and host.
     pub put_path: String,
@@ -380,10 +400,7 @@ impl Server {
 
     /// The peak resident set size of the server process so far (Linux `VmHWM`), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        peak_rss(self.pid())
     }
 
     /// What the process wrote to stdout/stderr so far.
@@ -564,6 +581,67 @@ pub fn pct_decode(s: &str) -> String {
     String::from_utf8(out).expect("decoded URL is UTF-8")
 }
 
+/// Asserts a download the program serves: 200, the bytes, `Content-Length`, `Content-Type`,
+/// the security headers, a `Content-Disposition` (`inline` or not) naming the file as the
+/// URI's last segment decodes, and a HEAD with the same length and no body.
+pub fn assert_download(server: &Server, uri: &str, body: &[u8], content_type: &str, inline: bool) {
+    let get = server.get(uri);
+    assert_eq!(get.status, 200, "GET {uri}: {get}");
+    assert!(get.body == body, "GET {uri}: wrong bytes");
+    assert_eq!(
+        get.header("Content-Length"),
+        Some(body.len().to_string().as_str()),
+        "GET {uri}: {get}"
+    );
+    assert_eq!(
+        get.header("Content-Type"),
+        Some(content_type),
+        "GET {uri}: {get}"
+    );
+    assert_eq!(
+        get.header("X-Content-Type-Options"),
+        Some("nosniff"),
+        "GET {uri}: {get}"
+    );
+    let csp = get.header("Content-Security-Policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'"),
+        "GET {uri}: CSP {csp:?} is not restrictive"
+    );
+    let disposition = get.header("Content-Disposition").unwrap_or_default();
+    let want = if inline { "inline" } else { "attachment" };
+    assert!(
+        disposition.starts_with(want),
+        "GET {uri}: Content-Disposition {disposition:?}, expected {want}"
+    );
+    let name = pct_decode(uri.rsplit('/').next().unwrap());
+    let named = disposition
+        .split_once("filename*=UTF-8''")
+        .map(|(_, n)| pct_decode(n.trim()));
+    assert_eq!(
+        named.as_deref(),
+        Some(name.as_str()),
+        "GET {uri}: Content-Disposition {disposition:?} does not name the file"
+    );
+
+    let head = server.call("HEAD", uri, &[]);
+    assert_eq!(head.status, 200, "HEAD {uri}: {head}");
+    assert!(head.body.is_empty(), "HEAD {uri} with a body: {head}");
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(body.len().to_string().as_str()),
+        "HEAD {uri}: {head}"
+    );
+}
+
+/// The peak resident set size of process `pid` so far (Linux `VmHWM`), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Polls `f` until it is true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -594,17 +672,61 @@ pub fn body_of(len: usize, seed: u32) -> Vec<u8> {
 impl Server {
     /// Waits (at most `timeout`) for the process to exit; its status, or `None` if it still runs.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&mut self.child, timeout)
     }
+}
+
+/// Waits (at most `timeout`) for `child` to exit; its status, or `None` if it still runs.
+pub fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What an end-to-end driver (tests/e2e/) printed when it passed.
+pub struct E2eRun {
+    /// Its stdout: the client's `ok` lines and the `E2E RESULT` lines.
+    pub stdout: String,
+    /// Its stderr, for failure messages.
+    pub stderr: String,
+}
+
+/// Runs the end-to-end driver `script` (relative to the repository) for `generation` on the
+/// binary under test. `None` when it skipped (exit 77: `server`, nginx or the Python modules
+/// are missing), which under `CI=true` fails the test; a failed run fails the test.
+pub fn run_e2e_driver(script: &str, server: &str, generation: &str) -> Option<E2eRun> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .env("XHU_BIN", BIN)
+        .env("XHU_E2E_GENERATION", generation)
+        .output()
+        .unwrap_or_else(|e| panic!("run bash {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() == Some(77) {
+        assert!(
+            !ci,
+            "CI=true but the {server} {generation} e2e dependencies are missing:\n{stdout}{stderr}"
+        );
+        let test = thread::current().name().unwrap_or("e2e").to_string();
+        eprintln!("SKIPPED {test}: {}", stdout.trim());
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "the {server} ({generation}) end-to-end test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    Some(E2eRun { stdout, stderr })
 }
 
 /// `runserver` (the development server) on a free loopback port, killed on drop.
@@ -623,10 +745,7 @@ impl Drop for DevServer {
 
 /// Starts `runserver` with its data in `data` and waits until it listens.
 pub fn start_dev(data: &Path) -> DevServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = web::unused_port();
     let child = Command::new(BIN)
         .args([
             "runserver",
@@ -642,9 +761,7 @@ pub fn start_dev(data: &Path) -> DevServer {
         .spawn()
         .expect("start runserver");
     let server = DevServer { child, port };
-    let up = wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let up = wait_until(Duration::from_secs(20), || web::port_is_open(port));
     assert!(up, "runserver did not listen on {port}");
     server
 }

@@ -1,4 +1,4 @@
-//! Real web servers for `tests/webservers.rs`: nginx and Apache (mod_fcgid + mod_dav, and the
+//! Real web servers for the tests that go through them (`common::web`): nginx and Apache (mod_fcgid + mod_dav, and the
 //! shared-hosting CGI variant) started on loopback high ports from the configurations shipped in
 //! `nginx/` and `apache/`, with only their paths and ports templated, and the built program
 //! behind them. Requests are made with `curl`, as a client would.
@@ -10,7 +10,8 @@
 //!
 //! Each `Stack` owns a temporary directory, its ports and its processes; dropping it stops the
 //! processes and removes the directory (kept, with its logs printed, when the test panicked).
-#![allow(dead_code)]
+//! The pieces every test shares (`TempDir`, `wait_until`, `peak_rss`, `Slot`, `BIN`) are the
+//! ones of `tests/common/mod.rs`.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -26,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// The built binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_xmpp-http-upload");
+use super::{BIN, Slot, TempDir, peak_rss, url_path, wait_until};
+
 /// The repository, where the shipped configurations live.
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The slot API secret of every test config.
@@ -44,8 +45,6 @@ pub const JWT_SECRET: &str = "web-test-jwt-secret-0123456789";
 pub const JWT_PREFIX: &str = "/file_share";
 /// Debian's Apache modules.
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Which web server and mode a stack runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,34 +173,6 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// A unique directory, removed on drop unless the test panicked.
-pub struct TempDir {
-    /// Its absolute path.
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("xhu-web-{label}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create test dir");
-        // Apache's children (www-data) must be able to walk in.
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod test dir");
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("test dir kept for inspection: {}", self.path.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// A child process, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Process {
     name: &'static str,
@@ -263,25 +234,15 @@ impl Drop for Process {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
-fn free_port() -> u16 {
+pub fn unused_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("find a free port")
 }
 
-fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-    ready()
-}
-
-fn port_open(port: u16) -> bool {
+/// True when something accepts connections on 127.0.0.1:`port`.
+pub fn port_is_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
@@ -391,10 +352,10 @@ impl Stack {
     /// Starts `flavour`: writes the program's config, templates the shipped web-server files,
     /// starts the program (nginx only) and the web server, and waits until they answer.
     pub fn start_with(flavour: Flavour, settings: &Settings) -> Stack {
-        let dir = TempDir::new(flavour.label());
+        let dir = TempDir::labelled(flavour.label());
         let root = dir.path.clone();
-        let public_port = free_port();
-        let slot_port = free_port();
+        let public_port = unused_port();
+        let slot_port = unused_port();
         let upload_root = match (flavour, &settings.upload_root) {
             (Flavour::Nginx, Some(shared)) => shared.clone(),
             (Flavour::ApacheCgi, _) => root.join("htdocs/upload"),
@@ -735,7 +696,7 @@ impl Stack {
 
     fn wait_for_ports(&mut self, ports: &[u16]) {
         let ready = wait_until(Duration::from_secs(15), || {
-            ports.iter().all(|&p| port_open(p))
+            ports.iter().all(|&p| port_is_open(p))
         });
         let died = self.server.as_mut().and_then(Process::exited);
         if !ready || died.is_some() {
@@ -829,9 +790,13 @@ impl Stack {
         let (token, file_name) = rest
             .split_once('/')
             .unwrap_or_else(|| self.fail(&format!("PUT URL {put:?} has no token")));
+        // The URLs as ejabberd passes them on to the client: percent-encoded.
+        let (put_url, get_url) = (ejabberd_encode(put), ejabberd_encode(get));
         Slot {
-            put: ejabberd_encode(put),
-            get: ejabberd_encode(get),
+            put_path: url_path(&put_url),
+            get_path: url_path(&get_url),
+            put_url,
+            get_url,
             token: token.to_string(),
             name: file_name.to_string(),
         }
@@ -855,27 +820,6 @@ pub fn pids_with_exe_under(dir: &Path) -> Vec<u32> {
             fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.starts_with(dir))
         })
         .collect()
-}
-
-/// One slot as handed out, with the URLs ready to use (as ejabberd passes them on).
-#[derive(Clone, Debug)]
-pub struct Slot {
-    /// The PUT URL, percent-encoded.
-    pub put: String,
-    /// The GET URL, percent-encoded.
-    pub get: String,
-    /// The token directory.
-    pub token: String,
-    /// The (sanitised, raw) file name.
-    pub name: String,
-}
-
-/// VmHWM of a process, in bytes.
-pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Samples the peak memory of short-lived processes (CGI) while a request runs.
@@ -1189,16 +1133,6 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// A free TCP port on 127.0.0.1, for a test that needs one of its own.
-pub fn unused_port() -> u16 {
-    free_port()
-}
-
-/// True when something accepts connections on 127.0.0.1:`port`.
-pub fn port_is_open(port: u16) -> bool {
-    port_open(port)
 }
 
 impl Stack {

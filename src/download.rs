@@ -1,96 +1,21 @@
-//! The bodies the program moves itself: receiving a PUT (shared hosting, development server)
-//! and serving a GET/HEAD (`webserver_download = false`), with the headers that keep an
-//! uploaded file from running script on our origin; for downloads, the ranges and conditional
-//! GETs that nginx answers for a static file (what the web server serves is not ours).
+//! Serving a stored file when the program serves downloads itself (`webserver_download =
+//! false`), for every protocol: the ranges and conditional GETs nginx answers for a static
+//! file, and the headers that keep an uploaded file from running script on our origin.
+//!
+//! Not here: which file a download URL names (each protocol's `serve`), nor what the web
+//! server serves (that is its own, configured in nginx/ and apache/).
 
-use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::App;
-use crate::authorize::{allow_put, media_type};
+use crate::content_type::shown_inline;
 use crate::files::SafePath;
-use crate::name::{is_safe_name, percent_decode_segment, percent_encode_segment, url_name_matches};
-use crate::refusal::{Outcome, Refusal};
+use crate::name::percent_encode_segment;
+use crate::refusal::Outcome;
 use crate::request::{Body, FilePart, Request, Response};
 
 /// Security headers on every download (BEHAVIOUR.md §5).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
-
-/// `PUT <put_prefix>/<token>/<name>` received by the program: same checks as the authorizer,
-/// then the body is streamed to disk. 201 on success.
-pub fn receive(
-    app: &App,
-    req: &Request,
-    token: &str,
-    raw_name: &str,
-    body: &mut dyn Read,
-    now: i64,
-) -> Result<Response, Outcome> {
-    let slot = allow_put(app, req, token, raw_name, now)?;
-    let path = SafePath::slot(token, &slot.name)?;
-    app.uploads.receive(&path, slot.size, body)?;
-    confirm_stored(app, token, &path)?;
-    Ok(created())
-}
-
-/// Records that the file at `path` of slot `token` is stored. When the slot is gone — purged
-/// (`xmpp-http-upload purge`) while the body was on its way — the file goes too: a purged
-/// account keeps nothing, and the client hears that the upload did not stay.
-pub fn confirm_stored(app: &App, token: &str, path: &SafePath) -> Result<(), Outcome> {
-    if app.store.mark_uploaded(token, crate::unix_now())? {
-        return Ok(());
-    }
-    app.uploads.remove(path)?;
-    Err(Refusal::new(
-        crate::refusal::RefusalKind::Gone,
-        "this upload's slot was withdrawn (its account's files were purged) while it was sent",
-    )
-    .into())
-}
-
-/// 201 for an upload the program stored, in every protocol.
-pub fn created() -> Response {
-    with_cors(Response::text(
-        201,
-        "text/plain; charset=utf-8",
-        "created\n",
-    ))
-}
-
-/// The type of a stored file that has no recorded one, from its name's extension.
-pub fn guessed_type(name: &str) -> &'static str {
-    mime_guess::from_path(name)
-        .first_raw()
-        .unwrap_or("application/octet-stream")
-}
-
-/// `GET`/`HEAD <get_prefix>/<token>/<name>` served by the program.
-pub fn serve(app: &App, req: &Request, token: &str, raw_name: &str) -> Result<Response, Outcome> {
-    let not_found = || Refusal::no_file_at(&req.path);
-    let name = match app.store.slot(token)? {
-        Some(slot) if url_name_matches(raw_name, &slot.name) => slot.name,
-        Some(_) => return Err(not_found().into()),
-        // A file without a slot (the slot was forgotten): serve it by its decoded name.
-        None => {
-            let once = percent_decode_segment(raw_name).ok_or_else(not_found)?;
-            if is_safe_name(&once) {
-                once
-            } else {
-                percent_decode_segment(&once)
-                    .filter(|n| is_safe_name(n))
-                    .ok_or_else(not_found)?
-            }
-        }
-    };
-    // The type comes from the name, as nginx and Apache derive it when they serve the file:
-    // never from what the uploader declared (`text/html` for a `.png` stays `image/png`).
-    serve_file(
-        app,
-        req,
-        &SafePath::slot(token, &name)?,
-        guessed_type(&name),
-    )
-}
 
 /// Serves a stored file with the download headers, as nginx serves a static file: `ETag`
 /// and `Last-Modified`, 304 for a conditional GET that the file still satisfies, one `Range`
@@ -114,12 +39,12 @@ pub fn serve_file(
     let head_only = req.method == "HEAD";
     let (status, body, content_range) =
         match download_answer(&conditions, &etag, stored.modified, total) {
-            DownloadAnswer::Whole => (200, Body::File(FilePart::whole(stored)), None),
+            DownloadAnswer::Whole => (200, Body::File(FilePart::whole(stored.file, total)), None),
             DownloadAnswer::NotModified => (304, Body::Empty, None),
             DownloadAnswer::Part { offset, len } => {
                 let range = format!("bytes {offset}-{}/{total}", offset + len - 1);
                 let part = FilePart {
-                    stored,
+                    file: stored.file,
                     offset,
                     len,
                 };
@@ -133,7 +58,7 @@ pub fn serve_file(
                 )
                 .with_header("Content-Range", format!("bytes */{total}"));
                 response.head_only = head_only;
-                return Ok(with_cors(response));
+                return Ok(response.with_cors());
             }
         };
     let mut response = Response {
@@ -149,11 +74,7 @@ pub fn serve_file(
         .with_header("Accept-Ranges", "bytes")
         .with_header("ETag", etag)
         .with_header("Last-Modified", last_modified);
-    Ok(with_cors(download_headers(
-        response,
-        path.file_name(),
-        content_type,
-    )))
+    Ok(download_headers(response, path.file_name(), content_type).with_cors())
 }
 
 /// The request headers that make a download conditional or partial, as sent.
@@ -314,30 +235,13 @@ fn resolve_range(spec: &RangeSpec, len: u64) -> DownloadAnswer {
     }
 }
 
-/// `OPTIONS` on an upload or download URL: the CORS preflight of browser clients.
-pub fn preflight() -> Response {
-    with_cors(Response::empty(204))
-        .with_header("Access-Control-Allow-Methods", "GET, HEAD, PUT, OPTIONS")
-        .with_header(
-            "Access-Control-Allow-Headers",
-            "Authorization, Content-Type",
-        )
-        .with_header("Access-Control-Max-Age", "86400")
-}
-
-/// CORS for browser XMPP clients (Converse.js, Movim).
-pub fn with_cors(response: Response) -> Response {
-    response.with_header("Access-Control-Allow-Origin", "*")
-}
-
 /// Content-Type, Content-Disposition (inline only for media and plain text), nosniff and CSP.
 fn download_headers(response: Response, name: &str, content_type: &str) -> Response {
-    let media = media_type(content_type);
-    let inline = (media.starts_with("image/") && media != "image/svg+xml")
-        || media.starts_with("video/")
-        || media.starts_with("audio/")
-        || media == "text/plain";
-    let disposition = if inline { "inline" } else { "attachment" };
+    let disposition = if shown_inline(content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
     response
         .with_header("Content-Type", content_type.to_string())
         .with_header(

@@ -1,7 +1,8 @@
-//! The external-upload HMAC protocol (BEHAVIOUR.md §7): Prosody's `mod_http_upload_external` and
-//! ejabberd's `external_secret`. The XMPP server makes the PUT URL itself and signs it with a
-//! secret it shares with us; there is no slot request. We check the signature when the PUT
-//! arrives, in both places a PUT is decided (authorizer and self-writing).
+//! The HMAC protocol (BEHAVIOUR.md §7): Prosody's `mod_http_upload_external` and ejabberd's
+//! `external_secret` (the `[[external]]` prefixes of the configuration). The XMPP server makes
+//! the PUT URL itself and signs it with a secret it shares with us; there is no slot request.
+//! We check the signature when the PUT arrives (`allow_put`, whoever then writes the body), and
+//! serve the files back when the program serves downloads (`serve`).
 //!
 //! - `?v=<mac>`: HMAC-SHA256(secret, `<path> <size>`) — Prosody's default, ejabberd's only one.
 //! - `?v2=<mac>` or `?token=<mac>`: HMAC-SHA256(secret, `<path>\0<size>\0<content type>`).
@@ -11,19 +12,20 @@
 //! These URLs name no JID: the only limit we can apply is the prefix's `max_file_size`.
 
 use crate::App;
-use crate::authorize::declared_length;
 use crate::config::SignedPrefix;
+use crate::content_type::{OCTET_STREAM, guessed_type};
 use crate::crypto::hmac_sha256_matches;
+use crate::download::serve_file;
 use crate::files::SafePath;
 use crate::name::{parse_query, percent_decode_path, query_value};
+use crate::put::{Allowed, declared_length};
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::check_max_file_size;
 use crate::store::already_authorized;
-use crate::transfer::{created, guessed_type, serve_file};
 
 /// What Prosody signs for v2 when the client declared no type.
-const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+const DEFAULT_CONTENT_TYPE: &str = OCTET_STREAM;
 
 /// Which message the MAC covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,19 +85,20 @@ fn decode_path(raw_rest: &str) -> Result<(Vec<String>, String), Refusal> {
     Ok((segments, signed))
 }
 
-/// May this PUT to `<prefix>/<raw_rest>` proceed? The path on disk, or why not:
-/// 403 bad or missing MAC, 413 over the prefix's maximum, 409 the file exists or (when the web
-/// server writes the body) a PUT of this URL was allowed before. On yes the allowance is
-/// recorded with our clock: retention counts from it.
+/// May this PUT to `<prefix>/<raw_rest>` proceed? The path on disk and the signed size, or why
+/// not: 403 bad or missing MAC, 413 over the prefix's maximum, 409 the file exists or (when the
+/// web server writes the body) a PUT of this URL was allowed before. On yes the allowance is
+/// recorded with our clock: retention counts from it, and nothing is left to record when the
+/// body is stored.
 pub fn allow_put(
     app: &App,
     ext: &SignedPrefix,
     req: &Request,
     raw_rest: &str,
     now: i64,
-) -> Result<SafePath, Outcome> {
+) -> Result<Allowed, Outcome> {
     let (segments, signed_path) = decode_path(raw_rest)?;
-    let path = SafePath::external(&ext.dir, &segments)?;
+    let path = SafePath::under(&ext.dir, &segments)?;
     let signature = signature_from_query(&req.query)?;
     let size = declared_length(req)?;
     let content_type = req.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
@@ -125,22 +128,11 @@ pub fn allow_put(
     )? {
         return Err(already_authorized(path.file_name()).into());
     }
-    Ok(path)
-}
-
-/// A signed PUT received by the program itself: 201 when stored.
-pub fn receive(
-    app: &App,
-    ext: &SignedPrefix,
-    req: &Request,
-    raw_rest: &str,
-    body: &mut dyn std::io::Read,
-    now: i64,
-) -> Result<Response, Outcome> {
-    let path = allow_put(app, ext, req, raw_rest, now)?;
-    let size = declared_length(req)?;
-    app.uploads.receive(&path, size, body)?;
-    Ok(created())
+    Ok(Allowed {
+        path,
+        size,
+        slot: None,
+    })
 }
 
 /// GET/HEAD of a file uploaded with this protocol (the URL without its query).
@@ -152,7 +144,7 @@ pub fn serve(
 ) -> Result<Response, Outcome> {
     let not_found = |_| Refusal::no_file_at(&req.path);
     let (segments, _) = decode_path(raw_rest).map_err(not_found)?;
-    let path = SafePath::external(&ext.dir, &segments).map_err(not_found)?;
+    let path = SafePath::under(&ext.dir, &segments).map_err(not_found)?;
     serve_file(app, req, &path, guessed_type(path.file_name()))
 }
 
