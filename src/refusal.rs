@@ -167,6 +167,22 @@ impl Error {
             },
         }
     }
+    /// The same failure (context, kind, message) once more, for another party waiting on it
+    /// (`Error` is not `Clone`: its source need not be): a busy database stays a 503, a full
+    /// disk a 507.
+    pub fn copy(&self) -> Error {
+        match &self.source {
+            ErrorSource::Io(e) => Error::io(
+                self.context.clone(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            ),
+            ErrorSource::Database { failure, error } => Error::database(
+                self.context.clone(),
+                *failure,
+                std::io::Error::other(error.to_string()),
+            ),
+        }
+    }
     /// The database failure, if this is one.
     fn database_failure(&self) -> Option<DatabaseFailure> {
         match &self.source {
@@ -218,5 +234,27 @@ impl From<Refusal> for Outcome {
 impl From<Error> for Outcome {
     fn from(e: Error) -> Outcome {
         Outcome::Failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_error_keeps_its_kind_and_its_line() {
+        let busy = Error::database(
+            "reserving a slot",
+            DatabaseFailure::Busy,
+            std::io::Error::other("database is locked"),
+        );
+        let copy = busy.copy();
+        assert!(copy.is_busy() && !copy.is_unavailable());
+        assert_eq!(copy.to_string(), "reserving a slot: database is locked");
+        let full = Error::io(
+            "writing",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(full.copy().is_storage_full());
     }
 }

@@ -91,19 +91,20 @@ pub fn already_authorized(name: &str) -> Refusal {
 
 /// The quota decision a store runs inside the transaction that records a slot: the store
 /// reads what the JID holds (`unused_since` says which unused slots still count), hands it to
-/// `decide`, and records the slot only when that says yes.
-#[derive(Debug, Clone, Copy)]
-pub struct Quota<'a> {
-    limits: &'a Limits,
+/// `decide`, and records the slot only when that says yes. It owns what it needs, so that a
+/// store may hand it to another thread (a writer that batches decisions).
+#[derive(Debug, Clone)]
+pub struct Quota {
+    limits: Limits,
     size: u64,
     now: i64,
     unused_since: i64,
 }
 
-impl Quota<'_> {
+impl Quota {
     /// False when no limit needs the JID's usage: the store need not read it.
     pub fn needs_usage(&self) -> bool {
-        needs_usage(self.limits)
+        needs_usage(&self.limits)
     }
     /// Unused slots created at or before this still count? No: only those created after it
     /// (younger than `put_timeout`) and every authorized one count.
@@ -113,7 +114,7 @@ impl Quota<'_> {
     /// Yes, or the refusal (with its `Retry-After`), given the `(created, size)` of every
     /// upload and counting unused slot of the JID.
     pub fn decide(&self, held: &[Held]) -> Result<(), Refusal> {
-        decide_quota(self.limits, self.size, self.now, held)
+        decide_quota(&self.limits, self.size, self.now, held)
     }
 }
 
@@ -342,7 +343,7 @@ impl Store {
             .into());
         }
         let quota = Quota {
-            limits,
+            limits: limits.clone(),
             size: slot.size,
             now: slot.created,
             unused_since: slot.created.saturating_sub(put_timeout),
