@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use xmpp_http_upload::config::{CONFIG_ENV, Config, DEFAULT_CONFIG_PATH};
+use xmpp_http_upload::config::{
+    APACHE_SITE, CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, NGINX_FILES_SNIPPET,
+};
 use xmpp_http_upload::fcgi::{self, Listen};
 use xmpp_http_upload::{App, admin, cgi, cleanup, devserver, unix_now};
 
@@ -203,6 +205,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             for warning in config.warnings() {
+                println!("warning: {warning}");
+            }
+            // Slots the web server in front would refuse (its body limit, read where installed).
+            let limits = config.web_server_body_limits(
+                std::path::Path::new(NGINX_FILES_SNIPPET),
+                std::path::Path::new(APACHE_SITE),
+            );
+            for warning in config.body_limit_warnings(&limits) {
                 println!("warning: {warning}");
             }
             print!("{}", config.describe());

@@ -1,6 +1,7 @@
 //! End to end with a real ejabberd on loopback, so that INSTALL.md's "ejabberd" and "ejabberd
 //! with external_secret" examples are tested: an XMPP client (slixmpp) asks ejabberd's
-//! `mod_http_upload` for slots, PUTs through nginx (which asks this program, decide-only) and
+//! `mod_http_upload` for slots, PUTs through the nginx site we ship (nginx/xmpp-http-upload.conf,
+//! templated only for ports, paths and socket; it asks this program, decide-only) and
 //! downloads again, comparing bytes. Once per generation of Debian 12's ejabberd
 //! (tests/e2e/generations.sh), with the same driver: `stable` (23.01, the host's package) and
 //! `backports` (24.12, in a root of its own run through chroot); the client checks that the
@@ -42,6 +43,13 @@ fn ejabberd_end_to_end(generation: &str, version: &str) {
     else {
         return;
     };
+    // nginx ran the site we ship, with its keep-alive FastCGI connections to the program.
+    assert!(
+        stdout.contains(
+            "e2e-ejabberd: nginx: the shipped site (nginx/xmpp-http-upload.conf), fastcgi_keep_conn on, upstream keepalive"
+        ),
+        "not the shipped nginx site:\n{stdout}"
+    );
     // The three clients talked to the generation's pinned ejabberd (and no other).
     assert_eq!(
         stdout

@@ -1,5 +1,6 @@
 //! End to end with a real XMPP server: Prosody on loopback, an XMPP client (slixmpp) that asks
-//! for slots, PUTs through nginx (which asks this program, decide-only) and downloads again.
+//! for slots, PUTs through nginx — the site we ship, nginx/xmpp-http-upload.conf, templated only
+//! for ports, paths and socket — (which asks this program, decide-only) and downloads again.
 //! Both external-upload protocols: `mod_http_upload_external` (HMAC, `v` and `v2`) and
 //! `mod_http_file_share` (JWT), refusals (tampered signatures, other sizes and types, a user
 //! the rules deny), a token without `expires` (files that never expire), and `cleanup`
@@ -40,6 +41,13 @@ fn prosody_end_to_end(generation: &str, version: &str, token_ttl: u32) {
     else {
         return;
     };
+    // nginx ran the site we ship, with its keep-alive FastCGI connections to the program.
+    assert!(
+        stdout.contains(
+            "e2e: nginx: the shipped site (nginx/xmpp-http-upload.conf), fastcgi_keep_conn on, upstream keepalive"
+        ),
+        "not the shipped nginx site:\n{stdout}"
+    );
     // Both clients talked to the generation's pinned Prosody (and no other), ran to the end,
     // and every check passed.
     assert_eq!(

@@ -5,12 +5,14 @@
 //!
 //! Layout: `raw` is the TOML shape as written; `human` reads sizes (`"10 MiB"`) and durations
 //! (`"5m"`); `validate` turns the one into a `Config`, with the defaults; `describe` is what
-//! `check-config` prints; `reach` what it checks on disk. Times are seconds as `i64`,
+//! `check-config` prints; `reach` what it checks on disk; `limits` the web server's body limits
+//! it compares `max_file_size` with. Times are seconds as `i64`,
 //! converted once here, as every time in the program is.
 
 mod describe;
 mod error;
 mod human;
+mod limits;
 mod raw;
 mod reach;
 mod validate;
@@ -22,6 +24,7 @@ use regex::Regex;
 
 pub use error::ConfigError;
 pub use human::{HumanError, parse_human_duration, parse_human_size};
+pub use limits::{APACHE_SITE, BodyLimit, NGINX_FILES_SNIPPET, SHIPPED_BODY_LIMIT};
 
 use crate::rules::{Action, Limits, Rule};
 

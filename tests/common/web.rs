@@ -283,12 +283,25 @@ pub struct Settings {
     pub rules: &'static str,
     /// What the admin's web server has beside our site (none by default).
     pub around: Surroundings,
+    /// `ApacheCgi` only: how the host runs CGI programs (mod_cgid under mpm_event by default).
+    pub cgi: CgiRunner,
     /// `database` instead of the stack's own SQLite file (e.g. a `postgres://` URL shared by
     /// several stacks standing in for several hosts).
     pub database: Option<String>,
     /// An upload root outside the stack's directory (shared by several stacks, as a shared
     /// file system is by several hosts); nginx only.
     pub upload_root: Option<PathBuf>,
+}
+
+/// How a shared host's Apache runs CGI programs (`Flavour::ApacheCgi`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgiRunner {
+    /// mod_cgid under mpm_event: a CGI daemon forks the programs (Debian's default).
+    #[default]
+    Cgid,
+    /// mod_cgi under mpm_prefork: each Apache child forks the program itself (hosts with
+    /// mod_php, which needs prefork).
+    PreforkCgi,
 }
 
 impl Default for Settings {
@@ -298,6 +311,7 @@ impl Default for Settings {
             retention: "30d",
             rules: "",
             around: Surroundings::default(),
+            cgi: CgiRunner::default(),
             database: None,
             upload_root: None,
         }
@@ -398,7 +412,7 @@ impl Stack {
         match flavour {
             Flavour::Nginx => stack.start_nginx(&config, public_port, slot_port),
             Flavour::ApacheDav => stack.start_apache_dav(&config, public_port, slot_port),
-            Flavour::ApacheCgi => stack.start_apache_cgi(&config, public_port),
+            Flavour::ApacheCgi => stack.start_apache_cgi(&config, public_port, settings.cgi),
         }
         stack
     }
@@ -571,7 +585,7 @@ impl Stack {
         self.start_apache(&modules, &extra, &[public_port, slot_port]);
     }
 
-    fn start_apache_cgi(&mut self, config: &Path, public_port: u16) {
+    fn start_apache_cgi(&mut self, config: &Path, public_port: u16, cgi: CgiRunner) {
         let root = self.dir.path.clone();
         let htdocs = root.join("htdocs");
         let shipped = Path::new(REPO).join("apache/shared-hosting");
@@ -595,8 +609,18 @@ impl Stack {
             &program_htaccess,
         );
         install_binary(&htdocs.join("xmpp-http-upload/xmpp-http-upload.cgi"));
+        let (mpm, cgi_module) = match cgi {
+            CgiRunner::Cgid => (
+                ("mpm_event_module", "mod_mpm_event.so"),
+                ("cgid_module", "mod_cgid.so"),
+            ),
+            CgiRunner::PreforkCgi => (
+                ("mpm_prefork_module", "mod_mpm_prefork.so"),
+                ("cgi_module", "mod_cgi.so"),
+            ),
+        };
         let modules = [
-            ("mpm_event_module", "mod_mpm_event.so"),
+            mpm,
             ("authz_core_module", "mod_authz_core.so"),
             ("authz_host_module", "mod_authz_host.so"),
             ("mime_module", "mod_mime.so"),
@@ -605,14 +629,19 @@ impl Stack {
             ("alias_module", "mod_alias.so"),
             ("env_module", "mod_env.so"),
             ("dir_module", "mod_dir.so"),
-            ("cgid_module", "mod_cgid.so"),
+            cgi_module,
         ];
         let h = htdocs.display();
         let r = root.display();
+        // mod_cgid's daemon listens on a socket; mod_cgi has none (the directive is unknown).
+        let script_sock = match cgi {
+            CgiRunner::Cgid => format!("ScriptSock {r}/run/cgid.sock\n"),
+            CgiRunner::PreforkCgi => String::new(),
+        };
         // A shared host: the customer controls only .htaccess files in the document root.
         let extra = format!(
             "Listen 127.0.0.1:{public_port}\n\
-             ScriptSock {r}/run/cgid.sock\n\
+             {script_sock}\
              DocumentRoot {h}\n\
              <Directory {h}>\n    Require all granted\n    Options FollowSymLinks\n    \
              AllowOverride FileInfo Options AuthConfig Indexes Limit\n</Directory>\n"
@@ -686,6 +715,15 @@ impl Stack {
             .arg("-f")
             .arg(root.join("httpd.conf"))
             .arg("-DFOREGROUND");
+        if modules
+            .iter()
+            .any(|(name, _)| *name == "mpm_prefork_module")
+        {
+            // mpm_prefork ends its children with a SIGTERM to its whole process group, which
+            // under -DFOREGROUND is the test's (and cargo's): give it a group of its own.
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
         self.server = Some(Process::spawn(
             "apache2",
             &mut command,

@@ -4,9 +4,11 @@
 # starting the program and nginx in the test directory. Sourced, not run. The driver defines
 # log(), missing() (which may call e2e_missing_common), show_logs(), and sets PKGS, ROOT, PY.
 
-# The packages every driver needs besides its XMPP server: nginx and the slixmpp client.
+# The packages every driver needs besides its XMPP server: nginx (and openssl for its
+# certificate) and the slixmpp client.
 e2e_missing_common() {
     command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || echo nginx
+    command -v openssl >/dev/null 2>&1 || echo openssl
     [[ -x $PY ]] && $PY -c 'import slixmpp' >/dev/null 2>&1 || echo python3-slixmpp
     [[ -x $PY ]] && $PY -c 'import aiohttp, yarl' >/dev/null 2>&1 || echo python3-aiohttp
 }
@@ -91,6 +93,62 @@ e2e_start_program() {
         >"$D/xhu.log" 2>&1 &
     PIDS+=($!)
     wait_for 100 "the program's socket" test -S "$D/fcgi.sock" || { show_logs; exit 1; }
+}
+
+# `text` of file $1 with each literal $2k replaced by $2k+1, into file $2 (after $1 and $2:
+# from, to, from, to...). A `from` missing from the file is an error: a changed shipped file
+# must not silently escape the templating (as tests/common/web.rs's template() does).
+e2e_template() {
+    local src=$1 out=$2 text from to
+    shift 2
+    text=$(<"$src")
+    while (($# >= 2)); do
+        from=$1 to=$2
+        shift 2
+        if [[ $text != *"$from"* ]]; then
+            log "templating $src: expected '$from' in it (templating anchor)"
+            exit 1
+        fi
+        text=${text//"$from"/"$to"}
+    done
+    printf '%s\n' "$text" >"$out"
+}
+
+# The nginx site we ship (nginx/xmpp-http-upload.conf and nginx/snippets/, with the
+# upstream's keepalive and `fastcgi_keep_conn on`), set up in $D as tests/common/web.rs sets
+# it up for the Rust tests: templated only for the ports (public server on $1 with TLS,
+# loopback slot-API server on $2), the certificate (made here for 127.0.0.1, also
+# $E2E_CA_FILE, which the clients trust through SSL_CERT_FILE), the FastCGI socket
+# ($D/fcgi.sock) and the upload root ($UPLOAD_ROOT), in the process-level frame of
+# tests/e2e/nginx-frame.conf.in. Then starts nginx and waits for both ports.
+e2e_shipped_nginx() {
+    local public_port=$1 slot_port=$2 s
+    mkdir -p "$D/tls" "$D/snippets"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$D/tls/key.pem" -out "$D/tls/cert.pem" >"$D/openssl.out" 2>&1 ||
+        { cat "$D/openssl.out"; exit 1; }
+    E2E_CA_FILE="$D/tls/cert.pem"
+    for s in "$ROOT"/nginx/snippets/*.conf; do cp "$s" "$D/snippets/"; done
+    e2e_template "$ROOT/nginx/xmpp-http-upload.conf" "$D/site.conf" \
+        "listen 443 ssl http2;" "listen 127.0.0.1:$public_port ssl http2;" \
+        $'    listen [::]:443 ssl http2;\n' "" \
+        "listen 127.0.0.1:9363;" "listen 127.0.0.1:$slot_port;" \
+        "/etc/letsencrypt/live/upload.example.org/fullchain.pem" "$D/tls/cert.pem" \
+        "/etc/letsencrypt/live/upload.example.org/privkey.pem" "$D/tls/key.pem" \
+        "unix:/run/xmpp-http-upload/fcgi.sock" "unix:$D/fcgi.sock" \
+        "/var/lib/xmpp-http-upload/files/" "$UPLOAD_ROOT/"
+    e2e_template "$(dirname "${BASH_SOURCE[0]}")/nginx-frame.conf.in" "$D/nginx.conf" \
+        "@NGINX_USER_LINE@" "$NGINX_USER_LINE" "@NGINX_SLOT_PORT@" "$slot_port" "@DIR@" "$D"
+    e2e_start_nginx "$public_port" "$slot_port"
+    # What the Rust tests (prosody_e2e, ejabberd_e2e) look for: the site as shipped, FastCGI
+    # connections kept open between requests.
+    if grep -qx "fastcgi_keep_conn on;" "$D/snippets/xmpp-http-upload-fastcgi.conf" &&
+        grep -qE "^ +keepalive [0-9]+;" "$D/site.conf"; then
+        log "nginx: the shipped site (nginx/xmpp-http-upload.conf), fastcgi_keep_conn on, upstream keepalive"
+    else
+        log "nginx: the shipped site no longer keeps FastCGI connections open (fastcgi_keep_conn, keepalive)"
+    fi
 }
 
 # Starts nginx on $D/nginx.conf and waits for each port given.

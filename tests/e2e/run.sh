@@ -2,7 +2,11 @@
 # End-to-end test with a real XMPP server (issue 4 item 6, issue 8 item 5):
 #
 #   slixmpp client --XMPP--> Prosody --slot with signed URL / JWT--> client
-#   client --PUT/GET--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#   client --PUT/GET (https)--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#
+# nginx runs the site we ship (nginx/xmpp-http-upload.conf and its snippets, keep-alive
+# FastCGI connections included), templated only for ports, paths, certificate and socket
+# (lib.sh's e2e_shipped_nginx), so that what admins install is what this tests.
 #
 # Prosody is the one of the generation XHU_E2E_GENERATION (tests/e2e/generations.sh): stable
 # (Debian 12's 0.12.3, the host's package) or backports (13.0.1, run through chroot in the
@@ -42,7 +46,7 @@ log() { echo "e2e: $*"; }
 # ---------------------------------------------------------------- dependencies
 e2e_select_generation
 # The host needs nginx and the client; Prosody too when the generation is the host's own.
-PKGS="nginx-light python3-slixmpp python3-aiohttp"
+PKGS="nginx-light openssl python3-slixmpp python3-aiohttp"
 [[ -n $SROOT ]] || PKGS="prosody prosody-modules lua-unbound $PKGS"
 
 missing() {
@@ -89,8 +93,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# Four free loopback ports.
-read -r C2S_PORT PROSODY_HTTP_PORT NGINX_PORT _ < <(e2e_free_ports 4)
+# Four free loopback ports (the site's loopback slot-API server is not used by Prosody, but
+# the shipped site has it).
+read -r C2S_PORT PROSODY_HTTP_PORT NGINX_PORT NGINX_SLOT_PORT < <(e2e_free_ports 4)
 HMAC_SECRET="hmac-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 JWT_SECRET="jwt-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 NGINX_USER_LINE=""
@@ -100,10 +105,9 @@ fill() {
     sed -e "s|@DIR@|$D|g" -e "s|@SERVER_DIR@|$DS|g" -e "s|@UPLOAD_ROOT@|$UPLOAD_ROOT|g" \
         -e "s|@C2S_PORT@|$C2S_PORT|g" -e "s|@PROSODY_HTTP_PORT@|$PROSODY_HTTP_PORT|g" \
         -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HMAC_SECRET@|$HMAC_SECRET|g" \
-        -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@NGINX_USER_LINE@|$NGINX_USER_LINE|g" "$1" >"$2"
+        -e "s|@JWT_SECRET@|$JWT_SECRET|g" "$1" >"$2"
 }
 fill "$HERE/prosody.cfg.lua.in" "$D/prosody.cfg.lua"
-fill "$HERE/nginx-external.conf" "$D/nginx.conf"
 fill "$HERE/config.toml.in" "$D/config.toml"
 
 show_logs() {
@@ -120,7 +124,7 @@ show_logs() {
 
 # ---------------------------------------------------------------- the program, nginx
 e2e_start_program
-e2e_start_nginx "$NGINX_PORT"
+e2e_shipped_nginx "$NGINX_PORT" "$NGINX_SLOT_PORT"
 
 # ---------------------------------------------------------------- Prosody
 PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -133,11 +137,11 @@ done
 PIDS+=($!)
 wait_for 100 "Prosody c2s on $C2S_PORT" port_open "$C2S_PORT" || { show_logs; exit 1; }
 log "prosody $("${SRV[@]}" prosodyctl --config "$DS/prosody.cfg.lua" about 2>/dev/null | sed -n 's/^Prosody \(.*\)$/\1/p' | head -n1)," \
-    "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT, dir $D"
+    "c2s 127.0.0.1:$C2S_PORT, nginx https://127.0.0.1:$NGINX_PORT, dir $D"
 
 # ---------------------------------------------------------------- the client
 client() { # role, jid, report
-    timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
+    SSL_CERT_FILE=$E2E_CA_FILE timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
         --nginx-port "$NGINX_PORT" --hmac-secret "$HMAC_SECRET" --jwt-secret "$JWT_SECRET" \
         --generation "$GEN" --expect-server "Prosody $GEN_PROSODY" --jwt-ttl "$GEN_PROSODY_JWT_TTL" \
         --report "$3" ${XHU_E2E_DEBUG:+--debug}
@@ -177,9 +181,9 @@ if [[ "$GONE" != "$UPLOAD_ROOT/$SHORT_PATH" ]]; then
     log "FAIL: cleanup after expires should delete exactly $SHORT_PATH; it deleted: ${GONE:-nothing}"
     exit 1
 fi
-STATUS=$($PY -c '
+STATUS=$(SSL_CERT_FILE=$E2E_CA_FILE $PY -c '
 import sys, urllib.error, urllib.parse, urllib.request
-url = "http://127.0.0.1:%s/%s" % (sys.argv[1], urllib.parse.quote(sys.argv[2]))
+url = "https://127.0.0.1:%s/%s" % (sys.argv[1], urllib.parse.quote(sys.argv[2]))
 try:
     print(urllib.request.urlopen(url).status)
 except urllib.error.HTTPError as e:

@@ -5,7 +5,12 @@
 #   slixmpp client --XMPP--> ejabberd mod_http_upload
 #       localhost      service_url --GET ?jid=&name=&size=&content_type=--> nginx --> program
 #       ext.localhost  external_secret: ejabberd signs /share/<sha1>/<random>/<name>?v=<hmac>
-#   client --PUT/GET--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#   client --PUT/GET (https)--> nginx --auth_request (FastCGI, decide-only)--> xmpp-http-upload
+#
+# nginx runs the site we ship (nginx/xmpp-http-upload.conf and its snippets, keep-alive
+# FastCGI connections included): its loopback-only server is the slot API of service_url, its
+# public server takes the uploads; templated only for ports, paths, certificate and socket
+# (lib.sh's e2e_shipped_nginx), so that what admins install is what this tests.
 #
 # Everything listens on 127.0.0.1 on free high ports, in a temporary directory: ejabberd runs
 # as the calling user (erl directly, not the ejabberdctl wrapper, which would `su ejabberd`),
@@ -41,7 +46,7 @@ log() { echo "e2e-ejabberd: $*"; }
 # ---------------------------------------------------------------- dependencies
 e2e_select_generation
 # The host needs nginx and the client; ejabberd too when the generation is the host's own.
-PKGS="nginx-light python3-slixmpp python3-aiohttp"
+PKGS="nginx-light openssl python3-slixmpp python3-aiohttp"
 [[ -n $SROOT ]] || PKGS="ejabberd $PKGS"
 # Paths as ejabberd sees them (below $SROOT for a generation with a root).
 EJ_LIBS=/usr/lib/x86_64-linux-gnu # where Debian installs ejabberd's Erlang applications
@@ -124,12 +129,9 @@ trap 'exit 1' INT TERM
 fill() {
     sed -e "s|@DIR@|$D|g" -e "s|@UPLOAD_ROOT@|$UPLOAD_ROOT|g" \
         -e "s|@C2S_PORT@|$C2S_PORT|g" -e "s|@NGINX_SLOT_PORT@|$NGINX_SLOT_PORT|g" \
-        -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HMAC_SECRET@|$HMAC_SECRET|g" \
-        -e "s|@NGINX_USER_LINE@|$NGINX_USER_LINE|g" "$1" >"$2"
+        -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HMAC_SECRET@|$HMAC_SECRET|g" "$1" >"$2"
 }
 fill "$HERE/ejabberd.yml.in" "$D/ejabberd.yml"
-fill "$HERE/nginx.conf.in" "$D/nginx.conf"
-fill "$HERE/nginx-files.conf.in" "$D/nginx-files.conf"
 fill "$HERE/config.toml.in" "$D/config.toml"
 
 # What `ejabberdctl <command>` runs, without its `su ejabberd`.
@@ -152,7 +154,7 @@ show_logs() {
 
 # ---------------------------------------------------------------- the program, nginx
 e2e_start_program
-e2e_start_nginx "$NGINX_PORT" "$NGINX_SLOT_PORT"
+e2e_shipped_nginx "$NGINX_PORT" "$NGINX_SLOT_PORT"
 
 # ---------------------------------------------------------------- ejabberd
 # In the foreground (as `ejabberdctl foreground` does), so that we hold its pid: a simple
@@ -173,11 +175,11 @@ for jid in alice@localhost mallory@localhost alice@ext.localhost; do
         { cat "$D/ejctl.out"; show_logs; exit 1; }
 done
 log "$(head -n1 "$D/ejctl-status.out" | tr -d '\n'); $(sed -n 's/.*\(ejabberd [^ ]* is running\).*/\1/p' "$D/ejctl-status.out")" \
-    "c2s 127.0.0.1:$C2S_PORT, nginx 127.0.0.1:$NGINX_PORT (slot API :$NGINX_SLOT_PORT), dir $D"
+    "c2s 127.0.0.1:$C2S_PORT, nginx https://127.0.0.1:$NGINX_PORT (slot API http://127.0.0.1:$NGINX_SLOT_PORT), dir $D"
 
 # ---------------------------------------------------------------- the clients
 client() { # role, jid, service, report
-    timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
+    SSL_CERT_FILE=$E2E_CA_FILE timeout 170 "$PY" "$HERE/client.py" --role "$1" --port "$C2S_PORT" --jid "$2" --password "$PASSWORD" \
         --service "$3" --nginx-port "$NGINX_PORT" --hmac-secret "$HMAC_SECRET" \
         --generation "$GEN" --expect-server "ejabberd $GEN_EJABBERD" \
         --report "$4" ${XHU_E2E_DEBUG:+--debug}
