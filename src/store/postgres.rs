@@ -26,7 +26,7 @@ use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, Quota, SLOT_GRANTED, Slot, Tally,
     already_authorized,
 };
-use crate::refusal::{DatabaseFailure, Error, Outcome, Refusal};
+use crate::refusal::{DatabaseFailure, Error, Outcome};
 use crate::rules::Held;
 
 /// Connections one process keeps open at most (PostgreSQL's default `max_connections` is 100,
@@ -470,7 +470,7 @@ impl Backend for Store {
             tx.bump(tally)?;
             Ok(Ok(()))
         })?;
-        decided.map_err(|refusal: Refusal| Outcome::Refused(refusal))
+        decided.map_err(Outcome::Refused)
     }
 
     fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
