@@ -26,6 +26,8 @@
 #   cgi      one slot request as plain CGI (a process per request) against a constant CGI
 #            (/usr/bin/printf) and the program's own --version, with hyperfine; fsyncs per
 #            request with strace
+#   postgres slot requests/s at 16 and 64 connections on SQLite and on PostgreSQL (not in the
+#            default phases: bench/run.sh postgres)
 # Peak RSS (VmHWM, reset before each measurement through /proc/PID/clear_refs) of the program is
 # recorded with every measurement. Raw results go to $XHU_BENCH_DIR/results.tsv; bench/report.py
 # turns them into the tables of bench/RESULTS.md (medians of the rounds, ratios from this run).
@@ -549,6 +551,68 @@ PY
     done
     printf 'cgi\tcgi-fsyncs-per-100\t1\t1\t%s\t\t\t0\t0\t100\t\t\t\n' "$n" >> "$RESULTS"
     log "cgi: $n fsyncs in 100 slot requests"
+}
+
+# PostgreSQL beside SQLite (issue 16): slot requests at 16 and 64 connections (PG_CONNS) with
+# the program on a fresh SQLite file and then on a fresh PostgreSQL database, each with no
+# limits (admin@example.com), quotas over 10,000 JIDs (random:10000), and quotas of one JID
+# (user1@example.org: every request waits for the same per-JID lock). PostgreSQL is Debian's
+# (PG_BIN, newest /usr/lib/postgresql/*/bin), a cluster of its own in $W/pg with initdb's
+# defaults (fsync and synchronous_commit on, like SQLite's database on disk), owned by `nobody`
+# when run as root, on a loopback TCP port, as another host would reach it. Rows: phase
+# `postgres`, targets <store>-<no-limits|quota|one-jid>; a table in $W/postgres.md. PG_STORES
+# ("sqlite postgres") picks the stores.
+phase_postgres() {
+    local pg_bin=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
+    [ -x "$pg_bin/postgres" ] || die "PostgreSQL is missing (apt-get install postgresql)"
+    local pg_port=$((PORT_BASE + 95)) data=$W/pg as=() store r c mode label
+    mkdir -p "$data"
+    if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$data"; as=(setpriv --reuid=nobody --regid=nogroup --clear-groups); fi
+    "${as[@]}" "$pg_bin/initdb" -D "$data/data" -U xhu --auth=trust -E UTF8 --locale=C >/dev/null
+    "${as[@]}" "$pg_bin/pg_ctl" -D "$data/data" -l "$data/log" -w \
+        -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$data -c max_connections=200" start >/dev/null
+    "${as[@]}" "$pg_bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U xhu -d postgres -c "CREATE DATABASE uploads"
+    write_config "$W/config-postgres.toml" "postgres://xhu@127.0.0.1:$pg_port/uploads"
+    write_config "$W/config-postgres-sqlite.toml" "$W/db/postgres-phase.sqlite3"
+    for store in ${PG_STORES:-sqlite postgres}; do
+        if [ $store = sqlite ]; then start_program "$W/config-postgres-sqlite.toml"
+        else start_program "$W/config-postgres.toml"; fi
+        for r in $(seq "$ROUNDS"); do
+            for c in ${PG_CONNS:-16 64}; do
+                for mode in admin@example.com random:10000 user1@example.org; do
+                    case $mode in admin*) label=no-limits ;; random*) label=quota ;; *) label=one-jid ;; esac
+                    WATCH=$PROG_PID
+                    wrk_run postgres "$store-$label" "$c" "$r" "" \
+                        "http://127.0.0.1:$SLOT_A/http_upload/slot/" "$BENCH/slot.lua" "$mode"
+                done
+            done
+        done
+    done
+    echo "postgres: $("$pg_bin/postgres" --version)" >> "$W/machine.txt"
+    "${as[@]}" "$pg_bin/pg_ctl" -D "$data/data" -m fast -w stop >/dev/null
+    start_program "$W/config.toml"
+    python3 - "$RESULTS" > "$W/postgres.md" <<'PY'
+import csv, statistics, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if r["phase"] == "postgres"]
+groups = {}
+for r in rows:
+    groups.setdefault((r["target"], int(r["conns"])), []).append(r)
+med = lambda rs, f: statistics.median(float(r[f]) for r in rs)
+print("| connections | limits | SQLite req/s (p50 / p99 ms) | PostgreSQL req/s (p50 / p99 ms) | PostgreSQL ÷ SQLite |")
+print("|---|---|---|---|---|")
+for conns in sorted({c for _, c in groups}):
+    for label in ("no-limits", "quota", "one-jid"):
+        cells = []
+        for store in ("sqlite", "postgres"):
+            rs = groups.get((f"{store}-{label}", conns), [])
+            cells.append((med(rs, "rps"), med(rs, "p50_us") / 1000, med(rs, "p99_us") / 1000) if rs else None)
+        shown = [f"{c[0]:,.0f} ({c[1]:.1f} / {c[2]:.1f})" if c else "–" for c in cells]
+        ratio = f"{cells[1][0] / cells[0][0]:.2f}" if all(cells) else "–"
+        print(f"| {conns} | {label} | {shown[0]} | {shown[1]} | {ratio} |")
+bad = sum(int(r["non2xx"]) + int(r["sockerr"]) for r in rows)
+print(f"\nNon-2xx answers and socket errors: {bad} of {sum(int(r['requests']) for r in rows):,}.")
+PY
+    cat "$W/postgres.md" >&2
 }
 
 # Keeps everything running for poking at by hand (bench/run.sh hold); Ctrl-C ends it.

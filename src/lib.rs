@@ -47,8 +47,8 @@
 //! - `metrics`: the counters. `admin`: the administrator's commands. `cleanup`: expiry.
 //! - `rules`, `name`, `content_type`, `crypto`: pure logic (access rules and quotas; file names
 //!   and URL decoding; media types; HMAC-SHA256 and random hex).
-//! - `store`: the database, the only module that speaks SQL. `files`: the upload directory, the
-//!   only module that touches it. `refusal`: `Refusal` (a normal "no") and `Error` (a failure).
+//! - `store`: the database (SQLite, or PostgreSQL for several hosts), the only module that
+//!   speaks SQL. `files`: the upload directory, the only module that touches it. `refusal`: `Refusal` (a normal "no") and `Error` (a failure).
 
 pub mod admin;
 pub mod caller;

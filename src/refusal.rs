@@ -1,9 +1,10 @@
 //! The normal "no" of a decision, and the `Error` type for what went wrong on our side.
 //!
 //! A `Refusal` is not a failure: it is an answer (status + one line for the client) that the
-//! request path returns when input is bad or a rule says no. `Error` is for I/O and SQLite
+//! request path returns when input is bad or a rule says no. `Error` is for I/O and database
 //! failures; it carries the operation or path it concerns and becomes a 500 (or 507 when the
-//! disk is full) with a generic message, the detail going only to the log.
+//! disk is full, 503 when the database is busy or away) with a generic message, the detail
+//! going only to the log. Which database error is which is the store's to say, not this module's.
 
 use std::fmt;
 
@@ -123,7 +124,25 @@ pub struct Error {
 #[derive(Debug)]
 pub enum ErrorSource {
     Io(std::io::Error),
-    Sqlite(rusqlite::Error),
+    /// A database failure, already sorted by the store that met it (each store knows its own
+    /// error codes; this module knows none).
+    Database {
+        failure: DatabaseFailure,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What a database failure means for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// Locked by others past the wait we allow: 503, try again.
+    Busy,
+    /// Not reachable (stopped, restarting, the connection lost): 503, try again.
+    Unavailable,
+    /// The database's disk is full: 507.
+    Full,
+    /// Anything else: 500.
+    Other,
 }
 
 impl Error {
@@ -134,27 +153,57 @@ impl Error {
             source: ErrorSource::Io(err),
         }
     }
-    /// A SQLite error while doing `context`.
-    pub fn sqlite(context: impl Into<String>, err: rusqlite::Error) -> Error {
+    /// A database error while doing `context`, as the store sorted it.
+    pub fn database(
+        context: impl Into<String>,
+        failure: DatabaseFailure,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
         Error {
             context: context.into(),
-            source: ErrorSource::Sqlite(err),
+            source: ErrorSource::Database {
+                failure,
+                error: Box::new(err),
+            },
+        }
+    }
+    /// The same failure (context, kind, message) once more, for another party waiting on it
+    /// (`Error` is not `Clone`: its source need not be): a busy database stays a 503, a full
+    /// disk a 507.
+    pub fn copy(&self) -> Error {
+        match &self.source {
+            ErrorSource::Io(e) => Error::io(
+                self.context.clone(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            ),
+            ErrorSource::Database { failure, error } => Error::database(
+                self.context.clone(),
+                *failure,
+                std::io::Error::other(error.to_string()),
+            ),
+        }
+    }
+    /// The database failure, if this is one.
+    fn database_failure(&self) -> Option<DatabaseFailure> {
+        match &self.source {
+            ErrorSource::Database { failure, .. } => Some(*failure),
+            ErrorSource::Io(_) => None,
         }
     }
     /// True when the disk (or quota of the file system) is full: the client gets 507, not 500.
     pub fn is_storage_full(&self) -> bool {
         match &self.source {
             ErrorSource::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
-            ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::DiskFull
-            }
-            ErrorSource::Sqlite(_) => false,
+            ErrorSource::Database { failure, .. } => *failure == DatabaseFailure::Full,
         }
     }
     /// True when the database stayed locked past the busy timeout: the client gets 503.
     pub fn is_busy(&self) -> bool {
-        matches!(&self.source, ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+        self.database_failure() == Some(DatabaseFailure::Busy)
+    }
+    /// True when the database cannot be reached now: the client gets 503.
+    pub fn is_unavailable(&self) -> bool {
+        self.database_failure() == Some(DatabaseFailure::Unavailable)
     }
 }
 
@@ -162,7 +211,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
             ErrorSource::Io(e) => write!(f, "{}: {}", self.context, e),
-            ErrorSource::Sqlite(e) => write!(f, "{}: {}", self.context, e),
+            ErrorSource::Database { error, .. } => write!(f, "{}: {}", self.context, error),
         }
     }
 }
@@ -185,5 +234,27 @@ impl From<Refusal> for Outcome {
 impl From<Error> for Outcome {
     fn from(e: Error) -> Outcome {
         Outcome::Failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_error_keeps_its_kind_and_its_line() {
+        let busy = Error::database(
+            "reserving a slot",
+            DatabaseFailure::Busy,
+            std::io::Error::other("database is locked"),
+        );
+        let copy = busy.copy();
+        assert!(copy.is_busy() && !copy.is_unavailable());
+        assert_eq!(copy.to_string(), "reserving a slot: database is locked");
+        let full = Error::io(
+            "writing",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(full.copy().is_storage_full());
     }
 }

@@ -205,6 +205,8 @@ impl Response {
             (507, "insufficient storage on the server\n")
         } else if error.is_busy() {
             (503, "server busy, try again\n")
+        } else if error.is_unavailable() {
+            (503, "database unavailable, try again\n")
         } else {
             return Response::internal_error();
         };

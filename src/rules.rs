@@ -1,8 +1,10 @@
 //! Access rules and quota arithmetic (BEHAVIOUR.md §4): which rule decides for a JID, and whether a new
 //! upload of a given size fits the rule's limits given what the JID already used.
 //!
-//! Pure: the usage figures come from `store`, which runs this check inside the same
-//! `BEGIN IMMEDIATE` transaction that records the slot.
+//! Pure: `decide_quota` is the one quota decision of every store. The store reads what the
+//! JID holds and calls it inside the transaction that records the slot (SQLite: `BEGIN
+//! IMMEDIATE`; PostgreSQL: under a per-JID advisory lock), so the decision holds across
+//! processes and hosts; the arithmetic is here, not in either store.
 
 use regex::Regex;
 
@@ -41,7 +43,7 @@ pub struct Window {
     pub amount: u64,
 }
 
-/// What a JID already holds, as counted by `store` (uploads and unexpired unused slots).
+/// What a JID already holds, summed by `usage_of` (uploads and unexpired unused slots).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub total_bytes: u64,
@@ -122,6 +124,79 @@ pub fn check_quota(limits: &Limits, size: u64, usage: Usage) -> Result<(), Refus
         ));
     }
     Ok(())
+}
+
+/// One upload or unexpired unused slot of a JID, as a store read it: `(created, size)`.
+pub type Held = (i64, u64);
+
+/// True when some limit of `limits` needs what the JID holds (else a store need not read it:
+/// the size of one file is checked either way).
+pub fn needs_usage(limits: &Limits) -> bool {
+    limits.max_total_size.is_some()
+        || limits.bytes_per_window.is_some()
+        || limits.uploads_per_window.is_some()
+}
+
+/// The usage `check_quota` weighs, at `now`, from what the JID holds: summed with saturating
+/// arithmetic (sizes go up to 2^63-1, a database's SUM would overflow).
+pub fn usage_of(limits: &Limits, now: i64, held: &[Held]) -> Usage {
+    let since = |window: Option<Window>| window.map(|w| now.saturating_sub(w.seconds));
+    let bytes_since = since(limits.bytes_per_window);
+    let uploads_since = since(limits.uploads_per_window);
+    let mut usage = Usage::default();
+    for &(created, size) in held {
+        usage.total_bytes = usage.total_bytes.saturating_add(size);
+        if bytes_since.is_some_and(|t| created > t) {
+            usage.window_bytes = usage.window_bytes.saturating_add(size);
+        }
+        if uploads_since.is_some_and(|t| created > t) {
+            usage.window_uploads += 1;
+        }
+    }
+    usage
+}
+
+/// The quota decision for one more upload of `size` bytes at `now`, given what the JID holds:
+/// `check_quota` on `usage_of`, and a 402 says when the windows that refused will have room.
+pub fn decide_quota(limits: &Limits, size: u64, now: i64, held: &[Held]) -> Result<(), Refusal> {
+    check_quota(limits, size, usage_of(limits, now, held))
+        .map_err(|refusal| with_retry_after(refusal, limits, size, now, held))
+}
+
+/// A quota refusal (402) says when the windows that refused will have room for `size` more.
+fn with_retry_after(
+    refusal: Refusal,
+    limits: &Limits,
+    size: u64,
+    now: i64,
+    held: &[Held],
+) -> Refusal {
+    if refusal.kind != RefusalKind::QuotaExceeded {
+        return refusal;
+    }
+    let windows = [
+        (limits.bytes_per_window, true),
+        (limits.uploads_per_window, false),
+    ];
+    let mut wait: Option<u64> = None;
+    for (window, counts_bytes) in windows {
+        let Some(window) = window else { continue };
+        let since = now.saturating_sub(window.seconds);
+        let inside: Vec<Held> = held
+            .iter()
+            .copied()
+            .filter(|&(created, _)| created > since)
+            .collect();
+        match retry_after(window, counts_bytes, size, now, &inside) {
+            Some(seconds) => wait = Some(wait.map_or(seconds, |w| w.max(seconds))),
+            // This window never has room for it: no time to give.
+            None => return refusal,
+        }
+    }
+    match wait {
+        Some(seconds) => refusal.with_retry_after(seconds),
+        None => refusal,
+    }
 }
 
 /// Seconds from `now` until a window quota lets one more upload of `size` bytes through, given
@@ -259,6 +334,65 @@ mod tests {
             check_quota(&limits, 1, two_uploads).unwrap_err().kind,
             RefusalKind::QuotaExceeded
         );
+    }
+
+    #[test]
+    fn usage_counts_each_window_from_now() {
+        let limits = Limits {
+            bytes_per_window: Some(Window {
+                seconds: 100,
+                amount: 1000,
+            }),
+            uploads_per_window: Some(Window {
+                seconds: 10,
+                amount: 5,
+            }),
+            ..Limits::default()
+        };
+        // (created, size): one old, one inside 100 s, one inside 10 s; "inside" is strictly after
+        let held = [(800, 7), (950, 20), (995, 300), (900, 1)];
+        let usage = usage_of(&limits, 1000, &held);
+        assert_eq!(
+            usage,
+            Usage {
+                total_bytes: 328,
+                window_bytes: 320,
+                window_uploads: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn decide_quota_gives_the_402_its_retry_after() {
+        let limits = Limits {
+            uploads_per_window: Some(Window {
+                seconds: 100,
+                amount: 2,
+            }),
+            ..Limits::default()
+        };
+        let refused = decide_quota(&limits, 1, 1020, &[(1000, 1), (1010, 1)]).unwrap_err();
+        assert_eq!(
+            (refused.kind, refused.retry_after),
+            (RefusalKind::QuotaExceeded, Some(80))
+        );
+        assert!(
+            refused.message.ends_with("try again in 80 s"),
+            "{}",
+            refused.message
+        );
+        // 403 and 413 carry no time: waiting does not help
+        let total = Limits {
+            max_total_size: Some(1),
+            ..Limits::default()
+        };
+        assert_eq!(
+            decide_quota(&total, 1, 0, &[(0, 1)])
+                .unwrap_err()
+                .retry_after,
+            None
+        );
+        assert!(decide_quota(&limits, 1, 1101, &[(1000, 1), (1010, 1)]).is_ok());
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub const DEFAULT_RETENTION: i64 = 30 * 86_400;
 pub struct Config {
     /// Files live at `<upload_root>/<token>/<name>`.
     pub upload_root: PathBuf,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// The database: SQLite's file (a path), or PostgreSQL (a `postgres://` URL).
+    pub database: crate::store::Location,
     /// Scheme + host (+ port) for the URLs we hand out; `None`: taken from each request.
     pub base_url: Option<String>,
     /// The slot API lives at `<slot_prefix>/slot/` and `<slot_prefix>/max_size/`; no trailing `/`.
@@ -129,7 +129,7 @@ impl Config {
     pub fn for_development(data_dir: &Path) -> Config {
         Config {
             upload_root: data_dir.join("files"),
-            database: data_dir.join("uploads.sqlite3"),
+            database: crate::store::Location::Sqlite(data_dir.join("uploads.sqlite3")),
             base_url: None,
             slot_prefix: "/http_upload".into(),
             put_prefix: "/http_upload/upload".into(),

@@ -128,14 +128,11 @@ fn paths_overlap(a: &str, b: &str) -> bool {
     within(a, b) || within(b, a)
 }
 
-/// `database`: where the uploads' records are kept. Today an absolute path of an SQLite file.
-fn database(at: &Locator, value: Spanned<String>) -> Result<PathBuf, ConfigError> {
-    let span = value.span();
-    absolute_path(
-        at,
-        "database",
-        Spanned::new(span, value.into_inner().into()),
-    )
+/// `database`: where the uploads' records are kept: an absolute path of an SQLite file, or a
+/// `postgres://` URL (`store::Location`).
+fn database(at: &Locator, value: Spanned<String>) -> Result<crate::store::Location, ConfigError> {
+    crate::store::Location::parse(value.get_ref())
+        .map_err(|e| at.error(&value.span(), "database", e))
 }
 
 fn absolute_path(at: &Locator, key: &str, value: Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {

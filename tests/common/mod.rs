@@ -10,6 +10,8 @@
 
 /// The FastCGI client.
 pub mod fcgi;
+/// A real PostgreSQL cluster, run unprivileged in a temporary directory.
+pub mod postgres;
 /// HMAC and JWT signing helpers for the external-upload protocols.
 pub mod signing;
 /// Real nginx and Apache started from the shipped configurations, and curl as the client.

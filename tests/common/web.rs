@@ -285,6 +285,12 @@ pub struct Settings {
     pub around: Surroundings,
     /// `ApacheCgi` only: how the host runs CGI programs (mod_cgid under mpm_event by default).
     pub cgi: CgiRunner,
+    /// `database` instead of the stack's own SQLite file (e.g. a `postgres://` URL shared by
+    /// several stacks standing in for several hosts).
+    pub database: Option<String>,
+    /// An upload root outside the stack's directory (shared by several stacks, as a shared
+    /// file system is by several hosts); nginx only.
+    pub upload_root: Option<PathBuf>,
 }
 
 /// How a shared host's Apache runs CGI programs (`Flavour::ApacheCgi`).
@@ -306,6 +312,8 @@ impl Default for Settings {
             rules: "",
             around: Surroundings::default(),
             cgi: CgiRunner::default(),
+            database: None,
+            upload_root: None,
         }
     }
 }
@@ -362,8 +370,9 @@ impl Stack {
         let root = dir.path.clone();
         let public_port = unused_port();
         let slot_port = unused_port();
-        let upload_root = match flavour {
-            Flavour::ApacheCgi => root.join("htdocs/upload"),
+        let upload_root = match (flavour, &settings.upload_root) {
+            (Flavour::Nginx, Some(shared)) => shared.clone(),
+            (Flavour::ApacheCgi, _) => root.join("htdocs/upload"),
             _ => root.join("files"),
         };
         let scheme = if flavour == Flavour::ApacheCgi {
@@ -969,7 +978,10 @@ prefix = "{JWT_PREFIX}"
 secret = "{JWT_SECRET}"
 "#,
         upload = upload_root.display(),
-        db = root.join("db/uploads.sqlite3").display(),
+        db = settings
+            .database
+            .clone()
+            .unwrap_or_else(|| root.join("db/uploads.sqlite3").display().to_string()),
         timeout = settings.put_timeout,
         retention = settings.retention,
         rules = settings.rules,

@@ -1,4 +1,4 @@
-//! The SQLite database: the only module that speaks SQL.
+//! The SQLite store (`Backend` over one database file): the embedded default, for one host.
 //!
 //! One table of slots. Quota decisions run in one `BEGIN IMMEDIATE` transaction (read usage,
 //! check, insert), so several processes sharing the file (mod_fcgid spawns many) cannot both
@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
-use crate::rules::{Limits, Usage, check_quota, retry_after};
+use super::{
+    Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, Quota, SLOT_GRANTED, Slot, Tally,
+    already_authorized,
+};
+use crate::refusal::{DatabaseFailure, Error, Outcome};
+use crate::rules::Held;
 
 /// How long a writer waits for another process's transaction before giving up (→ 503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,75 +114,11 @@ const MIGRATIONS: &[&str] = &[
 const BUMP: &str = "INSERT INTO counter (name, labels, value) VALUES (?1, ?2, ?3)
      ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3";
 
-/// A counter to raise by one with the write that records what it counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
-    /// The metric name without the `xmpp_http_upload_` prefix.
-    pub name: &'static str,
-    /// The rendered, escaped label set (may be empty).
-    pub labels: &'static str,
-}
-
-/// A slot handed out by the slot API.
-pub const SLOT_GRANTED: Tally = Tally {
-    name: "slots_granted_total",
-    labels: "",
-};
-/// A PUT of a slot-API slot allowed.
-pub const PUT_ALLOWED_SLOT: Tally = Tally {
-    name: "puts_allowed_total",
-    labels: "protocol=\"slot\"",
-};
-/// A PUT of the HMAC protocol allowed.
-pub const PUT_ALLOWED_HMAC: Tally = Tally {
-    name: "puts_allowed_total",
-    labels: "protocol=\"hmac\"",
-};
-/// A PUT of the JWT protocol allowed.
-pub const PUT_ALLOWED_JWT: Tally = Tally {
-    name: "puts_allowed_total",
-    labels: "protocol=\"jwt\"",
-};
-
 /// Raises `tally` by one on `conn`'s transaction (a cached statement: it runs on every grant).
 fn bump(conn: &Connection, tally: Tally) -> rusqlite::Result<()> {
     conn.prepare_cached(BUMP)?
         .execute(params![tally.name, tally.labels, 1i64])
         .map(|_| ())
-}
-
-/// How long a signed path stays refused after its file went at retention.
-pub const SIGNED_TOMBSTONE_KEEP: i64 = 365 * 86_400;
-
-/// A slot as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slot {
-    pub token: String,
-    pub jid: String,
-    pub name: String,
-    pub size: u64,
-    pub content_type: Option<String>,
-    pub created: i64,
-    pub authorized: Option<i64>,
-    pub uploaded: Option<i64>,
-    /// Directory under the upload root for uploads of the JWT protocol; `None` for slot-API slots.
-    pub area: Option<String>,
-    /// When the file is to be deleted (JWT `expires`); `None`: by retention only.
-    pub expires: Option<i64>,
-    /// Seconds after `uploaded` that the file is kept (the allowing rule's `retention`);
-    /// `None`: the global `retention`.
-    pub retention: Option<i64>,
-}
-
-/// A purged slot whose file cleanup still has to make sure is gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Purged {
-    pub token: String,
-    /// As `Slot::area`.
-    pub area: Option<String>,
-    pub name: String,
-    /// When it was purged (unix seconds).
-    pub purged: i64,
 }
 
 /// The columns `slot_from_row` reads, in its order.
@@ -316,25 +256,21 @@ impl Store {
         f(conn)
     }
 
-    /// Records a new slot if `limits` allow it (its size, and next to what `slot.jid` already holds).
-    /// Usage counts slots that were authorized (uploads) and unused slots younger than
-    /// `put_timeout`; read, check and insert happen in one `BEGIN IMMEDIATE` transaction, with
-    /// the counter of what it is: a slot recorded already authorized is a JWT PUT allowed
-    /// (`PUT_ALLOWED_JWT`), any other a slot granted (`SLOT_GRANTED`).
-    pub fn reserve_slot(
-        &self,
-        slot: &Slot,
-        limits: &Limits,
-        put_timeout: i64,
-    ) -> Result<(), Outcome> {
-        // SQLite integers are signed: a size it cannot hold is one no upload can have.
-        let Ok(stored_size) = i64::try_from(slot.size) else {
-            return Err(Refusal::new(
-                RefusalKind::TooLarge,
-                format!("size {} is larger than {}", slot.size, i64::MAX),
-            )
-            .into());
-        };
+    /// One write statement.
+    fn execute(&self, what: &str, sql: &str, params: impl rusqlite::Params) -> Result<(), Error> {
+        self.with_writer(|conn| {
+            conn.execute(sql, params)
+                .map(|_| ())
+                .map_err(|e| Error::sqlite(what, e))
+        })
+    }
+}
+
+impl Backend for Store {
+    /// Read, decide and insert in one `BEGIN IMMEDIATE` transaction: the writer lock of the
+    /// file is what keeps two processes from both passing a limit.
+    fn reserve_slot(&self, slot: &Slot, quota: &Quota) -> Result<(), Outcome> {
+        let stored_size = i64::try_from(slot.size).unwrap_or(i64::MAX);
         let tally = if slot.authorized.is_some() {
             PUT_ALLOWED_JWT
         } else {
@@ -345,18 +281,15 @@ impl Store {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(fail)?;
-            let needs_usage = limits.max_total_size.is_some()
-                || limits.bytes_per_window.is_some()
-                || limits.uploads_per_window.is_some();
             // Reading usage costs a query: only when a limit needs it. The size limit of one
             // file is checked either way.
-            let (usage, in_window) = if needs_usage {
-                usage(&tx, slot, limits, put_timeout).map_err(fail)?
+            let held = if quota.needs_usage() {
+                held(&tx, &slot.jid, quota.unused_since()).map_err(fail)?
             } else {
-                (Usage::default(), Vec::new())
+                Vec::new()
             };
-            if let Err(refusal) = check_quota(limits, slot.size, usage) {
-                return Ok(Err(with_retry_after(refusal, limits, slot, &in_window)));
+            if let Err(refusal) = quota.decide(&held) {
+                return Ok(Err(refusal));
             }
             // The slot may exist already: a JWT slot is recorded by its first allowed PUT, and
             // two PUTs of one token can race here. The primary key decides; the loser is a 409.
@@ -389,7 +322,7 @@ impl Store {
     }
 
     /// The slot with this token, if any.
-    pub fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
+    fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
         self.with_reader(|conn| {
             conn.query_row(
                 &format!("SELECT {SLOT_COLUMNS} FROM slot WHERE token = ?1"),
@@ -405,7 +338,7 @@ impl Store {
     /// recorded the authorization, false when an earlier PUT was allowed already (it may still
     /// be writing: nginx renames each finished body into place, so a second body would replace
     /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
-    pub fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
+    fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("authorizing a slot", e);
             let tx = conn
@@ -431,7 +364,7 @@ impl Store {
     /// succeeds; without (the program writes, and never overwrites) a repeated call keeps the
     /// first record and succeeds too. True when the PUT may go ahead; then `tally`, if any, is
     /// raised in the same transaction.
-    pub fn claim_signed_path(
+    fn claim_signed_path(
         &self,
         path: &str,
         size: u64,
@@ -455,7 +388,7 @@ impl Store {
     }
 
     /// When the PUT of a signed `path` was allowed, if it was recorded.
-    pub fn signed_upload_authorized(&self, path: &str) -> Result<Option<i64>, Error> {
+    fn signed_upload_authorized(&self, path: &str) -> Result<Option<i64>, Error> {
         self.with_reader(|conn| {
             conn.query_row(
                 "SELECT authorized FROM signed_upload WHERE path = ?1 AND removed IS NULL",
@@ -469,7 +402,7 @@ impl Store {
 
     /// Signed uploads allowed at or before `cutoff` whose file has not gone yet: their paths
     /// relative to the upload root, and when they were allowed.
-    pub fn signed_uploads_before(&self, cutoff: i64) -> Result<Vec<(String, i64)>, Error> {
+    fn signed_uploads_before(&self, cutoff: i64) -> Result<Vec<(String, i64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing signed uploads", e);
             let mut stmt = conn
@@ -487,7 +420,7 @@ impl Store {
 
     /// Notes that the file of a signed upload went (at retention): from now on its path is
     /// refused, until `forget_signed_tombstones` drops the note.
-    pub fn mark_signed_removed(&self, path: &str, now: i64) -> Result<(), Error> {
+    fn mark_signed_removed(&self, path: &str, now: i64) -> Result<(), Error> {
         self.execute(
             "noting a removed signed upload",
             "UPDATE signed_upload SET removed = ?2 WHERE path = ?1 AND removed IS NULL",
@@ -496,7 +429,7 @@ impl Store {
     }
 
     /// Drops the notes of signed uploads whose file went at or before `cutoff`; how many.
-    pub fn forget_signed_tombstones(&self, cutoff: i64) -> Result<usize, Error> {
+    fn forget_signed_tombstones(&self, cutoff: i64) -> Result<usize, Error> {
         self.with_writer(|conn| {
             conn.execute("DELETE FROM signed_upload WHERE removed <= ?1", [cutoff])
                 .map_err(|e| Error::sqlite("forgetting removed signed uploads", e))
@@ -504,7 +437,7 @@ impl Store {
     }
 
     /// Forgets the record of a signed upload.
-    pub fn delete_signed_upload(&self, path: &str) -> Result<(), Error> {
+    fn delete_signed_upload(&self, path: &str) -> Result<(), Error> {
         self.execute(
             "deleting a signed upload",
             "DELETE FROM signed_upload WHERE path = ?1",
@@ -514,7 +447,7 @@ impl Store {
 
     /// Notes the first time a PUT for this slot was allowed (from then on it counts as an
     /// upload), and counts the PUT allowed, in one transaction.
-    pub fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
+    fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("marking a slot authorized", e);
             let tx = conn
@@ -532,12 +465,12 @@ impl Store {
 
     /// Raises the counter `name{labels}` by one in a write of its own (refusals, cleanup runs:
     /// what no other write records).
-    pub fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
+    fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
         self.execute("counting", BUMP, params![name, labels, 1i64])
     }
 
     /// Every counter: name, rendered labels, value; by name, then labels.
-    pub fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
+    fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("reading the counters", e);
             let mut stmt = conn
@@ -555,7 +488,7 @@ impl Store {
 
     /// Files stored or landing (a PUT was allowed, the file has not gone) and their bytes, by
     /// protocol: `[slot, jwt, hmac]`.
-    pub fn stored(&self) -> Result<[(u64, u64); 3], Error> {
+    fn stored(&self) -> Result<[(u64, u64); 3], Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("totalling stored files", e);
             let pair = |row: &rusqlite::Row| -> rusqlite::Result<(u64, u64)> {
@@ -590,7 +523,7 @@ impl Store {
 
     /// Notes that the slot's file is complete on disk. False when the slot is gone (purged
     /// while its body was on its way): the caller removes the file it just stored.
-    pub fn mark_uploaded(&self, token: &str, when: i64) -> Result<bool, Error> {
+    fn mark_uploaded(&self, token: &str, when: i64) -> Result<bool, Error> {
         self.with_writer(|conn| {
             conn.execute(
                 "UPDATE slot SET authorized = COALESCE(authorized, ?2), uploaded = COALESCE(uploaded, ?2)
@@ -603,7 +536,7 @@ impl Store {
     }
 
     /// Forgets a slot.
-    pub fn delete_slot(&self, token: &str) -> Result<(), Error> {
+    fn delete_slot(&self, token: &str) -> Result<(), Error> {
         self.execute(
             "deleting a slot",
             "DELETE FROM slot WHERE token = ?1",
@@ -613,7 +546,7 @@ impl Store {
 
     /// Slots whose upload is not confirmed: every authorized one (its PUT may or may not have
     /// landed), and the unused ones created at or before `cutoff`.
-    pub fn unconfirmed(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+    fn unconfirmed(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let mut stmt = conn
                 .prepare(&format!(
@@ -630,7 +563,7 @@ impl Store {
     }
 
     /// Uploads whose own expiry (JWT `expires`) is at or before `now`.
-    pub fn expiring_before(&self, now: i64) -> Result<Vec<Slot>, Error> {
+    fn expiring_before(&self, now: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing expiring uploads", e);
             let mut stmt = conn
@@ -645,7 +578,7 @@ impl Store {
 
     /// Slots whose upload is past its retention at `now`: its own (recorded from the rule that
     /// allowed it) or else `default_retention` (seconds after the recorded upload).
-    pub fn past_retention(&self, now: i64, default_retention: i64) -> Result<Vec<Slot>, Error> {
+    fn past_retention(&self, now: i64, default_retention: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing old uploads", e);
             let mut stmt = conn
@@ -662,7 +595,7 @@ impl Store {
     }
 
     /// Records new retentions (`cleanup --reapply-rules`), all in one transaction.
-    pub fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
+    fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("recording retentions", e);
             let tx = conn
@@ -681,7 +614,7 @@ impl Store {
     }
 
     /// Every slot of `jid` (lower-cased bare JID), oldest first.
-    pub fn slots_of(&self, jid: &str) -> Result<Vec<Slot>, Error> {
+    fn slots_of(&self, jid: &str) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing a JID's slots", e);
             let mut stmt = conn
@@ -697,7 +630,7 @@ impl Store {
     /// Forgets every slot of `jid` in one transaction and returns them. Each is remembered
     /// in `purged` (see `purged`), so that a file still landing or not removable now is
     /// removed by cleanup later; the caller forgets those it removed (`forget_purged`).
-    pub fn purge_jid(&self, jid: &str, now: i64) -> Result<Vec<Slot>, Error> {
+    fn purge_jid(&self, jid: &str, now: i64) -> Result<Vec<Slot>, Error> {
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("purging a JID's slots", e);
             let tx = conn
@@ -726,7 +659,7 @@ impl Store {
     }
 
     /// The files of purged slots that may still be on disk: (token, area, name, purged at).
-    pub fn purged(&self) -> Result<Vec<Purged>, Error> {
+    fn purged(&self) -> Result<Vec<Purged>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing purged slots", e);
             let mut stmt = conn
@@ -747,7 +680,7 @@ impl Store {
     }
 
     /// Forgets a purged slot whose file is known to be gone.
-    pub fn forget_purged(&self, token: &str) -> Result<(), Error> {
+    fn forget_purged(&self, token: &str) -> Result<(), Error> {
         self.execute(
             "forgetting a purged slot",
             "DELETE FROM purged WHERE token = ?1",
@@ -757,7 +690,7 @@ impl Store {
 
     /// Calls `f` with every slot, in no particular order (for `usage` and `check`: one pass,
     /// no list of all slots in memory).
-    pub fn for_each_slot(&self, mut f: impl FnMut(Slot)) -> Result<(), Error> {
+    fn for_each_slot(&self, f: &mut dyn FnMut(Slot)) -> Result<(), Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("reading all slots", e);
             let mut stmt = conn
@@ -772,7 +705,7 @@ impl Store {
     }
 
     /// Every recorded upload of the HMAC protocol whose file has not gone: (path, size, authorized).
-    pub fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
+    fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing signed uploads", e);
             let mut stmt = conn
@@ -789,7 +722,7 @@ impl Store {
     }
 
     /// Corrects the recorded size of a slot to what is on disk (`check --repair`).
-    pub fn set_slot_size(&self, token: &str, size: u64) -> Result<(), Error> {
+    fn set_slot_size(&self, token: &str, size: u64) -> Result<(), Error> {
         self.execute(
             "correcting a slot's size",
             "UPDATE slot SET size = ?2 WHERE token = ?1",
@@ -798,21 +731,12 @@ impl Store {
     }
 
     /// Corrects the recorded size of a signed upload to what is on disk (`check --repair`).
-    pub fn set_signed_upload_size(&self, path: &str, size: u64) -> Result<(), Error> {
+    fn set_signed_upload_size(&self, path: &str, size: u64) -> Result<(), Error> {
         self.execute(
             "correcting a signed upload's size",
             "UPDATE signed_upload SET size = ?2 WHERE path = ?1",
             params![path, i64::try_from(size).unwrap_or(i64::MAX)],
         )
-    }
-
-    /// One write statement.
-    fn execute(&self, what: &str, sql: &str, params: impl rusqlite::Params) -> Result<(), Error> {
-        self.with_writer(|conn| {
-            conn.execute(sql, params)
-                .map(|_| ())
-                .map_err(|e| Error::sqlite(what, e))
-        })
     }
 }
 
@@ -871,80 +795,20 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     tx.commit().map_err(fail)
 }
 
-/// A quota refusal (402) says when the windows that refused will have room for `slot`.
-fn with_retry_after(
-    refusal: Refusal,
-    limits: &Limits,
-    slot: &Slot,
-    in_window: &[(i64, u64)],
-) -> Refusal {
-    if refusal.kind != RefusalKind::QuotaExceeded {
-        return refusal;
-    }
-    let windows = [
-        (limits.bytes_per_window, true),
-        (limits.uploads_per_window, false),
-    ];
-    let mut wait: Option<u64> = None;
-    for (window, counts_bytes) in windows {
-        let Some(window) = window else { continue };
-        let since = slot.created.saturating_sub(window.seconds);
-        let inside: Vec<(i64, u64)> = in_window
-            .iter()
-            .copied()
-            .filter(|&(created, _)| created > since)
-            .collect();
-        match retry_after(window, counts_bytes, slot.size, slot.created, &inside) {
-            Some(seconds) => wait = Some(wait.map_or(seconds, |w| w.max(seconds))),
-            // This window never has room for it: no time to give.
-            None => return refusal,
-        }
-    }
-    match wait {
-        Some(seconds) => refusal.with_retry_after(seconds),
-        None => refusal,
-    }
-}
-
-/// What `slot.jid` holds now: summed in Rust with saturating arithmetic (sizes go up to 2^63-1,
-/// SQLite's SUM would overflow); and `(created, size)` of what lies inside the longest window.
-fn usage(
-    tx: &rusqlite::Transaction,
-    slot: &Slot,
-    limits: &Limits,
-    put_timeout: i64,
-) -> rusqlite::Result<(Usage, Vec<(i64, u64)>)> {
-    let now = slot.created;
-    let since = |seconds: i64| now.saturating_sub(seconds);
-    let unused_cutoff = since(put_timeout);
-    let bytes_since = limits.bytes_per_window.map(|w| since(w.seconds));
-    let uploads_since = limits.uploads_per_window.map(|w| since(w.seconds));
+/// `(created, size)` of every upload of `jid` and of its unused slots created after
+/// `unused_since`: what `Quota::decide` weighs.
+fn held(tx: &rusqlite::Transaction, jid: &str, unused_since: i64) -> rusqlite::Result<Vec<Held>> {
     let mut stmt = tx.prepare_cached(
         "SELECT size, created FROM slot
          WHERE jid = ?1 AND (authorized IS NOT NULL OR created > ?2)",
     )?;
-    let mut rows = stmt.query(params![slot.jid, unused_cutoff])?;
-    let mut usage = Usage::default();
-    let mut in_window = Vec::new();
-    let window_since = match (bytes_since, uploads_since) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let mut rows = stmt.query(params![jid, unused_since])?;
+    let mut held = Vec::new();
     while let Some(row) = rows.next()? {
         let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-        let created: i64 = row.get(1)?;
-        if window_since.is_some_and(|t| created > t) {
-            in_window.push((created, size));
-        }
-        usage.total_bytes = usage.total_bytes.saturating_add(size);
-        if bytes_since.is_some_and(|t| created > t) {
-            usage.window_bytes = usage.window_bytes.saturating_add(size);
-        }
-        if uploads_since.is_some_and(|t| created > t) {
-            usage.window_uploads += 1;
-        }
+        held.push((row.get(1)?, size));
     }
-    Ok((usage, in_window))
+    Ok(held)
 }
 
 /// True when `error` is a uniqueness violation (the row exists already).
@@ -956,14 +820,22 @@ fn is_duplicate_key(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// 409: a PUT of this upload was allowed before; its body may still be on its way.
-pub fn already_authorized(name: &str) -> Refusal {
-    Refusal::new(
-        RefusalKind::Conflict,
-        format!(
-            "a PUT of {name:?} was allowed already: one body per upload URL, request a new slot"
-        ),
-    )
+impl Error {
+    /// A SQLite error while doing `context`, sorted for the client: locked past the busy
+    /// timeout is busy (503), a full disk is full (507), anything else a 500.
+    pub(crate) fn sqlite(context: impl Into<String>, err: rusqlite::Error) -> Error {
+        let failure = match &err {
+            rusqlite::Error::SqliteFailure(e, _) => match e.code {
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    DatabaseFailure::Busy
+                }
+                rusqlite::ErrorCode::DiskFull => DatabaseFailure::Full,
+                _ => DatabaseFailure::Other,
+            },
+            _ => DatabaseFailure::Other,
+        };
+        Error::database(context, failure, err)
+    }
 }
 
 fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
@@ -984,72 +856,14 @@ fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
 
 #[cfg(test)]
 mod tests {
+    //! What only SQLite has: its schema history. The behaviour both stores share is tested on
+    //! both in tests/store.rs.
     use super::*;
-    use crate::refusal::RefusalKind;
-    use crate::rules::Window;
 
     fn temp_db(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xhu-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("db.sqlite3")
-    }
-
-    fn slot(token: &str, size: u64, created: i64) -> Slot {
-        Slot {
-            token: token.into(),
-            jid: "a@b".into(),
-            name: "f".into(),
-            size,
-            content_type: None,
-            created,
-            authorized: None,
-            uploaded: None,
-            area: None,
-            expires: None,
-            retention: None,
-        }
-    }
-
-    #[test]
-    fn quota_counts_uploads_and_fresh_slots_only() {
-        let path = temp_db("quota");
-        let store = Store::open(&path).unwrap();
-        let limits = Limits {
-            max_total_size: Some(10),
-            ..Limits::default()
-        };
-        store
-            .reserve_slot(&slot("t1", 6, 1000), &limits, 360)
-            .unwrap();
-        // 6 + 5 > 10 while t1 is fresh.
-        let refused = store.reserve_slot(&slot("t2", 5, 1100), &limits, 360);
-        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Forbidden));
-        // t1 expired unused: it no longer counts.
-        store
-            .reserve_slot(&slot("t3", 10, 2000), &limits, 360)
-            .unwrap();
-        store.mark_authorized("t3", 2001).unwrap();
-        let refused = store.reserve_slot(&slot("t4", 1, 9000), &limits, 360);
-        assert!(refused.is_err());
-        // Reopening migrates nothing twice.
-        drop(store);
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.slot("t3").unwrap().unwrap().authorized, Some(2001));
-        assert!(store.slot("t2").unwrap().is_none());
-    }
-
-    #[test]
-    fn file_size_limit_alone_is_checked() {
-        let store = Store::open(&temp_db("size")).unwrap();
-        let limits = Limits {
-            max_file_size: Some(5),
-            ..Limits::default()
-        };
-        store
-            .reserve_slot(&slot("s1", 5, 1000), &limits, 360)
-            .unwrap();
-        let refused = store.reserve_slot(&slot("s2", 6, 1000), &limits, 360);
-        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::TooLarge));
     }
 
     #[test]
@@ -1071,114 +885,5 @@ mod tests {
             (slot.size, slot.authorized, slot.area),
             (7, Some(101), None)
         );
-    }
-
-    #[test]
-    fn sizes_beyond_i64_are_refused_not_wrapped() {
-        let store = Store::open(&temp_db("huge")).unwrap();
-        let refused = store.reserve_slot(&slot("h", u64::MAX, 1000), &Limits::default(), 360);
-        assert!(matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::TooLarge));
-        assert!(store.slot("h").unwrap().is_none());
-    }
-
-    #[test]
-    fn only_the_first_web_server_put_of_a_slot_is_allowed() {
-        let store = Store::open(&temp_db("once")).unwrap();
-        store
-            .reserve_slot(&slot("o1", 3, 1000), &Limits::default(), 360)
-            .unwrap();
-        assert!(store.authorize_once("o1", 1001).unwrap());
-        assert!(!store.authorize_once("o1", 1002).unwrap(), "second PUT");
-        assert_eq!(store.slot("o1").unwrap().unwrap().authorized, Some(1001));
-        assert!(!store.authorize_once("unknown", 1003).unwrap());
-    }
-
-    #[test]
-    fn racing_authorizations_of_one_slot_have_one_winner() {
-        let store = std::sync::Arc::new(Store::open(&temp_db("race")).unwrap());
-        store
-            .reserve_slot(&slot("r1", 3, 1000), &Limits::default(), 360)
-            .unwrap();
-        let winners: usize = (0..8)
-            .map(|i| {
-                let store = store.clone();
-                std::thread::spawn(move || store.authorize_once("r1", 1000 + i).unwrap())
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|t| usize::from(t.join().unwrap()))
-            .sum();
-        assert_eq!(winners, 1);
-    }
-
-    #[test]
-    fn a_signed_path_is_claimed_once_when_the_web_server_writes() {
-        let store = Store::open(&temp_db("signed")).unwrap();
-        assert!(
-            store
-                .claim_signed_path("share/u/a.txt", 5, 100, true, None)
-                .unwrap()
-        );
-        assert!(
-            !store
-                .claim_signed_path("share/u/a.txt", 5, 200, true, None)
-                .unwrap()
-        );
-        // the program writes (and never overwrites): a retry is fine, the first time stays
-        assert!(
-            store
-                .claim_signed_path("share/u/a.txt", 5, 300, false, None)
-                .unwrap()
-        );
-        assert_eq!(
-            store.signed_upload_authorized("share/u/a.txt").unwrap(),
-            Some(100)
-        );
-        assert_eq!(
-            store.signed_uploads_before(150).unwrap(),
-            vec![("share/u/a.txt".to_string(), 100)]
-        );
-        store.delete_signed_upload("share/u/a.txt").unwrap();
-        assert!(
-            store
-                .claim_signed_path("share/u/a.txt", 5, 400, true, None)
-                .unwrap()
-        );
-    }
-
-    #[test]
-    fn a_slot_recorded_twice_is_a_conflict_not_an_error() {
-        let store = Store::open(&temp_db("dup")).unwrap();
-        let limits = Limits::default();
-        store
-            .reserve_slot(&slot("d1", 3, 1000), &limits, 360)
-            .unwrap();
-        let again = store.reserve_slot(&slot("d1", 3, 1000), &limits, 360);
-        assert!(matches!(again, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Conflict));
-    }
-
-    #[test]
-    fn window_quota() {
-        let store = Store::open(&temp_db("window")).unwrap();
-        let limits = Limits {
-            uploads_per_window: Some(Window {
-                seconds: 100,
-                amount: 2,
-            }),
-            ..Limits::default()
-        };
-        store
-            .reserve_slot(&slot("w1", 1, 1000), &limits, 360)
-            .unwrap();
-        store
-            .reserve_slot(&slot("w2", 1, 1010), &limits, 360)
-            .unwrap();
-        let refused = store.reserve_slot(&slot("w3", 1, 1020), &limits, 360);
-        assert!(
-            matches!(refused, Err(Outcome::Refused(r)) if r.kind == RefusalKind::QuotaExceeded)
-        );
-        store
-            .reserve_slot(&slot("w4", 1, 1101), &limits, 360)
-            .unwrap();
     }
 }

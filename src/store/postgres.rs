@@ -1,0 +1,944 @@
+//! The PostgreSQL store (`Backend` over a `postgres://` URL): one database shared by several
+//! hosts, so that slots, quotas and cleanup are one view for all of them. Speaks SQL to
+//! PostgreSQL only; the quota arithmetic is `Quota::decide`, the schema versions are this
+//! file's `MIGRATIONS` (counted in the table `schema_version`), and which PostgreSQL error
+//! means "try again" (503) is `failure_of`.
+//!
+//! Quotas hold across hosts: `reserve_slot` takes a per-JID `pg_advisory_xact_lock` before it
+//! reads the JID's usage, so two hosts deciding for one JID take turns, and JIDs do not wait
+//! for each other. (SERIALIZABLE with retry is exact too; measured, it retried about once per
+//! slot, since every slot bumps one counter row, failed some after 20 retries, and ran at
+//! 0.5-0.9× the rate: bench/results/2026-12-01-postgres/report.md.) Every method is one transaction; a connection lost
+//! midway rolls back on the server, so nothing is half-written.
+//!
+//! The pool is a few lines of our own (`Pool`): at most `MAX_CONNECTIONS` per process, a
+//! request waiting for a free one at most `WAIT`. An idle connection found dead (the server
+//! restarted, or the connection was killed) is replaced before anything was sent on it.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls, Row, Statement, Transaction};
+
+use super::{
+    Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, Quota, SLOT_GRANTED, Slot, Tally,
+    already_authorized,
+};
+use crate::refusal::{DatabaseFailure, Error, Outcome};
+use crate::rules::Held;
+
+/// Connections one process keeps open at most (PostgreSQL's default `max_connections` is 100,
+/// shared by every host and process).
+const MAX_CONNECTIONS: usize = 16;
+/// How long a request waits for a connection of the pool, for a lock held by another host
+/// (`lock_timeout`), or for the server to answer a connect, before it gets a 503.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Guards the migrations: two hosts starting at once migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x7868_7570_6d69_6772; // "xhupmigr"
+
+/// Schema migrations, applied in order; the one row of `schema_version` counts those applied.
+/// (Its own numbering: the SQLite store's history is not replayed here.)
+const MIGRATIONS: &[&str] = &[
+    // 1: what SQLite's schema 8 holds. Sizes and times are BIGINT (unix seconds).
+    "CREATE TABLE slot (
+        token        TEXT PRIMARY KEY,
+        jid          TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        size         BIGINT NOT NULL,
+        content_type TEXT,
+        created      BIGINT NOT NULL,
+        authorized   BIGINT,  -- first PUT allowed; counts for quotas from then on
+        uploaded     BIGINT,  -- the file is known to be complete on disk
+        area         TEXT,    -- NULL: <upload_root>/<token>/<name>; else <area>/<token>/<name>
+        expires      BIGINT,  -- delete the file at this time
+        retention    BIGINT   -- seconds after `uploaded`; NULL: the global retention
+    );
+    CREATE INDEX slot_usage ON slot (jid, created) INCLUDE (authorized, size);
+    CREATE INDEX slot_expires ON slot (expires) WHERE expires IS NOT NULL;
+    CREATE TABLE signed_upload (
+        path       TEXT PRIMARY KEY,
+        size       BIGINT NOT NULL,
+        authorized BIGINT NOT NULL,
+        removed    BIGINT
+    );
+    CREATE INDEX signed_upload_authorized ON signed_upload (authorized);
+    CREATE INDEX signed_upload_removed ON signed_upload (removed) WHERE removed IS NOT NULL;
+    CREATE TABLE purged (
+        token  TEXT PRIMARY KEY,
+        area   TEXT,
+        name   TEXT NOT NULL,
+        purged BIGINT NOT NULL
+    );
+    CREATE TABLE counter (
+        name   TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value  BIGINT NOT NULL,
+        PRIMARY KEY (name, labels)
+    );",
+];
+
+/// The columns `slot_from_row` reads, in its order.
+macro_rules! slot_columns {
+    () => {
+        "token, jid, name, size, content_type, created, authorized, uploaded, area, expires, retention"
+    };
+}
+
+/// Raises a counter, inside whatever transaction it runs in.
+const BUMP: &str = "INSERT INTO counter (name, labels, value) VALUES ($1, $2, 1)
+     ON CONFLICT (name, labels) DO UPDATE SET value = counter.value + 1";
+
+/// A connection and the statements prepared on it (the hot ones: a round trip saved each).
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// The transaction a method runs in, with its connection's prepared statements.
+struct Tx<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl Tx<'_, '_> {
+    /// `sql` prepared once per connection.
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.tx.execute(&statement, params)
+    }
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.tx.query(&statement, params)
+    }
+    fn bump(&mut self, tally: Tally) -> Result<(), postgres::Error> {
+        self.execute(BUMP, &[&tally.name, &tally.labels])
+            .map(|_| ())
+    }
+}
+
+/// Open connections: the idle ones, and how many exist (idle or in use).
+struct Pool {
+    idle: Vec<(Conn, Instant)>,
+    open: usize,
+}
+
+/// A handle on one PostgreSQL database, shared by all request threads.
+pub struct Store {
+    config: postgres::Config,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+    /// The schema is known to be current (checked on the first connection that works).
+    migrated: std::sync::atomic::AtomicBool,
+}
+
+/// Why a transaction failed: before anything was sent on the connection (`BEGIN` failed), or
+/// after.
+struct Failed {
+    began: bool,
+    error: postgres::Error,
+}
+
+/// A connection taken from the pool: given back by `give_back`, else (an error that lost it, or
+/// a panic unwinding) dropped and counted out, so that the pool never counts a connection
+/// that no longer exists.
+struct Lease<'a> {
+    store: &'a Store,
+    conn: Option<Conn>,
+}
+
+impl Lease<'_> {
+    fn give_back(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.store.give_back(conn);
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn);
+            self.store.discard();
+        }
+    }
+}
+
+impl Store {
+    /// Prepares the pool for the database at `url` and brings its schema up to date. A
+    /// server that cannot be reached now is not fatal: the program starts, answers 503, and
+    /// migrates on its first connection that works. Anything else (a wrong password, a schema
+    /// newer than this program) is.
+    pub fn open(url: &str) -> Result<Store, Error> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            Error::database("reading the PostgreSQL URL", DatabaseFailure::Other, e)
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(WAIT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("xmpp-http-upload");
+        }
+        let store = Store {
+            config,
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            migrated: std::sync::atomic::AtomicBool::new(false),
+        };
+        match store.with_tx("checking the database schema", |_| Ok(())) {
+            Ok(()) => Ok(store),
+            Err(e) if e.is_unavailable() => {
+                log::warn!("{e}; answering 503 until PostgreSQL can be reached");
+                Ok(store)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new connection, its session set up and (once per process) the schema migrated.
+    fn connect(&self) -> Result<Conn, Failed> {
+        let lost = |error| Failed {
+            began: false,
+            error,
+        };
+        let mut client = self.config.connect(NoTls).map_err(lost)?;
+        // A lock another host holds (a JID's advisory lock, a row) is waited for this long.
+        // Commits do not wait for the WAL's fsync: the durability of the SQLite store (WAL,
+        // `synchronous = NORMAL`), for the same reason. Every slot bumps one counter row, so
+        // commits queue on that row's lock; with a flush each they ran at one per fsync
+        // (about 1,000 slots/s on the bench machine, whatever the connections). A crash of
+        // PostgreSQL or of its machine may lose the commits of the last moments (at most three
+        // times `wal_writer_delay`, 0.6 s by default: slots granted, PUTs allowed; never a
+        // stored file), and the database stays consistent.
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = {}; SET synchronous_commit = off",
+                WAIT.as_millis()
+            ))
+            .map_err(lost)?;
+        if !self.migrated.load(std::sync::atomic::Ordering::Acquire) {
+            migrate(&mut client).map_err(|error| Failed { began: true, error })?;
+            self.migrated
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    /// An idle connection (and whether it was used before), or a new one if fewer than
+    /// `MAX_CONNECTIONS` are open; else waits for one to be freed, at most `WAIT`.
+    fn checkout(&self, what: &str) -> Result<(Conn, bool), Error> {
+        let deadline = Instant::now() + WAIT;
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some((conn, _)) = pool.idle.pop() {
+                return Ok((conn, true));
+            }
+            if pool.open < MAX_CONNECTIONS {
+                pool.open += 1;
+                drop(pool);
+                return match self.connect() {
+                    Ok(conn) => Ok((conn, false)),
+                    Err(failed) => {
+                        self.discard();
+                        Err(pg_error(what, failed.error))
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::database(
+                    what,
+                    DatabaseFailure::Busy,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("all {MAX_CONNECTIONS} connections busy for {WAIT:?}"),
+                    ),
+                ));
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Returns a healthy connection to the pool.
+    fn give_back(&self, conn: Conn) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.idle.push((conn, Instant::now()));
+        drop(pool);
+        self.freed.notify_one();
+    }
+
+    /// Counts a connection (already dropped) out of the pool.
+    fn discard(&self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.open = pool.open.saturating_sub(1);
+        drop(pool);
+        self.freed.notify_one();
+    }
+
+    /// Drops every idle connection: one was found dead, so the server went away and its
+    /// siblings are dead too.
+    fn forget_idle(&self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = pool.idle.len();
+        pool.idle.clear();
+        pool.open = pool.open.saturating_sub(dropped);
+        drop(pool);
+        self.freed.notify_all();
+    }
+
+    /// Runs `f` in one transaction (committed when it returns `Ok`) on a pooled connection.
+    /// A pooled connection whose `BEGIN` fails as lost died while idle: nothing was sent, so
+    /// the transaction runs once more on a new connection. A failure after `BEGIN` rolls back
+    /// (on the server, if the connection is gone) and becomes an `Error` sorted by
+    /// `failure_of`; the client then gets 503 for a server away or busy.
+    fn with_tx<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut Tx) -> Result<T, postgres::Error>,
+    ) -> Result<T, Error> {
+        let fail = |failed: Failed| pg_error(what, failed.error);
+        let (conn, mut reused) = self.checkout(what)?;
+        let mut lease = Lease {
+            store: self,
+            conn: Some(conn),
+        };
+        loop {
+            let Some(conn) = lease.conn.as_mut() else {
+                unreachable!("a lease holds its connection until it ends")
+            };
+            match run(conn, &mut f) {
+                Ok(value) => {
+                    lease.give_back();
+                    return Ok(value);
+                }
+                Err(failed) if reused && !failed.began && is_lost(&failed.error) => {
+                    drop(lease);
+                    self.forget_idle();
+                    let (conn, fresh) = self.checkout(what)?;
+                    (lease, reused) = (
+                        Lease {
+                            store: self,
+                            conn: Some(conn),
+                        },
+                        fresh,
+                    );
+                }
+                Err(failed) => {
+                    if is_lost(&failed.error) || conn.client.is_closed() {
+                        drop(lease);
+                        self.forget_idle();
+                    } else {
+                        lease.give_back();
+                    }
+                    return Err(fail(failed));
+                }
+            }
+        }
+    }
+
+    /// A list of slots by one statement (the rare ones: cleanup and admin, not prepared).
+    fn slots(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Slot>, Error> {
+        self.with_tx(what, |tx| {
+            tx.tx
+                .query(sql, params)?
+                .iter()
+                .map(slot_from_row)
+                .collect()
+        })
+    }
+
+    /// One write statement in a transaction of its own.
+    fn write(
+        &self,
+        what: &str,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.with_tx(what, |tx| tx.execute(sql, params))
+    }
+}
+
+/// `f` in a transaction on `conn`, committed when it returns `Ok`.
+fn run<T>(
+    conn: &mut Conn,
+    f: &mut impl FnMut(&mut Tx) -> Result<T, postgres::Error>,
+) -> Result<T, Failed> {
+    let mut tx = conn.client.transaction().map_err(|error| Failed {
+        began: false,
+        error,
+    })?;
+    let began = |error| Failed { began: true, error };
+    let value = f(&mut Tx {
+        tx: &mut tx,
+        statements: &mut conn.statements,
+    })
+    .map_err(began)?;
+    tx.commit().map_err(began)?;
+    Ok(value)
+}
+
+impl Backend for Store {
+    fn reserve_slot(&self, slot: &Slot, quota: &Quota) -> Result<(), Outcome> {
+        let size = i64::try_from(slot.size).unwrap_or(i64::MAX);
+        let tally = if slot.authorized.is_some() {
+            PUT_ALLOWED_JWT
+        } else {
+            SLOT_GRANTED
+        };
+        let decided = self.with_tx("reserving a slot", |tx| {
+            if quota.needs_usage() {
+                // Every host deciding for this JID queues here until this transaction ends;
+                // a hash collision of two JIDs only makes them take turns.
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    &[&slot.jid],
+                )?;
+                let held = tx
+                    .query(
+                        "SELECT created, size FROM slot
+                         WHERE jid = $1 AND (authorized IS NOT NULL OR created > $2)",
+                        &[&slot.jid, &quota.unused_since()],
+                    )?
+                    .iter()
+                    .map(|row| {
+                        let size: i64 = row.try_get(1)?;
+                        Ok((row.try_get(0)?, u64::try_from(size).unwrap_or(0)))
+                    })
+                    .collect::<Result<Vec<Held>, postgres::Error>>()?;
+                if let Err(refusal) = quota.decide(&held) {
+                    return Ok(Err(refusal));
+                }
+            } else if let Err(refusal) = quota.decide(&[]) {
+                return Ok(Err(refusal));
+            }
+            // The token may exist already (two PUTs of one JWT token racing): the primary key
+            // decides, the loser is a 409; nothing else was written.
+            let inserted = tx.execute(
+                "INSERT INTO slot (token, jid, name, size, content_type, created, authorized,
+                                   area, expires, retention)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (token) DO NOTHING",
+                &[
+                    &slot.token,
+                    &slot.jid,
+                    &slot.name,
+                    &size,
+                    &slot.content_type,
+                    &slot.created,
+                    &slot.authorized,
+                    &slot.area,
+                    &slot.expires,
+                    &slot.retention,
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(Err(already_authorized(&slot.name)));
+            }
+            tx.bump(tally)?;
+            Ok(Ok(()))
+        })?;
+        decided.map_err(Outcome::Refused)
+    }
+
+    fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
+        self.with_tx("looking up a slot", |tx| {
+            tx.query(
+                concat!("SELECT ", slot_columns!(), " FROM slot WHERE token = $1"),
+                &[&token],
+            )?
+            .first()
+            .map(slot_from_row)
+            .transpose()
+        })
+    }
+
+    fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
+        self.with_tx("authorizing a slot", |tx| {
+            let won = tx.execute(
+                "UPDATE slot SET authorized = $2 WHERE token = $1 AND authorized IS NULL",
+                &[&token, &now],
+            )? == 1;
+            if won {
+                tx.bump(PUT_ALLOWED_SLOT)?;
+            }
+            Ok(won)
+        })
+    }
+
+    fn claim_signed_path(
+        &self,
+        path: &str,
+        size: u64,
+        now: i64,
+        once: bool,
+        tally: Option<Tally>,
+    ) -> Result<bool, Error> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.with_tx("recording a signed upload", |tx| {
+            let inserted = tx.execute(
+                "INSERT INTO signed_upload (path, size, authorized) VALUES ($1, $2, $3)
+                 ON CONFLICT (path) DO NOTHING",
+                &[&path, &size, &now],
+            )? == 1;
+            let allowed = if inserted {
+                true
+            } else if once {
+                false
+            } else {
+                // The program writes: a retry is fine unless the file already went at retention.
+                let removed: Option<i64> = tx
+                    .query(
+                        "SELECT removed FROM signed_upload WHERE path = $1",
+                        &[&path],
+                    )?
+                    .first()
+                    .map(|row| row.try_get(0))
+                    .transpose()?
+                    .flatten();
+                removed.is_none()
+            };
+            if allowed && let Some(tally) = tally {
+                tx.bump(tally)?;
+            }
+            Ok(allowed)
+        })
+    }
+
+    fn signed_upload_authorized(&self, path: &str) -> Result<Option<i64>, Error> {
+        self.with_tx("looking up a signed upload", |tx| {
+            tx.query(
+                "SELECT authorized FROM signed_upload WHERE path = $1 AND removed IS NULL",
+                &[&path],
+            )?
+            .first()
+            .map(|row| row.try_get(0))
+            .transpose()
+        })
+    }
+
+    fn signed_uploads_before(&self, cutoff: i64) -> Result<Vec<(String, i64)>, Error> {
+        self.with_tx("listing signed uploads", |tx| {
+            tx.tx
+                .query(
+                    "SELECT path, authorized FROM signed_upload
+                     WHERE authorized <= $1 AND removed IS NULL",
+                    &[&cutoff],
+                )?
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn mark_signed_removed(&self, path: &str, now: i64) -> Result<(), Error> {
+        self.write(
+            "noting a removed signed upload",
+            "UPDATE signed_upload SET removed = $2 WHERE path = $1 AND removed IS NULL",
+            &[&path, &now],
+        )
+        .map(|_| ())
+    }
+
+    fn forget_signed_tombstones(&self, cutoff: i64) -> Result<usize, Error> {
+        self.write(
+            "forgetting removed signed uploads",
+            "DELETE FROM signed_upload WHERE removed <= $1",
+            &[&cutoff],
+        )
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn delete_signed_upload(&self, path: &str) -> Result<(), Error> {
+        self.write(
+            "deleting a signed upload",
+            "DELETE FROM signed_upload WHERE path = $1",
+            &[&path],
+        )
+        .map(|_| ())
+    }
+
+    fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
+        self.with_tx("marking a slot authorized", |tx| {
+            tx.execute(
+                "UPDATE slot SET authorized = COALESCE(authorized, $2) WHERE token = $1",
+                &[&token, &now],
+            )?;
+            tx.bump(PUT_ALLOWED_SLOT)
+        })
+    }
+
+    fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
+        self.write("counting", BUMP, &[&name, &labels]).map(|_| ())
+    }
+
+    fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
+        self.with_tx("reading the counters", |tx| {
+            tx.tx
+                .query(
+                    "SELECT name, labels, value FROM counter ORDER BY name, labels",
+                    &[],
+                )?
+                .iter()
+                .map(|row| {
+                    let value: i64 = row.try_get(2)?;
+                    Ok((
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        u64::try_from(value).unwrap_or(0),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn stored(&self) -> Result<[(u64, u64); 3], Error> {
+        self.with_tx("totalling stored files", |tx| {
+            // SUM of BIGINT is NUMERIC: capped to what BIGINT holds.
+            let pair = |row: &Row| -> Result<(u64, u64), postgres::Error> {
+                let (files, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                Ok((
+                    u64::try_from(files).unwrap_or(0),
+                    u64::try_from(bytes).unwrap_or(0),
+                ))
+            };
+            let row = tx.tx.query_one(
+                "SELECT
+                   COUNT(*) FILTER (WHERE area IS NULL),
+                   LEAST(COALESCE(SUM(size) FILTER (WHERE area IS NULL), 0), 9223372036854775807)::BIGINT,
+                   COUNT(*) FILTER (WHERE area IS NOT NULL),
+                   LEAST(COALESCE(SUM(size) FILTER (WHERE area IS NOT NULL), 0), 9223372036854775807)::BIGINT
+                 FROM slot WHERE authorized IS NOT NULL",
+                &[],
+            )?;
+            let slot = pair(&row)?;
+            let jwt = {
+                let (files, bytes): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+                (
+                    u64::try_from(files).unwrap_or(0),
+                    u64::try_from(bytes).unwrap_or(0),
+                )
+            };
+            let hmac = pair(&tx.tx.query_one(
+                "SELECT COUNT(*), LEAST(COALESCE(SUM(size), 0), 9223372036854775807)::BIGINT
+                 FROM signed_upload WHERE removed IS NULL",
+                &[],
+            )?)?;
+            Ok([slot, jwt, hmac])
+        })
+    }
+
+    fn mark_uploaded(&self, token: &str, when: i64) -> Result<bool, Error> {
+        self.write(
+            "marking a slot uploaded",
+            "UPDATE slot SET authorized = COALESCE(authorized, $2), uploaded = COALESCE(uploaded, $2)
+             WHERE token = $1",
+            &[&token, &when],
+        )
+        .map(|changed| changed == 1)
+    }
+
+    fn delete_slot(&self, token: &str) -> Result<(), Error> {
+        self.write(
+            "deleting a slot",
+            "DELETE FROM slot WHERE token = $1",
+            &[&token],
+        )
+        .map(|_| ())
+    }
+
+    fn unconfirmed(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
+        self.slots(
+            "listing expired slots",
+            concat!(
+                "SELECT ",
+                slot_columns!(),
+                " FROM slot WHERE uploaded IS NULL AND (authorized IS NOT NULL OR created <= $1)"
+            ),
+            &[&cutoff],
+        )
+    }
+
+    fn expiring_before(&self, now: i64) -> Result<Vec<Slot>, Error> {
+        self.slots(
+            "listing expiring uploads",
+            concat!("SELECT ", slot_columns!(), " FROM slot WHERE expires <= $1"),
+            &[&now],
+        )
+    }
+
+    fn past_retention(&self, now: i64, default_retention: i64) -> Result<Vec<Slot>, Error> {
+        self.slots(
+            "listing old uploads",
+            concat!(
+                "SELECT ",
+                slot_columns!(),
+                " FROM slot WHERE uploaded IS NOT NULL AND uploaded <= $1 - COALESCE(retention, $2)"
+            ),
+            &[&now, &default_retention],
+        )
+    }
+
+    fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
+        self.with_tx("recording retentions", |tx| {
+            for (token, retention) in changes {
+                tx.execute(
+                    "UPDATE slot SET retention = $2 WHERE token = $1",
+                    &[token, retention],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn slots_of(&self, jid: &str) -> Result<Vec<Slot>, Error> {
+        self.slots(
+            "listing a JID's slots",
+            concat!(
+                "SELECT ",
+                slot_columns!(),
+                " FROM slot WHERE jid = $1 ORDER BY created, token"
+            ),
+            &[&jid],
+        )
+    }
+
+    fn purge_jid(&self, jid: &str, now: i64) -> Result<Vec<Slot>, Error> {
+        self.with_tx("purging a JID's slots", |tx| {
+            let slots = tx
+                .tx
+                .query(
+                    concat!(
+                        "DELETE FROM slot WHERE jid = $1 RETURNING ",
+                        slot_columns!()
+                    ),
+                    &[&jid],
+                )?
+                .iter()
+                .map(slot_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            for slot in &slots {
+                tx.execute(
+                    "INSERT INTO purged (token, area, name, purged) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (token) DO NOTHING",
+                    &[&slot.token, &slot.area, &slot.name, &now],
+                )?;
+            }
+            Ok(slots)
+        })
+    }
+
+    fn purged(&self) -> Result<Vec<Purged>, Error> {
+        self.with_tx("listing purged slots", |tx| {
+            tx.tx
+                .query("SELECT token, area, name, purged FROM purged", &[])?
+                .iter()
+                .map(|row| {
+                    Ok(Purged {
+                        token: row.try_get(0)?,
+                        area: row.try_get(1)?,
+                        name: row.try_get(2)?,
+                        purged: row.try_get(3)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn forget_purged(&self, token: &str) -> Result<(), Error> {
+        self.write(
+            "forgetting a purged slot",
+            "DELETE FROM purged WHERE token = $1",
+            &[&token],
+        )
+        .map(|_| ())
+    }
+
+    fn for_each_slot(&self, f: &mut dyn FnMut(Slot)) -> Result<(), Error> {
+        self.with_tx("reading all slots", |tx| {
+            let no_params: [&str; 0] = [];
+            let mut rows = tx
+                .tx
+                .query_raw(concat!("SELECT ", slot_columns!(), " FROM slot"), no_params)?;
+            while let Some(row) = rows.next()? {
+                f(slot_from_row(&row)?);
+            }
+            Ok(())
+        })
+    }
+
+    fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
+        self.with_tx("listing signed uploads", |tx| {
+            tx.tx
+                .query(
+                    "SELECT path, size, authorized FROM signed_upload WHERE removed IS NULL",
+                    &[],
+                )?
+                .iter()
+                .map(|row| {
+                    let size: i64 = row.try_get(1)?;
+                    Ok((
+                        row.try_get(0)?,
+                        u64::try_from(size).unwrap_or(0),
+                        row.try_get(2)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn set_slot_size(&self, token: &str, size: u64) -> Result<(), Error> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.write(
+            "correcting a slot's size",
+            "UPDATE slot SET size = $2 WHERE token = $1",
+            &[&token, &size],
+        )
+        .map(|_| ())
+    }
+
+    fn set_signed_upload_size(&self, path: &str, size: u64) -> Result<(), Error> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.write(
+            "correcting a signed upload's size",
+            "UPDATE signed_upload SET size = $2 WHERE path = $1",
+            &[&path, &size],
+        )
+        .map(|_| ())
+    }
+}
+
+/// Brings the schema up to date, in one transaction under `MIGRATION_LOCK`.
+fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let version: Option<i32> = tx
+        .query_opt("SELECT version FROM schema_version", &[])?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    let known = MIGRATIONS.len();
+    let version = version.map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
+    if version > known {
+        // Raised as the server would, so that it is one line in the log and fatal at start.
+        tx.batch_execute(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'database schema version {version} is newer than this \
+             program knows ({known}); upgrade the program'; END $$"
+        ))?;
+    }
+    for sql in MIGRATIONS.iter().skip(version) {
+        tx.batch_execute(sql)?;
+    }
+    let known = i32::try_from(known).unwrap_or(i32::MAX);
+    if version == 0 {
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&known],
+        )?;
+    } else {
+        tx.execute("UPDATE schema_version SET version = $1", &[&known])?;
+    }
+    tx.commit()
+}
+
+/// A PostgreSQL error while doing `what`, sorted by `failure_of`.
+fn pg_error(what: &str, error: postgres::Error) -> Error {
+    Error::database(what, failure_of(&error), Shown(error))
+}
+
+/// A PostgreSQL error as one line: the server's message and SQLSTATE, or the client's error
+/// and its cause (`postgres::Error` alone shows "db error").
+#[derive(Debug)]
+struct Shown(postgres::Error);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
+            None => match std::error::Error::source(&self.0) {
+                Some(cause) => write!(f, "{}: {cause}", self.0),
+                None => write!(f, "{}", self.0),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Shown {}
+
+/// True when the connection is gone (closed, or never made): nothing more can be sent on it.
+fn is_lost(error: &postgres::Error) -> bool {
+    failure_of(error) == DatabaseFailure::Unavailable
+}
+
+/// What a PostgreSQL error means for the client. The SQLSTATE classes: 08 (connection
+/// exceptions), 57P01-57P03 (the server shutting down, crashed, starting) and 53300 (too many
+/// connections) are the server away; 55P03 (`lock_timeout`), 57014 (a query cancelled), 40001
+/// and 40P01 (serialization, deadlock) are busy; 53100 a full disk. No SQLSTATE but an I/O
+/// failure, a closed connection or a timeout is the server away too.
+fn failure_of(error: &postgres::Error) -> DatabaseFailure {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        return match code {
+            _ if code.starts_with("08") => DatabaseFailure::Unavailable,
+            "57P01" | "57P02" | "57P03" | "53300" => DatabaseFailure::Unavailable,
+            "55P03" | "57014" | "40001" | "40P01" => DatabaseFailure::Busy,
+            "53100" => DatabaseFailure::Full,
+            _ => DatabaseFailure::Other,
+        };
+    }
+    let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
+    if error.is_closed() || io || error.to_string().starts_with("timeout") {
+        DatabaseFailure::Unavailable
+    } else {
+        DatabaseFailure::Other
+    }
+}
+
+fn slot_from_row(row: &Row) -> Result<Slot, postgres::Error> {
+    let size: i64 = row.try_get(3)?;
+    Ok(Slot {
+        token: row.try_get(0)?,
+        jid: row.try_get(1)?,
+        name: row.try_get(2)?,
+        size: u64::try_from(size).unwrap_or(0),
+        content_type: row.try_get(4)?,
+        created: row.try_get(5)?,
+        authorized: row.try_get(6)?,
+        uploaded: row.try_get(7)?,
+        area: row.try_get(8)?,
+        expires: row.try_get(9)?,
+        retention: row.try_get(10)?,
+    })
+}

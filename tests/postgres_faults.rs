@@ -1,0 +1,248 @@
+//! PostgreSQL going away under the program (issue 16 item 4): stopped, restarted, a connection
+//! killed (`pg_terminate_backend`), idle or in the middle of a transaction. What must hold: a
+//! clear 503 with one line while the server is away, never a 500; recovery without restarting
+//! the program; nothing half-written (no slot recorded by a request that got 503, no file
+//! stored by a PUT that got 503).
+//!
+//! Each test runs its own cluster (tests/common/postgres.rs), so that stopping it disturbs no
+//! other test; the program is the real binary serving FastCGI (tests/common/mod.rs).
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::fcgi::Response;
+use common::postgres::{self, Postgres};
+use common::{ALLOW_ALL, Env, Put, PutMode, Server, parse_text_slot, standard_config};
+
+/// The one line a client gets while the database is away.
+const AWAY: &str = "database unavailable, try again\n";
+
+/// A cluster of the test's own, a test directory, and the program serving on a database in
+/// that cluster; `None`: PostgreSQL is missing (skip; a failure under CI=true).
+fn start() -> Option<(Postgres, Env, String, Server)> {
+    if !postgres::available() {
+        return None;
+    }
+    let cluster = Postgres::start();
+    let url = cluster.database("faults");
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let config = env.dir.path.join("postgres.toml");
+    fs::write(
+        &config,
+        format!(
+            "upload_root = {:?}\ndatabase = {url:?}\n{}",
+            env.upload_root.to_str().unwrap(),
+            standard_config(ALLOW_ALL)
+        ),
+    )
+    .unwrap();
+    let server = env.serve_with(&config);
+    Some((cluster, env, url, server))
+}
+
+fn slot_query(name: &str) -> String {
+    format!("jid=user%40example.org&name={name}&size=5")
+}
+
+fn assert_away(response: &Response, what: &str) {
+    assert_eq!(response.status, 503, "{what}: {response}");
+    assert_eq!(response.text(), AWAY, "{what}");
+}
+
+/// Slots recorded in the database at `url`.
+fn slot_count(cluster: &Postgres, url: &str) -> usize {
+    cluster.sql_in(url, "SELECT token FROM slot").len()
+}
+
+/// Files under the upload root (not directories).
+fn files(env: &Env) -> Vec<PathBuf> {
+    env.upload_tree()
+        .into_iter()
+        .map(|p| env.upload_root.join(p))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+#[test]
+fn stopped_postgres_is_a_503_and_the_program_recovers_when_it_is_back() {
+    let Some((cluster, env, url, server)) = start() else {
+        return;
+    };
+    let before = parse_text_slot(&server.slot_request(&slot_query("before.txt")));
+    cluster.stop();
+    assert_away(
+        &server.slot_request(&slot_query("during.txt")),
+        "slot while stopped",
+    );
+    // A PUT needs the database to decide: refused whole, no file.
+    let put = server.put(PutMode::SelfWrite, &before.put_path, &Put::of(b"hello"));
+    assert_away(&put, "PUT while stopped");
+    assert!(files(&env).is_empty(), "{:?}", files(&env));
+    assert!(
+        server.log().contains("database unavailable") || server.log().contains("connect"),
+        "the log says why: {}",
+        server.log()
+    );
+    cluster.resume();
+    // Back: the very first requests succeed, without restarting the program.
+    let after = parse_text_slot(&server.slot_request(&slot_query("after.txt")));
+    server.upload(&env, PutMode::SelfWrite, &before, &Put::of(b"hello"));
+    assert_eq!(
+        fs::read(env.stored(&before.token, "before.txt")).unwrap(),
+        b"hello"
+    );
+    // The slot asked for while it was away was never recorded.
+    assert_eq!(slot_count(&cluster, &url), 2);
+    assert_ne!(after.token, before.token);
+}
+
+#[test]
+fn a_restart_between_requests_costs_no_request() {
+    let Some((cluster, _env, _url, server)) = start() else {
+        return;
+    };
+    // Several connections in the pool, all of which the restart kills.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let address = server.address.clone();
+            std::thread::spawn(move || {
+                let params = common::fcgi::request_params(
+                    "GET",
+                    &format!("/http_upload/slot/?{}", slot_query(&format!("t{i}.txt"))),
+                    &[],
+                );
+                common::fcgi::request(
+                    &address,
+                    common::fcgi::Role::Responder,
+                    &params,
+                    common::fcgi::Body::Empty,
+                )
+                .unwrap()
+                .status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    cluster.stop();
+    cluster.resume();
+    for i in 0..6 {
+        let response = server.slot_request(&slot_query(&format!("again{i}.txt")));
+        assert_eq!(
+            response.status, 200,
+            "request {i} after the restart: {response}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_idle_connection_is_replaced_unnoticed() {
+    let Some((cluster, _env, _url, server)) = start() else {
+        return;
+    };
+    parse_text_slot(&server.slot_request(&slot_query("one.txt")));
+    let killed = cluster.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'xmpp-http-upload'",
+    );
+    assert!(!killed.is_empty(), "the program's connection was found");
+    let response = server.slot_request(&slot_query("two.txt"));
+    assert_eq!(response.status, 200, "{response}");
+}
+
+#[test]
+fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works() {
+    let Some((cluster, _env, url, server)) = start() else {
+        return;
+    };
+    // Quotas make the slot request take the JID's advisory lock first: the test holds it, so
+    // the program's transaction waits inside, between BEGIN and its INSERT.
+    let limited = format!(
+        "upload_root = {:?}\ndatabase = {url:?}\n{}",
+        _env.upload_root.to_str().unwrap(),
+        standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n")
+    );
+    let config = _env.dir.path.join("limited.toml");
+    fs::write(&config, limited).unwrap();
+    drop(server);
+    let server = _env.serve_with(&config);
+    let mut holder = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let mut lock = holder.transaction().unwrap();
+    lock.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&"user@example.org"],
+    )
+    .unwrap();
+    let address = server.address.clone();
+    let waiting = std::thread::spawn(move || {
+        let params = common::fcgi::request_params(
+            "GET",
+            &format!("/http_upload/slot/?{}", slot_query("waits.txt")),
+            &[],
+        );
+        common::fcgi::request(
+            &address,
+            common::fcgi::Role::Responder,
+            &params,
+            common::fcgi::Body::Empty,
+        )
+        .unwrap()
+    });
+    // Wait until the program's transaction is blocked on the lock, then kill its connection.
+    let blocked = common::wait_until(Duration::from_secs(10), || {
+        !cluster
+            .sql(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
+            )
+            .is_empty()
+    });
+    assert!(blocked, "the program never waited for the lock");
+    cluster.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
+    );
+    let response = waiting.join().unwrap();
+    assert_away(&response, "slot whose connection was killed");
+    lock.rollback().unwrap();
+    assert_eq!(slot_count(&cluster, &url), 0, "nothing half-written");
+    parse_text_slot(&server.slot_request(&slot_query("next.txt")));
+    assert_eq!(slot_count(&cluster, &url), 1);
+}
+
+#[test]
+fn a_program_started_while_postgres_is_down_answers_503_and_migrates_when_it_is_up() {
+    if !postgres::available() {
+        return;
+    }
+    let cluster = Postgres::start();
+    let url = cluster.database("late");
+    cluster.stop();
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let config = env.dir.path.join("postgres.toml");
+    fs::write(
+        &config,
+        format!(
+            "upload_root = {:?}\ndatabase = {url:?}\n{}",
+            env.upload_root.to_str().unwrap(),
+            standard_config(ALLOW_ALL)
+        ),
+    )
+    .unwrap();
+    let server = env.serve_with(&config);
+    assert_away(
+        &server.slot_request(&slot_query("early.txt")),
+        "slot before PostgreSQL",
+    );
+    cluster.resume();
+    parse_text_slot(&server.slot_request(&slot_query("late.txt")));
+    assert_eq!(slot_count(&cluster, &url), 1);
+    assert_eq!(
+        cluster.sql_in(&url, "SELECT version FROM schema_version"),
+        [["1".to_string()]]
+    );
+}
