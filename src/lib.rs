@@ -27,7 +27,8 @@
 //! - `file_share`: the JWT protocol of Prosody's `mod_http_file_share` (external mode).
 //! - `rules`, `name`: pure logic (access rules and quotas; file names, URL and query decoding).
 //! - `crypto`: HMAC-SHA256 and random hex, for every protocol.
-//! - `store`: SQLite. `files`: the upload directory. `cleanup`: expiry.
+//! - `store`: SQLite; `group_commit`: its one writing connection per process, shared by
+//!   group commit, and its checkpoints. `files`: the upload directory. `cleanup`: expiry.
 //! - `admin`: the administrator's commands (`files`, `purge`, `usage`, `check`).
 
 pub mod admin;
@@ -41,6 +42,7 @@ pub mod external;
 pub mod fcgi;
 pub mod file_share;
 pub mod files;
+pub mod group_commit;
 pub mod metrics;
 pub mod name;
 pub mod refusal;

@@ -4,17 +4,19 @@
 //! check, insert), so several processes sharing the file (mod_fcgid spawns many) cannot both
 //! pass a limit. WAL lets readers run beside the one writer; the busy timeout makes writers of
 //! different processes wait for each other instead of failing. Within one process all writes
-//! go through one connection behind a mutex: threads queue on the mutex instead of meeting in
+//! go through one connection (`group_commit`): threads queue for it instead of meeting in
 //! SQLite's busy handler, which sleeps in steps of up to 100 ms (measured: p99 of 90 ms at 16
-//! connections before, 19 ms after). The schema version lives in `PRAGMA user_version`.
+//! connections before, 19 ms after), and the decisions of concurrent requests share one
+//! transaction and one commit. The schema version lives in `PRAGMA user_version`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::group_commit::{Counts, Writer};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
 use crate::rules::{Limits, Usage, check_quota, retry_after};
 
@@ -106,7 +108,7 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
-/// Raises a counter, inside whatever transaction `conn` is in.
+/// Raises a counter by `?3`, inside whatever transaction it runs in (the writer's batches).
 const BUMP: &str = "INSERT INTO counter (name, labels, value) VALUES (?1, ?2, ?3)
      ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3";
 
@@ -140,11 +142,9 @@ pub const PUT_ALLOWED_JWT: Tally = Tally {
     labels: "protocol=\"jwt\"",
 };
 
-/// Raises `tally` by one on `conn`'s transaction (a cached statement: it runs on every grant).
-fn bump(conn: &Connection, tally: Tally) -> rusqlite::Result<()> {
-    conn.prepare_cached(BUMP)?
-        .execute(params![tally.name, tally.labels, 1i64])
-        .map(|_| ())
+/// Counts `tally` once, written with the batch of the write that decided it (`group_commit`).
+fn bump(counts: &mut Counts, tally: Tally) {
+    counts.add(tally.name, tally.labels);
 }
 
 /// How long a signed path stays refused after its file went at retention.
@@ -190,8 +190,9 @@ const SLOT_COLUMNS: &str =
 pub struct Store {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
-    /// Opened on first use; every write transaction of this process runs on it, one at a time.
-    writer: Mutex<Option<Connection>>,
+    /// Every write of this process: the decisions of requests in group commit, the rest
+    /// (admin, cleanup) alone on the same connection (`group_commit`).
+    writer: Arc<Writer>,
 }
 
 impl Store {
@@ -226,18 +227,28 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
         }
+        let for_writer = path.to_path_buf();
+        let mut wal = path.to_path_buf().into_os_string();
+        wal.push("-wal");
         let store = Store {
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
-            writer: Mutex::new(None),
+            writer: Writer::new(
+                Box::new(move || Store::connect(&for_writer)),
+                BUMP,
+                PathBuf::from(wal),
+                BUSY_TIMEOUT,
+            ),
         };
         store.with_writer(migrate)?;
         Ok(store)
     }
 
-    fn connect(&self) -> Result<Connection, Error> {
-        let context = || format!("opening database {}", self.path.display());
-        let conn = Connection::open(&self.path).map_err(|e| Error::sqlite(context(), e))?;
+    /// Opens a connection on the database at `path` (the writer's, a reader's, the
+    /// checkpointer's), set up as every connection of the program is.
+    fn connect(path: &Path) -> Result<Connection, Error> {
+        let context = || format!("opening database {}", path.display());
+        let conn = Connection::open(path).map_err(|e| Error::sqlite(context(), e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| Error::sqlite(context(), e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -249,8 +260,8 @@ impl Store {
         // cost more than the request itself. Instead the WAL stays between processes; a
         // connection opened on a WAL grown past `WAL_CHECKPOINT_AT` checkpoints it first
         // (passively: it never waits for another process), after which the next commit starts
-        // the WAL over, cut to `journal_size_limit`. A long-running FastCGI process also
-        // checkpoints every 1000 pages as usual. Durability is that of WAL with `synchronous =
+        // the WAL over, cut to `journal_size_limit`. A long-running FastCGI process
+        // checkpoints on a thread of its own, off the request path (`group_commit`). Durability is that of WAL with `synchronous =
         // NORMAL`, in every mode: a commit survives the program's crash; an OS crash or power
         // loss may roll back the commits since the last checkpoint (slots granted in the last
         // moments, never a stored file), and the database stays consistent.
@@ -258,13 +269,13 @@ impl Store {
             .map_err(|e| Error::sqlite(context(), e))?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)
             .map_err(|e| Error::sqlite(context(), e))?;
-        let mut wal = self.path.clone().into_os_string();
+        let mut wal = path.to_path_buf().into_os_string();
         wal.push("-wal");
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CHECKPOINT_AT) {
             // Busy (another process checkpoints or writes): the next connection tries again.
             let checkpoint = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             if let Err(e) = checkpoint {
-                log::debug!("checkpoint of {} skipped: {e}", self.path.display());
+                log::debug!("checkpoint of {} skipped: {e}", path.display());
             }
         }
         Ok(conn)
@@ -278,7 +289,7 @@ impl Store {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => Store::connect(&self.path)?,
         };
         let result = f(&mut conn);
         self.readers
@@ -297,23 +308,17 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let queued = Instant::now();
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let left = BUSY_TIMEOUT.saturating_sub(queued.elapsed());
-        if left.is_zero() {
-            let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
-            return Err(Error::sqlite(
-                "waiting for the database",
-                rusqlite::Error::SqliteFailure(busy, None),
-            ));
-        }
-        let conn = match writer.as_mut() {
-            Some(conn) => conn,
-            None => writer.insert(self.connect()?),
-        };
-        conn.busy_timeout(left)
-            .map_err(|e| Error::sqlite("setting the busy timeout", e))?;
-        f(conn)
+        self.writer.exclusive(f)
+    }
+
+    /// Runs a decision's write in the writer's next batch, in `BEGIN IMMEDIATE` with the
+    /// writes of other requests (`group_commit`): `f` runs in a savepoint of its own, its
+    /// `Err` rolls back `f` alone, and the result comes back once the batch has committed.
+    fn in_batch<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.writer.submit(f)
     }
 
     /// Records a new slot if `limits` allow it (its size, and next to what `slot.jid` already holds).
@@ -340,18 +345,18 @@ impl Store {
         } else {
             SLOT_GRANTED
         };
-        self.with_writer(|conn| {
+        // The batch's thread runs it: it owns what it reads.
+        let (slot, limits) = (slot.clone(), limits.clone());
+        self.in_batch(move |tx, counts| {
+            let (slot, limits) = (&slot, &limits);
             let fail = |e| Error::sqlite("reserving a slot", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
             let needs_usage = limits.max_total_size.is_some()
                 || limits.bytes_per_window.is_some()
                 || limits.uploads_per_window.is_some();
             // Reading usage costs a query: only when a limit needs it. The size limit of one
             // file is checked either way.
             let (usage, in_window) = if needs_usage {
-                usage(&tx, slot, limits, put_timeout).map_err(fail)?
+                usage(tx, slot, limits, put_timeout).map_err(fail)?
             } else {
                 (Usage::default(), Vec::new())
             };
@@ -381,8 +386,7 @@ impl Store {
                 Err(e) if is_duplicate_key(&e) => return Ok(Err(already_authorized(&slot.name))),
                 Err(e) => return Err(fail(e)),
             }
-            bump(&tx, tally).map_err(fail)?;
-            tx.commit().map_err(fail)?;
+            bump(counts, tally);
             Ok(Ok(()))
         })?
         .map_err(Outcome::Refused)
@@ -406,11 +410,9 @@ impl Store {
     /// be writing: nginx renames each finished body into place, so a second body would replace
     /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
     pub fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
-        self.with_writer(|conn| {
+        let token = token.to_string();
+        self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("authorizing a slot", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
             let won = tx
                 .execute(
                     "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
@@ -419,9 +421,8 @@ impl Store {
                 .map_err(fail)?
                 == 1;
             if won {
-                bump(&tx, PUT_ALLOWED_SLOT).map_err(fail)?;
+                bump(counts, PUT_ALLOWED_SLOT);
             }
-            tx.commit().map_err(fail)?;
             Ok(won)
         })
     }
@@ -440,16 +441,13 @@ impl Store {
         tally: Option<Tally>,
     ) -> Result<bool, Error> {
         let stored_size = i64::try_from(size).unwrap_or(i64::MAX);
-        self.with_writer(|conn| {
+        let path = path.to_string();
+        self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("recording a signed upload", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
-            let allowed = claim_signed(&tx, path, stored_size, now, once).map_err(fail)?;
+            let allowed = claim_signed(tx, &path, stored_size, now, once).map_err(fail)?;
             if allowed && let Some(tally) = tally {
-                bump(&tx, tally).map_err(fail)?;
+                bump(counts, tally);
             }
-            tx.commit().map_err(fail)?;
             Ok(allowed)
         })
     }
@@ -515,29 +513,32 @@ impl Store {
     /// Notes the first time a PUT for this slot was allowed (from then on it counts as an
     /// upload), and counts the PUT allowed, in one transaction.
     pub fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
-        self.with_writer(|conn| {
+        let token = token.to_string();
+        self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("marking a slot authorized", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
             tx.execute(
                 "UPDATE slot SET authorized = COALESCE(authorized, ?2) WHERE token = ?1",
                 params![token, now],
             )
             .map_err(fail)?;
-            bump(&tx, PUT_ALLOWED_SLOT).map_err(fail)?;
-            tx.commit().map_err(fail)
+            bump(counts, PUT_ALLOWED_SLOT);
+            Ok(())
         })
     }
 
-    /// Raises the counter `name{labels}` by one in a write of its own (refusals, cleanup runs:
-    /// what no other write records).
+    /// Raises the counter `name{labels}` by one (refusals, cleanup runs: what no other write
+    /// records). Counted in memory and written with the writer's next batch, at once when the
+    /// writer is idle (`group_commit`); a failure to write is logged there and the count kept
+    /// for the batch after, so this never fails.
     pub fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
-        self.execute("counting", BUMP, params![name, labels, 1i64])
+        self.writer.count(name, labels);
+        Ok(())
     }
 
-    /// Every counter: name, rendered labels, value; by name, then labels.
+    /// Every counter: name, rendered labels, value; by name, then labels. Exact for this
+    /// process: what it counted before the call is committed first.
     pub fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
+        self.writer.flush()?;
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("reading the counters", e);
             let mut stmt = conn
@@ -911,7 +912,7 @@ fn with_retry_after(
 /// What `slot.jid` holds now: summed in Rust with saturating arithmetic (sizes go up to 2^63-1,
 /// SQLite's SUM would overflow); and `(created, size)` of what lies inside the longest window.
 fn usage(
-    tx: &rusqlite::Transaction,
+    tx: &Connection,
     slot: &Slot,
     limits: &Limits,
     put_timeout: u64,

@@ -1,0 +1,582 @@
+//! The process's one writing SQLite connection, shared by every request thread through group
+//! commit, its checkpointer thread, and the counters kept in memory until the next commit.
+//! It knows no table: `store` hands it closures. It does not open connections either (the
+//! `connect` it is given does).
+//!
+//! # Group commit
+//! A request hands its write (a [`Writer::submit`] job) to the writer and waits. Whoever finds
+//! the writer idle takes the turn (no writer thread: a lone request runs its own job on its own
+//! thread, no hand-over, no timer) and runs everything queued, at most [`MAX_BATCH`] jobs, in
+//! one `BEGIN IMMEDIATE` transaction: each job in its own `SAVEPOINT` (a job that fails is
+//! rolled back alone; a refusal is an `Ok` value that wrote nothing), then the counters, then
+//! one `COMMIT`, and only then answers each job. Jobs queued while a batch runs go in the next
+//! one, run by one of their own threads. Inside a batch, jobs run one after the other on one
+//! transaction, so quota decisions see each other; across processes `BEGIN IMMEDIATE` still
+//! serialises. One commit (one WAL append, one lock round) per batch instead of per request.
+//!
+//! # Checkpoints
+//! The writer does not checkpoint (`wal_autocheckpoint = 0`): a commit that leaves the WAL
+//! past [`CHECKPOINT_AT`] wakes a checkpointer thread (started on first need, with its own
+//! connection), which checkpoints PASSIVE-ly (it never blocks a writer) beside the requests.
+//! Under load without pause the WAL may still grow (a passive checkpoint can only restart the
+//! WAL when no commit came in between); past [`RESTART_AT`] the checkpointer restarts it on the
+//! writer's own connection, in a turn of its own. A CGI process never gets that far: its
+//! connection checkpoints on open when the WAL is past a much smaller size (`store`).
+//!
+//! # Counters
+//! Counters are added up in memory ([`Counts`]) and written as one upsert per counter with
+//! the batch that decided them (a job's counts only if the job is kept), or, for counts of
+//! their own (refusals, cleanup runs), with the next batch: [`Writer::count`] runs that batch at
+//! once when the writer is idle, and a turn never ends with counts unwritten.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+
+use crate::refusal::{Error, ErrorSource};
+
+/// At most this many jobs share a transaction (a bound on what one failed commit takes with
+/// it, and on the wait of the last job of a batch).
+pub const MAX_BATCH: usize = 64;
+
+/// A commit leaving the WAL larger than this wakes the checkpointer (SQLite's own automatic
+/// checkpoint would run at 1000 pages, about 4 MiB, on the committing request's thread).
+pub const CHECKPOINT_AT: u64 = 4 << 20;
+
+/// A WAL larger than this is restarted by the checkpointer on the writer's connection,
+/// holding up writes for that one checkpoint.
+pub const RESTART_AT: u64 = 64 << 20;
+
+/// The shortest pause between two checkpoints (each one fsyncs the database).
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Counts not yet written: (metric name, rendered labels) → how many.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts(BTreeMap<(String, String), u64>);
+
+impl Counts {
+    /// Adds one to `name{labels}`.
+    pub fn add(&mut self, name: &str, labels: &str) {
+        *self
+            .0
+            .entry((name.to_string(), labels.to_string()))
+            .or_insert(0) += 1;
+    }
+
+    /// True when nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds everything `other` counted.
+    fn merge(&mut self, other: Counts) {
+        for (key, n) in other.0 {
+            *self.0.entry(key).or_insert(0) += n;
+        }
+    }
+
+    /// Writes the counts on `conn`'s transaction with `bump` (`name`, `labels`, how many).
+    fn write(&self, conn: &Connection, bump: &str) -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare_cached(bump)?;
+        for ((name, labels), n) in &self.0 {
+            stmt.execute(params![name, labels, i64::try_from(*n).unwrap_or(i64::MAX)])?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a connection on the database (the writer's, and the checkpointer's).
+pub type Connect = Box<dyn Fn() -> Result<Connection, Error> + Send + Sync>;
+
+/// The one writing connection of a process, shared by group commit.
+pub struct Writer {
+    state: Mutex<State>,
+    /// Signalled when a turn ends or answers are in.
+    turn: Condvar,
+    connect: Connect,
+    /// The statement raising a counter: `?1` name, `?2` labels, `?3` how many.
+    bump: &'static str,
+    /// The database's `-wal` file, whose size decides checkpoints.
+    wal: PathBuf,
+    /// How long a write may wait, queueing included, before it is answered "busy".
+    busy_timeout: Duration,
+    checkpointer: Mutex<Option<Arc<Checkpointer>>>,
+    /// This writer, for the checkpointer thread.
+    me: Weak<Writer>,
+}
+
+struct State {
+    /// `None` before first use, and while the turn's holder has it.
+    conn: Option<Connection>,
+    /// Someone holds the turn (runs a batch, or an exclusive write).
+    busy: bool,
+    queue: VecDeque<Box<dyn Job>>,
+    /// Counted with no job, to be written with the next batch.
+    counts: Counts,
+}
+
+/// A write waiting for its batch, its type erased.
+trait Job: Send {
+    fn queued(&self) -> Instant;
+    /// Runs the write on the batch's transaction, adding to `counts`; true to keep it.
+    fn run(&mut self, conn: &Connection, counts: &mut Counts) -> bool;
+    /// Answers: with the job's own result if `failed` is `None`, else with that failure
+    /// (the batch did not commit, so a kept job's write is gone).
+    fn answer(self: Box<Self>, failed: Option<&Error>);
+}
+
+/// Where a job's answer goes; the submitter waits for it.
+type Reply<T> = Arc<Mutex<Option<Result<T, Error>>>>;
+
+struct Task<T, F> {
+    f: Option<F>,
+    result: Option<Result<T, Error>>,
+    reply: Reply<T>,
+    queued: Instant,
+}
+
+impl<T, F> Job for Task<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send,
+{
+    fn queued(&self) -> Instant {
+        self.queued
+    }
+
+    fn run(&mut self, conn: &Connection, counts: &mut Counts) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        // A panic in a job must not end the turn with everyone else waiting: it is this job's
+        // failure (its savepoint is rolled back), answered as an error (a 500, as before).
+        let result = catch_unwind(AssertUnwindSafe(|| f(conn, counts))).unwrap_or_else(|_| {
+            Err(failure(
+                "writing to the database",
+                "the write panicked (a bug: see the log)",
+            ))
+        });
+        let kept = result.is_ok();
+        self.result = Some(result);
+        kept
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&Error>) {
+        let Task { result, reply, .. } = *self;
+        let result = match (failed, result) {
+            // A write that failed by itself keeps its own error.
+            (_, Some(Err(e))) => Err(e),
+            (Some(failed), _) => Err(copy_error(failed)),
+            (None, Some(ok)) => ok,
+            (None, None) => Err(failure("writing to the database", "the write did not run")),
+        };
+        *reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+}
+
+/// An error of `context` with a message and no SQLite error under it.
+fn failure(context: &str, message: &str) -> Error {
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR);
+    Error::sqlite(
+        context,
+        rusqlite::Error::SqliteFailure(code, Some(message.into())),
+    )
+}
+
+/// The same failure for another job of the batch (`Error` is not `Clone`): the SQLite code
+/// is kept, so that "busy" stays a 503 and "disk full" a 507.
+fn copy_error(error: &Error) -> Error {
+    let source = match &error.source {
+        ErrorSource::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        ErrorSource::Sqlite(other) => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+        ErrorSource::Io(e) => {
+            return Error::io(
+                error.context.clone(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            );
+        }
+    };
+    Error::sqlite(error.context.clone(), source)
+}
+
+/// The SQLITE_BUSY answer of a write that waited its whole busy timeout in the queue.
+fn busy() -> Error {
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+    Error::sqlite(
+        "waiting for the database",
+        rusqlite::Error::SqliteFailure(code, None),
+    )
+}
+
+/// Holding the turn: the connection is out of the shared state. Dropping it (also when
+/// unwinding from a panic) puts the connection back, ends the turn and wakes the waiters.
+struct Turn<'a> {
+    writer: &'a Writer,
+    conn: Option<Connection>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if !conn.is_autocommit() {
+                // Only after a panic between BEGIN and COMMIT: nothing of it was answered.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            self.writer.lock().conn = Some(conn);
+        }
+        self.writer.lock().busy = false;
+        self.writer.turn.notify_all();
+    }
+}
+
+impl Writer {
+    /// A writer on the database whose WAL file is `wal`; `connect` opens its connection on
+    /// first use, `bump` raises a counter (`?1` name, `?2` labels, `?3` how many). Writes
+    /// wait at most `busy_timeout` in all.
+    pub fn new(
+        connect: Connect,
+        bump: &'static str,
+        wal: PathBuf,
+        busy_timeout: Duration,
+    ) -> Arc<Writer> {
+        Arc::new_cyclic(|me| Writer {
+            state: Mutex::new(State {
+                conn: None,
+                busy: false,
+                queue: VecDeque::new(),
+                counts: Counts::default(),
+            }),
+            turn: Condvar::new(),
+            connect,
+            bump,
+            wal,
+            busy_timeout,
+            checkpointer: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in the next batch (its own savepoint of one shared transaction) and returns
+    /// its result once the batch has committed. An `Err` from `f` rolls back `f`'s writes and
+    /// counts only; a batch that fails to commit answers every job with that failure.
+    pub fn submit<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send + 'static,
+    {
+        let reply: Reply<T> = Arc::new(Mutex::new(None));
+        let mut state = self.lock();
+        state.queue.push_back(Box::new(Task {
+            f: Some(f),
+            result: None,
+            reply: reply.clone(),
+            queued: Instant::now(),
+        }));
+        loop {
+            // Answers are set while the state is locked (see `lead`): none is missed here.
+            if let Some(result) = reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return result;
+            }
+            if !state.busy {
+                state = self.lead(state);
+                continue;
+            }
+            state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Counts one `name{labels}`, written with the next batch: at once (a batch of its own)
+    /// when the writer is idle, else by the turn running now before it ends.
+    pub fn count(&self, name: &str, labels: &str) {
+        let mut state = self.lock();
+        state.counts.add(name, labels);
+        if !state.busy {
+            drop(self.lead(state));
+        }
+    }
+
+    /// Waits until everything counted or submitted before this call is committed.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.submit(|_, _| Ok(()))
+    }
+
+    /// Runs `f` alone on the writing connection, outside any batch (it opens its own
+    /// transactions, or writes in autocommit mode). Waiting for the turn counts against the
+    /// busy timeout, so that a database locked by another process answers every waiting
+    /// request within it (503), not one timeout after another.
+    pub fn exclusive<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let queued = Instant::now();
+        let mut state = self.lock();
+        while state.busy {
+            state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.busy = true;
+        let mut turn = Turn {
+            writer: self,
+            conn: state.conn.take(),
+        };
+        drop(state);
+        let left = self.busy_timeout.saturating_sub(queued.elapsed());
+        if left.is_zero() {
+            return Err(busy());
+        }
+        let conn = self.connection(&mut turn)?;
+        conn.busy_timeout(left)
+            .map_err(|e| Error::sqlite("setting the busy timeout", e))?;
+        let result = f(conn);
+        self.after_commit();
+        // Counts that came in meanwhile are written before the turn ends.
+        let state = self.lock();
+        drop(self.rounds(state, turn));
+        result
+    }
+
+    /// The turn's connection, opened on first use (the writer does not checkpoint: see the
+    /// module's comment).
+    fn connection<'t>(&self, turn: &'t mut Turn) -> Result<&'t mut Connection, Error> {
+        if turn.conn.is_none() {
+            let conn = (self.connect)()?;
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(|e| Error::sqlite("opening the writing connection", e))?;
+            turn.conn = Some(conn);
+        }
+        turn.conn
+            .as_mut()
+            .ok_or_else(|| failure("opening the writing connection", "no connection"))
+    }
+
+    /// Takes the turn (the writer is idle) and runs batches until nothing of this turn is
+    /// left: queued jobs beyond one batch are handed to their own threads (the turn ends and
+    /// they wake), counts without a job are written before the turn ends.
+    fn lead<'s>(&'s self, mut state: MutexGuard<'s, State>) -> MutexGuard<'s, State> {
+        state.busy = true;
+        let turn = Turn {
+            writer: self,
+            conn: state.conn.take(),
+        };
+        self.rounds(state, turn)
+    }
+
+    /// Batches on `turn` while there is something to write and nobody else to write it;
+    /// returns the state locked, with the turn ended.
+    fn rounds<'s>(
+        &'s self,
+        mut state: MutexGuard<'s, State>,
+        mut turn: Turn<'s>,
+    ) -> MutexGuard<'s, State> {
+        let mut first = true;
+        loop {
+            // After the first batch, queued jobs are left to their own threads (each waits
+            // in `submit` and one takes the next turn): this thread has its answer to give.
+            let nothing_left = state.queue.is_empty() && state.counts.is_empty();
+            if nothing_left || (!first && !state.queue.is_empty()) {
+                break;
+            }
+            first = false;
+            let take = state.queue.len().min(MAX_BATCH);
+            let mut jobs: Vec<Box<dyn Job>> = state.queue.drain(..take).collect();
+            let pending = std::mem::take(&mut state.counts);
+            drop(state);
+            let failed = match self.connection(&mut turn) {
+                Ok(conn) => self.batch(conn, &mut jobs, &pending).err(),
+                Err(e) => Some(e),
+            };
+            if failed.is_none() {
+                self.after_commit();
+            }
+            state = self.lock();
+            if let Some(e) = &failed {
+                // Counted decisions stand even when this batch failed: write them next time.
+                state.counts.merge(pending);
+                if jobs.is_empty() {
+                    log::warn!("counters not written yet: {e}");
+                }
+            }
+            for job in jobs {
+                job.answer(failed.as_ref());
+            }
+            self.turn.notify_all();
+            if failed.is_some() {
+                break;
+            }
+        }
+        drop(state);
+        drop(turn);
+        self.lock()
+    }
+
+    /// One transaction: every job in its savepoint, the counts, one commit. `Err`: nothing
+    /// of the batch was committed (kept jobs are answered with this error).
+    fn batch(
+        &self,
+        conn: &mut Connection,
+        jobs: &mut [Box<dyn Job>],
+        pending: &Counts,
+    ) -> Result<(), Error> {
+        let oldest = jobs.iter().map(|j| j.queued()).min();
+        let left = oldest.map_or(self.busy_timeout, |t| {
+            self.busy_timeout.saturating_sub(t.elapsed())
+        });
+        if left.is_zero() {
+            return Err(busy());
+        }
+        let fail = |e| Error::sqlite("writing to the database", e);
+        conn.busy_timeout(left)
+            .map_err(|e| Error::sqlite("setting the busy timeout", e))?;
+        conn.prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
+            .map_err(fail)?;
+        let written = (|| {
+            let mut counts = pending.clone();
+            for job in jobs.iter_mut() {
+                conn.prepare_cached("SAVEPOINT job")
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(fail)?;
+                let mut own = Counts::default();
+                let kept = job.run(conn, &mut own);
+                if conn.is_autocommit() {
+                    // SQLite rolled back the whole transaction (I/O error, disk full, ...):
+                    // the jobs before this one lost their writes too.
+                    return Err(failure(
+                        "writing to the database",
+                        "the transaction was rolled back by an error of another write",
+                    ));
+                }
+                if kept {
+                    counts.merge(own);
+                } else {
+                    conn.prepare_cached("ROLLBACK TO job")
+                        .and_then(|mut s| s.execute([]))
+                        .map_err(fail)?;
+                }
+                conn.prepare_cached("RELEASE job")
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(fail)?;
+            }
+            counts
+                .write(conn, self.bump)
+                .map_err(|e| Error::sqlite("counting", e))?;
+            conn.prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map_err(|e| Error::sqlite("committing", e))
+        })();
+        if written.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        written.map(|_| ())
+    }
+
+    /// After a commit: wakes the checkpointer if the WAL has grown past `CHECKPOINT_AT`.
+    fn after_commit(&self) {
+        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if size <= CHECKPOINT_AT {
+            return;
+        }
+        let mut slot = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        let checkpointer = match slot.as_ref() {
+            Some(c) => c.clone(),
+            None => match self.start_checkpointer() {
+                Some(c) => slot.insert(c).clone(),
+                None => return,
+            },
+        };
+        drop(slot);
+        *checkpointer
+            .wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(size);
+        checkpointer.wake.notify_one();
+    }
+
+    /// Starts the checkpointer thread with a connection of its own; `None` (logged) when it
+    /// cannot start: the WAL then waits for the next connection that checkpoints on open.
+    fn start_checkpointer(&self) -> Option<Arc<Checkpointer>> {
+        let conn = match (self.connect)() {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("cannot start checkpointing: {e}");
+                return None;
+            }
+        };
+        let checkpointer = Arc::new(Checkpointer {
+            wanted: Mutex::new(None),
+            wake: Condvar::new(),
+            writer: self.me.clone(),
+        });
+        let shared = checkpointer.clone();
+        let started = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || shared.run(conn));
+        match started {
+            Ok(_) => Some(checkpointer),
+            Err(e) => {
+                log::warn!("cannot start checkpointing: {e}");
+                None
+            }
+        }
+    }
+
+    /// Restarts the WAL on the writer's own connection (when passive checkpoints cannot keep
+    /// up): writes wait for this one checkpoint.
+    fn restart_wal(&self) {
+        let restarted = self.exclusive(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                .map_err(|e| Error::sqlite("restarting the WAL", e))
+        });
+        if let Err(e) = restarted {
+            log::debug!("WAL restart skipped: {e}");
+        }
+    }
+}
+
+/// The checkpointer thread's mailbox: the WAL size that woke it.
+struct Checkpointer {
+    wanted: Mutex<Option<u64>>,
+    wake: Condvar,
+    /// The writer, for a restart of the WAL (weak: the thread must not keep it alive).
+    writer: Weak<Writer>,
+}
+
+impl Checkpointer {
+    /// Checkpoints PASSIVE-ly each time a commit asks, at most once per `CHECKPOINT_PAUSE`.
+    /// The thread lives as long as the process (a process of one request never starts it).
+    fn run(&self, conn: Connection) {
+        loop {
+            let size = {
+                let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(size) = wanted.take() {
+                        break size;
+                    }
+                    wanted = self.wake.wait(wanted).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            if size > RESTART_AT
+                && let Some(writer) = self.writer.upgrade()
+            {
+                writer.restart_wal();
+            }
+            // Busy (another process checkpoints): the next commit asks again.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                log::debug!("checkpoint skipped: {e}");
+            }
+            std::thread::sleep(CHECKPOINT_PAUSE);
+        }
+    }
+}
