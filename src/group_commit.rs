@@ -32,6 +32,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,8 @@ pub struct Writer {
     checkpointer: Mutex<Option<Arc<Checkpointer>>>,
     /// This writer, for the checkpointer thread.
     me: Weak<Writer>,
+    /// Batches committed so far (tests look at it).
+    batches: AtomicU64,
 }
 
 struct State {
@@ -262,6 +265,7 @@ impl Writer {
             busy_timeout,
             checkpointer: Mutex::new(None),
             me: me.clone(),
+            batches: AtomicU64::new(0),
         })
     }
 
@@ -398,6 +402,7 @@ impl Writer {
                 Err(e) => Some(e),
             };
             if failed.is_none() {
+                self.batches.fetch_add(1, Ordering::Relaxed);
                 self.after_commit();
             }
             state = self.lock();
@@ -578,5 +583,214 @@ impl Checkpointer {
             }
             std::thread::sleep(CHECKPOINT_PAUSE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn temp_db(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xhu-gc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("db.sqlite3")
+    }
+
+    /// A writer on a fresh database with a table `t (k PRIMARY KEY)` and the counter table.
+    fn writer(tag: &str) -> (Arc<Writer>, PathBuf) {
+        let path = temp_db(tag);
+        let open = path.clone();
+        let connect: Connect = Box::new(move || {
+            let conn = Connection::open(&open).map_err(|e| Error::sqlite("open", e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| Error::sqlite("wal", e))?;
+            Ok(conn)
+        });
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let bump = "INSERT INTO counter (name, labels, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3";
+        let w = Writer::new(connect, bump, PathBuf::from(wal), Duration::from_secs(2));
+        w.exclusive(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE t (k TEXT PRIMARY KEY);
+                 CREATE TABLE counter (name TEXT, labels TEXT, value INTEGER,
+                     PRIMARY KEY (name, labels));",
+            )
+            .map_err(|e| Error::sqlite("schema", e))
+        })
+        .unwrap();
+        (w, path)
+    }
+
+    fn keys(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT k FROM t ORDER BY k").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn counter(path: &Path, name: &str) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT COALESCE(SUM(value), 0) FROM counter WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    fn insert(k: &str) -> impl FnOnce(&Connection, &mut Counts) -> Result<(), Error> + use<> {
+        let k = k.to_string();
+        move |conn, counts| {
+            conn.execute("INSERT INTO t (k) VALUES (?1)", [&k])
+                .map_err(|e| Error::sqlite("insert", e))?;
+            counts.add("inserted", "");
+            Ok(())
+        }
+    }
+
+    /// Submits `jobs` from threads of their own while the turn is held, so that they all
+    /// queue, then lets the holder run them: one batch.
+    fn in_one_batch<T: Send + 'static>(
+        w: &Arc<Writer>,
+        jobs: Vec<Box<dyn FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send>>,
+    ) -> Vec<Result<T, Error>> {
+        let n = jobs.len();
+        let mut threads = Vec::new();
+        w.exclusive(|_| {
+            for job in jobs {
+                let w = w.clone();
+                threads.push(std::thread::spawn(move || w.submit(job)));
+            }
+            while w.lock().queue.len() < n {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        })
+        .unwrap();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_lone_job_commits_before_its_answer() {
+        let (w, path) = writer("lone");
+        w.submit(insert("a")).unwrap();
+        assert_eq!(keys(&path), ["a"]);
+        assert_eq!(counter(&path, "inserted"), 1);
+        assert_eq!(w.batches.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_failing_or_panicking_job_is_rolled_back_alone() {
+        let (w, path) = writer("fail");
+        type J = Box<dyn FnOnce(&Connection, &mut Counts) -> Result<(), Error> + Send>;
+        let before = w.batches.load(Ordering::Relaxed);
+        let jobs: Vec<J> = vec![
+            Box::new(insert("a")),
+            // Writes, counts, then fails: neither its row nor its count may stay.
+            Box::new(|conn: &Connection, counts: &mut Counts| {
+                conn.execute("INSERT INTO t (k) VALUES ('bad')", [])
+                    .map_err(|e| Error::sqlite("insert", e))?;
+                counts.add("inserted", "");
+                Err(failure("test", "refused after writing"))
+            }),
+            Box::new(insert("b")),
+            // A duplicate key: the statement fails, its neighbours stay.
+            Box::new(insert("a")),
+            Box::new(|conn: &Connection, _: &mut Counts| {
+                conn.execute("INSERT INTO t (k) VALUES ('panic')", [])
+                    .unwrap();
+                panic!("a bug in a job");
+            }),
+            Box::new(insert("c")),
+        ];
+        let results = in_one_batch(&w, jobs);
+        let ok: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
+        assert_eq!(ok, [true, false, true, false, false, true]);
+        assert_eq!(keys(&path), ["a", "b", "c"]);
+        assert_eq!(counter(&path, "inserted"), 3);
+        assert_eq!(w.batches.load(Ordering::Relaxed), before + 1, "one commit");
+        // The writer goes on.
+        w.submit(insert("d")).unwrap();
+        assert_eq!(keys(&path), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn jobs_of_one_batch_see_each_other() {
+        let (w, _path) = writer("see");
+        type J = Box<dyn FnOnce(&Connection, &mut Counts) -> Result<i64, Error> + Send>;
+        // Each job inserts only while fewer than 3 rows exist: a quota of 3.
+        let jobs: Vec<J> = (0..8)
+            .map(|i| {
+                Box::new(move |conn: &Connection, _: &mut Counts| {
+                    let n: i64 = conn
+                        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                        .map_err(|e| Error::sqlite("count", e))?;
+                    if n < 3 {
+                        conn.execute("INSERT INTO t (k) VALUES (?1)", [i.to_string()])
+                            .map_err(|e| Error::sqlite("insert", e))?;
+                        return Ok(1i64);
+                    }
+                    Ok(0i64)
+                }) as J
+            })
+            .collect();
+        let granted: i64 = in_one_batch(&w, jobs).into_iter().map(|r| r.unwrap()).sum();
+        assert_eq!(granted, 3);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_begin_answers_every_job_and_keeps_the_counts() {
+        let (w, path) = writer("busy");
+        w.count("refused", "");
+        assert_eq!(
+            counter(&path, "refused"),
+            1,
+            "an idle writer writes a count at once"
+        );
+        // Another connection holds the write lock past the busy timeout (2 s).
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        w.count("refused", "");
+        let failed = w.submit(insert("x"));
+        assert!(failed.is_err_and(|e| e.is_busy()));
+        other.execute_batch("COMMIT").unwrap();
+        w.flush().unwrap();
+        assert!(keys(&path).is_empty(), "the failed job wrote nothing");
+        assert_eq!(
+            counter(&path, "refused"),
+            2,
+            "the count waited for the next batch"
+        );
+    }
+
+    #[test]
+    fn many_threads_are_all_answered() {
+        let (w, path) = writer("many");
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        w.submit(insert(&format!("{t:02}-{i:02}"))).unwrap();
+                        if i % 10 == 0 {
+                            w.count("refused", "");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(keys(&path).len(), 800);
+        assert_eq!(counter(&path, "inserted"), 800);
+        assert_eq!(counter(&path, "refused"), 80);
     }
 }
