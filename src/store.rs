@@ -847,6 +847,14 @@ fn claim_signed(
 
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let fail = |e| Error::sqlite("migrating the database schema", e);
+    // Nearly every start (every CGI request) finds the schema current: one read says so,
+    // without the write lock and its round of file locks.
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(fail)?;
+    if usize::try_from(current).is_ok_and(|v| v == MIGRATIONS.len()) {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;
