@@ -34,6 +34,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
@@ -51,6 +52,10 @@ pub const CHECKPOINT_AT: u64 = 4 << 20;
 /// A WAL larger than this is restarted by the checkpointer on the writer's connection,
 /// holding up writes for that one checkpoint.
 pub const RESTART_AT: u64 = 64 << 20;
+
+/// A passive checkpoint that left at most this many WAL frames is finished in a turn of the
+/// writer (see `Checkpointer::run`).
+const TAIL_FRAMES: i64 = 256;
 
 /// The shortest pause between two checkpoints (each one fsyncs the database).
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
@@ -96,7 +101,7 @@ pub type Connect = Box<dyn Fn() -> Result<Connection, Error> + Send + Sync>;
 /// The one writing connection of a process, shared by group commit.
 pub struct Writer {
     state: Mutex<State>,
-    /// Signalled when a turn ends or answers are in.
+    /// Signalled when a turn ends and a write waits to run alone (`exclusive`).
     turn: Condvar,
     connect: Connect,
     /// The statement raising a counter: `?1` name, `?2` labels, `?3` how many.
@@ -120,11 +125,15 @@ struct State {
     queue: VecDeque<Box<dyn Job>>,
     /// Counted with no job, to be written with the next batch.
     counts: Counts,
+    /// Threads waiting in `exclusive` for the turn (on the condition variable).
+    exclusive_waiting: usize,
 }
 
 /// A write waiting for its batch, its type erased.
 trait Job: Send {
     fn queued(&self) -> Instant;
+    /// The thread waiting for the answer (woken by `unpark`: it alone, no herd).
+    fn waiter(&self) -> &Thread;
     /// Runs the write on the batch's transaction, adding to `counts`; true to keep it.
     fn run(&mut self, conn: &Connection, counts: &mut Counts) -> bool;
     /// Answers: with the job's own result if `failed` is `None`, else with that failure
@@ -140,6 +149,7 @@ struct Task<T, F> {
     result: Option<Result<T, Error>>,
     reply: Reply<T>,
     queued: Instant,
+    waiter: Thread,
 }
 
 impl<T, F> Job for Task<T, F>
@@ -149,6 +159,10 @@ where
 {
     fn queued(&self) -> Instant {
         self.queued
+    }
+
+    fn waiter(&self) -> &Thread {
+        &self.waiter
     }
 
     fn run(&mut self, conn: &Connection, counts: &mut Counts) -> bool {
@@ -236,8 +250,15 @@ impl Drop for Turn<'_> {
             }
             self.writer.lock().conn = Some(conn);
         }
-        self.writer.lock().busy = false;
-        self.writer.turn.notify_all();
+        let mut state = self.writer.lock();
+        state.busy = false;
+        // The next turn: the oldest queued job's thread, or a write waiting to run alone.
+        if let Some(next) = state.queue.front() {
+            next.waiter().unpark();
+        }
+        if state.exclusive_waiting > 0 {
+            self.writer.turn.notify_all();
+        }
     }
 }
 
@@ -257,6 +278,7 @@ impl Writer {
                 busy: false,
                 queue: VecDeque::new(),
                 counts: Counts::default(),
+                exclusive_waiting: 0,
             }),
             turn: Condvar::new(),
             connect,
@@ -288,6 +310,7 @@ impl Writer {
             result: None,
             reply: reply.clone(),
             queued: Instant::now(),
+            waiter: std::thread::current(),
         }));
         loop {
             // Answers are set while the state is locked (see `lead`): none is missed here.
@@ -298,7 +321,12 @@ impl Writer {
                 state = self.lead(state);
                 continue;
             }
-            state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+            // Woken alone: when the answer is in, or to take the next turn (`Turn::drop`).
+            // An unpark before the park is not lost (the thread's token), and a spurious
+            // wake-up only loops.
+            drop(state);
+            std::thread::park();
+            state = self.lock();
         }
     }
 
@@ -328,7 +356,9 @@ impl Writer {
         let queued = Instant::now();
         let mut state = self.lock();
         while state.busy {
+            state.exclusive_waiting += 1;
             state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.exclusive_waiting -= 1;
         }
         state.busy = true;
         let mut turn = Turn {
@@ -414,9 +444,10 @@ impl Writer {
                 }
             }
             for job in jobs {
+                let waiter = job.waiter().clone();
                 job.answer(failed.as_ref());
+                waiter.unpark();
             }
-            self.turn.notify_all();
             if failed.is_some() {
                 break;
             }
@@ -537,15 +568,17 @@ impl Writer {
         }
     }
 
-    /// Restarts the WAL on the writer's own connection (when passive checkpoints cannot keep
-    /// up): writes wait for this one checkpoint.
-    fn restart_wal(&self) {
-        let restarted = self.exclusive(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-                .map_err(|e| Error::sqlite("restarting the WAL", e))
+    /// Checkpoints (`mode`: PASSIVE or RESTART) on the writer's own connection, in a turn of
+    /// its own: writes wait for it, so that no commit comes in between and the next one starts
+    /// the WAL over.
+    fn finish_checkpoint(&self, mode: &str) {
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        let done = self.exclusive(|conn| {
+            conn.query_row(&sql, [], |_| Ok(()))
+                .map_err(|e| Error::sqlite("checkpointing", e))
         });
-        if let Err(e) = restarted {
-            log::debug!("WAL restart skipped: {e}");
+        if let Err(e) = done {
+            log::debug!("checkpoint skipped: {e}");
         }
     }
 }
@@ -572,15 +605,32 @@ impl Checkpointer {
                     wanted = self.wake.wait(wanted).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            if size > RESTART_AT
-                && let Some(writer) = self.writer.upgrade()
-            {
-                writer.restart_wal();
+            let Some(writer) = self.writer.upgrade() else {
+                return;
+            };
+            if size > RESTART_AT {
+                writer.finish_checkpoint("RESTART");
             }
             // Busy (another process checkpoints): the next commit asks again.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                log::debug!("checkpoint skipped: {e}");
+            let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            });
+            match passive {
+                // Frames committed while it copied are left: a WAL is only started over
+                // once all of it was copied, which under steady load a passive checkpoint
+                // beside the writer never sees. The few left are copied in a turn of the
+                // writer (the bulk was copied off the request path).
+                Ok((0, log, copied)) if log - copied <= TAIL_FRAMES => {
+                    writer.finish_checkpoint("PASSIVE")
+                }
+                Ok(_) => {}
+                Err(e) => log::debug!("checkpoint skipped: {e}"),
             }
+            drop(writer);
             std::thread::sleep(CHECKPOINT_PAUSE);
         }
     }
