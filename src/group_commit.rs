@@ -17,11 +17,14 @@
 //! # Checkpoints
 //! The writer does not checkpoint (`wal_autocheckpoint = 0`): a commit that leaves the WAL
 //! past [`CHECKPOINT_AT`] wakes a checkpointer thread (started on first need, with its own
-//! connection), which checkpoints PASSIVE-ly (it never blocks a writer) beside the requests.
-//! Under load without pause the WAL may still grow (a passive checkpoint can only restart the
-//! WAL when no commit came in between); past [`RESTART_AT`] the checkpointer restarts it on the
-//! writer's own connection, in a turn of its own. A CGI process never gets that far: its
-//! connection checkpoints on open when the WAL is past a much smaller size (`store`).
+//! connection), which copies the WAL into the database PASSIVE-ly, beside the requests (it
+//! never blocks a writer; its fsync is not on a request's path). Under steady load commits
+//! land while it copies, and SQLite starts a WAL over only once all of it was copied: so when
+//! a passive checkpoint left few frames ([`TAIL_FRAMES`]), the rest is copied in a turn of the
+//! writer (writes wait for that short tail), and the next commit starts the WAL over. Past
+//! [`RESTART_AT`] the checkpointer restarts the WAL in a writer turn whatever it costs. A CGI
+//! process never gets that far: its connection checkpoints on open when the WAL is past a
+//! much smaller size (`store`).
 //!
 //! # Counters
 //! Counters are added up in memory ([`Counts`]) and written as one upsert per counter with
@@ -49,13 +52,21 @@ pub const MAX_BATCH: usize = 64;
 /// checkpoint would run at 1000 pages, about 4 MiB, on the committing request's thread).
 pub const CHECKPOINT_AT: u64 = 4 << 20;
 
+/// The WAL's size is looked at after every this many commits.
+const WAL_LOOK_EVERY: u64 = 16;
+
+/// What the writer leaves of the WAL file when it starts it over: the file keeps its blocks
+/// (rewritten in place) instead of being cut and grown again, which cost ext4 block
+/// allocation and page-cache invalidation on every cycle.
+const WAL_KEPT: i64 = 2 * CHECKPOINT_AT as i64;
+
 /// A WAL larger than this is restarted by the checkpointer on the writer's connection,
 /// holding up writes for that one checkpoint.
 pub const RESTART_AT: u64 = 64 << 20;
 
 /// A passive checkpoint that left at most this many WAL frames is finished in a turn of the
 /// writer (see `Checkpointer::run`).
-const TAIL_FRAMES: i64 = 256;
+pub const TAIL_FRAMES: i64 = 256;
 
 /// The shortest pause between two checkpoints (each one fsyncs the database).
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
@@ -115,6 +126,8 @@ pub struct Writer {
     me: Weak<Writer>,
     /// Batches committed so far (tests look at it).
     batches: AtomicU64,
+    /// Commits (batches and exclusive writes) since start, for `after_commit`.
+    commits: AtomicU64,
 }
 
 struct State {
@@ -288,6 +301,7 @@ impl Writer {
             checkpointer: Mutex::new(None),
             me: me.clone(),
             batches: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -386,8 +400,11 @@ impl Writer {
     fn connection<'t>(&self, turn: &'t mut Turn) -> Result<&'t mut Connection, Error> {
         if turn.conn.is_none() {
             let conn = (self.connect)()?;
+            let fail = |e| Error::sqlite("opening the writing connection", e);
             conn.pragma_update(None, "wal_autocheckpoint", 0)
-                .map_err(|e| Error::sqlite("opening the writing connection", e))?;
+                .map_err(fail)?;
+            conn.pragma_update(None, "journal_size_limit", WAL_KEPT)
+                .map_err(fail)?;
             turn.conn = Some(conn);
         }
         turn.conn
@@ -478,14 +495,24 @@ impl Writer {
         conn.prepare_cached("BEGIN IMMEDIATE")
             .and_then(|mut s| s.execute([]))
             .map_err(fail)?;
+        // A lone job with nothing else to write needs no savepoint: if it fails, the whole
+        // transaction is its own.
+        let solo = jobs.len() == 1 && pending.is_empty();
         let written = (|| {
             let mut counts = pending.clone();
             for job in jobs.iter_mut() {
-                conn.prepare_cached("SAVEPOINT job")
-                    .and_then(|mut s| s.execute([]))
-                    .map_err(fail)?;
+                if !solo {
+                    conn.prepare_cached("SAVEPOINT job")
+                        .and_then(|mut s| s.execute([]))
+                        .map_err(fail)?;
+                }
                 let mut own = Counts::default();
                 let kept = job.run(conn, &mut own);
+                if solo && !kept {
+                    // Answered with its own error (`Task::answer`); nothing to commit.
+                    conn.execute_batch("ROLLBACK").map_err(fail)?;
+                    return Ok(());
+                }
                 if conn.is_autocommit() {
                     // SQLite rolled back the whole transaction (I/O error, disk full, ...):
                     // the jobs before this one lost their writes too.
@@ -501,25 +528,36 @@ impl Writer {
                         .and_then(|mut s| s.execute([]))
                         .map_err(fail)?;
                 }
-                conn.prepare_cached("RELEASE job")
-                    .and_then(|mut s| s.execute([]))
-                    .map_err(fail)?;
+                if !solo {
+                    conn.prepare_cached("RELEASE job")
+                        .and_then(|mut s| s.execute([]))
+                        .map_err(fail)?;
+                }
             }
             counts
                 .write(conn, self.bump)
                 .map_err(|e| Error::sqlite("counting", e))?;
             conn.prepare_cached("COMMIT")
                 .and_then(|mut s| s.execute([]))
+                .map(|_| ())
                 .map_err(|e| Error::sqlite("committing", e))
         })();
         if written.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        written.map(|_| ())
+        written
     }
 
-    /// After a commit: wakes the checkpointer if the WAL has grown past `CHECKPOINT_AT`.
+    /// After a commit: wakes the checkpointer if the WAL has grown past `CHECKPOINT_AT`
+    /// (looked at every `WAL_LOOK_EVERY` commits: a commit adds a few pages).
     fn after_commit(&self) {
+        if !self
+            .commits
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(WAL_LOOK_EVERY)
+        {
+            return;
+        }
         let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
         if size <= CHECKPOINT_AT {
             return;
@@ -704,22 +742,26 @@ mod tests {
         }
     }
 
+    type BoxedJob<T> = Box<dyn FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send>;
+
     /// Submits `jobs` from threads of their own while the turn is held, so that they all
     /// queue, then lets the holder run them: one batch.
     fn in_one_batch<T: Send + 'static>(
         w: &Arc<Writer>,
-        jobs: Vec<Box<dyn FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send>>,
+        jobs: Vec<BoxedJob<T>>,
     ) -> Vec<Result<T, Error>> {
         let n = jobs.len();
         let mut threads = Vec::new();
         w.exclusive(|_| {
-            for job in jobs {
-                let w = w.clone();
-                threads.push(std::thread::spawn(move || w.submit(job)));
+            // One at a time, so that the queue holds them in this order.
+            for (queued, job) in jobs.into_iter().enumerate() {
+                let submitter = w.clone();
+                threads.push(std::thread::spawn(move || submitter.submit(job)));
+                while w.lock().queue.len() <= queued {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
-            while w.lock().queue.len() < n {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            assert_eq!(w.lock().queue.len(), n);
             Ok(())
         })
         .unwrap();
@@ -736,9 +778,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_failing_job_writes_nothing_and_the_writer_goes_on() {
+        let (w, path) = writer("lonefail");
+        let failed = w.submit(|conn: &Connection, counts: &mut Counts| {
+            conn.execute("INSERT INTO t (k) VALUES ('bad')", [])
+                .map_err(|e| Error::sqlite("insert", e))?;
+            counts.add("inserted", "");
+            Err::<(), _>(failure("test", "refused after writing"))
+        });
+        assert!(failed.is_err());
+        assert!(keys(&path).is_empty());
+        assert_eq!(counter(&path, "inserted"), 0);
+        w.submit(insert("a")).unwrap();
+        assert_eq!(keys(&path), ["a"]);
+    }
+
+    #[test]
     fn a_failing_or_panicking_job_is_rolled_back_alone() {
         let (w, path) = writer("fail");
-        type J = Box<dyn FnOnce(&Connection, &mut Counts) -> Result<(), Error> + Send>;
+        type J = BoxedJob<()>;
         let before = w.batches.load(Ordering::Relaxed);
         let jobs: Vec<J> = vec![
             Box::new(insert("a")),
@@ -773,7 +831,7 @@ mod tests {
     #[test]
     fn jobs_of_one_batch_see_each_other() {
         let (w, _path) = writer("see");
-        type J = Box<dyn FnOnce(&Connection, &mut Counts) -> Result<i64, Error> + Send>;
+        type J = BoxedJob<i64>;
         // Each job inserts only while fewer than 3 rows exist: a quota of 3.
         let jobs: Vec<J> = (0..8)
             .map(|i| {

@@ -184,3 +184,78 @@ fn a_sigkill_right_after_answers_loses_no_answered_slot() {
         answered.len()
     );
 }
+
+/// Not a test: slot reservations per second straight on `Store` (no web server, no FastCGI),
+/// from 1 and 8 threads (the default pool on 2 cores), for `bench/`: the same file runs on an
+/// older tree, since `Store`'s API is unchanged. Prints, asserts nothing about speed.
+/// `cargo test --release --test group_commit -- --ignored --nocapture store_throughput`
+#[test]
+#[ignore]
+fn store_throughput() {
+    use xmpp_http_upload::rules::Limits;
+    use xmpp_http_upload::store::{Slot, Store};
+    let dir = TempDir::new();
+    let store = Arc::new(Store::open(&dir.path.join("db.sqlite3")).unwrap());
+    let seconds: u64 = std::env::var("SECONDS_EACH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    // CPU time of this process (user + system, clock ticks of 10 ms): less sensitive to other
+    // load on the machine than the rate.
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields
+            .get(11)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+    };
+    for threads in [1usize, 8] {
+        let cpu_before = cpu_ticks();
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (store, done, stop) = (store.clone(), done.clone(), stop.clone());
+                thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let slot = Slot {
+                            token: format!("{threads}-{t}-{i:040}"),
+                            jid: "bench@example.org".into(),
+                            name: "f.txt".into(),
+                            size: 10,
+                            content_type: None,
+                            created: 1_900_000_000,
+                            authorized: None,
+                            uploaded: None,
+                            area: None,
+                            expires: None,
+                            retention: None,
+                        };
+                        store.reserve_slot(&slot, &Limits::default(), 360).unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        let n = done.load(Ordering::Relaxed);
+        let cpu_us = (cpu_ticks() - cpu_before) * 10_000;
+        println!(
+            "store_throughput threads={threads}: {} slots/s, {} us CPU per slot",
+            n / seconds.max(1),
+            cpu_us / n.max(1)
+        );
+    }
+}
