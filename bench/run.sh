@@ -24,7 +24,8 @@
 #            (fastcgi_request_buffering off; and as plain CGI), plus the Django app receiving it
 #   rows     slot latency and database size per slot with 1k, 100k, 1M slots stored
 #   cgi      one slot request as plain CGI (a process per request) against a constant CGI
-#            (/usr/bin/printf) and the program's own --version, with hyperfine; fsyncs per
+#            (/usr/bin/printf) and the program's own --version (outside a CGI environment:
+#            under CGI it would answer a request), with hyperfine; fsyncs per
 #            request with strace
 # Peak RSS (VmHWM, reset before each measurement through /proc/PID/clear_refs) of the program is
 # recorded with every measurement. Raw results go to $XHU_BENCH_DIR/results.tsv; bench/report.py
@@ -541,7 +542,7 @@ phase_cgi() {
         hyperfine -N -w 10 -r "${CGI_RUNS:-300}" --export-json "$json" \
             -n program "${env_args[*]} $BIN serve --config $cfg" \
             -n constant "${env_args[*]} /usr/bin/printf 'Status: 200 OK\r\n\r\n'" \
-            -n version "${env_args[*]} $BIN --version" >/dev/null
+            -n version "env -i $BIN --version" >/dev/null
         python3 - "$json" "$r" >> "$RESULTS" <<'PY'
 import json, sys
 for res in json.load(open(sys.argv[1]))["results"]:

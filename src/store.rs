@@ -26,6 +26,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection opened on a WAL larger than this checkpoints it first (about 30 slot requests
 /// of CGI processes, each of which reads the WAL on start).
 const WAL_CHECKPOINT_AT: u64 = 256 * 1024;
+/// The page cache of one connection, in KiB.
+const CACHE_KIB: i64 = 512;
 /// What is left of the WAL file after it starts over.
 const WAL_KEPT_BYTES: i64 = 64 * 1024;
 
@@ -268,6 +270,11 @@ impl Store {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| Error::sqlite(context(), e))?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)
+            .map_err(|e| Error::sqlite(context(), e))?;
+        // Memory: each connection caches at most `CACHE_KIB` of pages (SQLite's default is
+        // 2 MiB each, for the writer and every pooled reader); the pages it misses come from
+        // the OS's page cache.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(|e| Error::sqlite(context(), e))?;
         let mut wal = path.to_path_buf().into_os_string();
         wal.push("-wal");
