@@ -55,11 +55,6 @@ pub const CHECKPOINT_AT: u64 = 4 << 20;
 /// The WAL's size is looked at after every this many commits.
 const WAL_LOOK_EVERY: u64 = 16;
 
-/// What the writer leaves of the WAL file when it starts it over: the file keeps its blocks
-/// (rewritten in place) instead of being cut and grown again, which cost ext4 block
-/// allocation and page-cache invalidation on every cycle.
-const WAL_KEPT: i64 = 2 * CHECKPOINT_AT as i64;
-
 /// A WAL larger than this is restarted by the checkpointer on the writer's connection,
 /// holding up writes for that one checkpoint.
 pub const RESTART_AT: u64 = 64 << 20;
@@ -402,8 +397,6 @@ impl Writer {
             let conn = (self.connect)()?;
             let fail = |e| Error::sqlite("opening the writing connection", e);
             conn.pragma_update(None, "wal_autocheckpoint", 0)
-                .map_err(fail)?;
-            conn.pragma_update(None, "journal_size_limit", WAL_KEPT)
                 .map_err(fail)?;
             turn.conn = Some(conn);
         }
