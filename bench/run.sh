@@ -535,8 +535,10 @@ phase_cgi() {
         REMOTE_ADDR=127.0.0.1 HTTP_HOST=127.0.0.1 RUST_LOG=warn)
     "${env_args[@]}" "$BIN" serve --config "$cfg" >/dev/null   # creates the database
     # What is timed must be a granted slot, not an error page.
-    "${env_args[@]}" "$BIN" serve --config "$cfg" | head -n1 | grep -q '^Status: 200' \
-        || die "the CGI slot request is not answered 200: $("${env_args[@]}" "$BIN" | head -n1)"
+    # (captured whole: under pipefail, `| head` would stop the program with EPIPE)
+    local answer
+    answer=$("${env_args[@]}" "$BIN" serve --config "$cfg")
+    [[ $answer == "Status: 200"* ]] || die "the CGI slot request is not answered 200: ${answer%%$'\n'*}"
     for r in $(seq "$ROUNDS"); do
         json=$W/cgi-$r.json
         hyperfine -N -w 10 -r "${CGI_RUNS:-300}" --export-json "$json" \
