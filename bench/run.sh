@@ -24,7 +24,8 @@
 #            (fastcgi_request_buffering off; and as plain CGI), plus the Django app receiving it
 #   rows     slot latency and database size per slot with 1k, 100k, 1M slots stored
 #   cgi      one slot request as plain CGI (a process per request) against a constant CGI
-#            (/usr/bin/printf) and the program's own --version, with hyperfine; fsyncs per
+#            (/usr/bin/printf) and the program's own --version (outside a CGI environment:
+#            under CGI it would answer a request), with hyperfine; fsyncs per
 #            request with strace
 #   postgres slot requests/s at 16 and 64 connections on SQLite and on PostgreSQL (not in the
 #            default phases: bench/run.sh postgres)
@@ -350,6 +351,12 @@ make_put_slots() {    # DB BASE COUNT SIZE NAME
 }
 
 clear_uploads() {
+    # nginx may still be finishing the last bodies of a load that just ended: try again.
+    local try
+    for try in 1 2 3 4 5; do
+        rm -rf "$SHM/files" "$SHM/django-media" 2>/dev/null && break
+        sleep 0.5
+    done
     rm -rf "$SHM/files" "$SHM/django-media"
     mkdir -p "$SHM/files" "$SHM/django-media" "$SHM/django-tmp"
 }
@@ -523,16 +530,23 @@ phase_cgi() {
     command -v strace >/dev/null || die "strace is missing (apt-get install strace)"
     local cfg=$W/config-cgi.toml env_args json target cmd n
     write_config "$cfg" "$W/db/cgi.sqlite3"
-    env_args=(env -i GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET
+    # Under CGI the program reads no argument (cgi.rs): the configuration comes from the
+    # environment, as on a shared host (`--config` below is ignored).
+    env_args=(env -i "XMPP_HTTP_UPLOAD_CONFIG=$cfg" GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET
         "REQUEST_URI=/http_upload/slot/?jid=admin%40example.com&name=cgi.txt&size=10"
         REMOTE_ADDR=127.0.0.1 HTTP_HOST=127.0.0.1 RUST_LOG=warn)
     "${env_args[@]}" "$BIN" serve --config "$cfg" >/dev/null   # creates the database
+    # What is timed must be a granted slot, not an error page.
+    # (captured whole: under pipefail, `| head` would stop the program with EPIPE)
+    local answer
+    answer=$("${env_args[@]}" "$BIN" serve --config "$cfg")
+    [[ $answer == "Status: 200"* ]] || die "the CGI slot request is not answered 200: ${answer%%$'\n'*}"
     for r in $(seq "$ROUNDS"); do
         json=$W/cgi-$r.json
         hyperfine -N -w 10 -r "${CGI_RUNS:-300}" --export-json "$json" \
             -n program "${env_args[*]} $BIN serve --config $cfg" \
             -n constant "${env_args[*]} /usr/bin/printf 'Status: 200 OK\r\n\r\n'" \
-            -n version "${env_args[*]} $BIN --version" >/dev/null
+            -n version "env -i $BIN --version" >/dev/null
         python3 - "$json" "$r" >> "$RESULTS" <<'PY'
 import json, sys
 for res in json.load(open(sys.argv[1]))["results"]:

@@ -48,7 +48,8 @@
 //! - `rules`, `name`, `content_type`, `crypto`: pure logic (access rules and quotas; file names
 //!   and URL decoding; media types; HMAC-SHA256 and random hex).
 //! - `store`: the database (SQLite, or PostgreSQL for several hosts), the only module that
-//!   speaks SQL. `files`: the upload directory, the only module that touches it. `refusal`: `Refusal` (a normal "no") and `Error` (a failure).
+//!   speaks SQL; `store::group_commit` is SQLite's one writing connection per process, shared by
+//!   the requests of a moment in one transaction, and its checkpoints off the request path. `files`: the upload directory, the only module that touches it. `refusal`: `Refusal` (a normal "no") and `Error` (a failure).
 
 pub mod admin;
 pub mod caller;

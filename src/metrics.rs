@@ -1,7 +1,8 @@
 //! `GET <slot_prefix>/metrics`: the counters and stored totals in Prometheus' text format, for
 //! the callers the slot API admits. The counters live in the database (`store::Tally`,
 //! `Store::count`), so every process serving it and every restart add to the same numbers;
-//! this module names them, labels refusals, and renders. It counts nothing in memory.
+//! this module names them, labels refusals, and renders. Counts wait in memory only until the
+//! writer's next commit (`group_commit`), and the endpoint commits them before it reads.
 
 use std::fmt::Write as _;
 
@@ -68,8 +69,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
         .join(",")
 }
 
-/// Counts a refusal of a slot request (`protocol: None`) or of a PUT of `protocol`, in its own
-/// small write. A failure to count is logged, never turned into the request's answer.
+/// Counts a refusal of a slot request (`protocol: None`) or of a PUT of `protocol`, written
+/// with the writer's next batch. A failure to count is logged, never turned into the request's answer.
 pub fn count_refusal(app: &App, protocol: Option<&str>, refusal: &Refusal) {
     let reason = refusal.kind.label();
     let (name, set) = match protocol {

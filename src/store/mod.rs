@@ -5,6 +5,7 @@
 //! `rules::decide_quota`). No SQL here: each store owns its statements, its schema versions
 //! and the meaning of its error codes.
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 

@@ -4,17 +4,19 @@
 //! check, insert), so several processes sharing the file (mod_fcgid spawns many) cannot both
 //! pass a limit. WAL lets readers run beside the one writer; the busy timeout makes writers of
 //! different processes wait for each other instead of failing. Within one process all writes
-//! go through one connection behind a mutex: threads queue on the mutex instead of meeting in
+//! go through one connection (`group_commit`): threads queue for it instead of meeting in
 //! SQLite's busy handler, which sleeps in steps of up to 100 ms (measured: p99 of 90 ms at 16
-//! connections before, 19 ms after). The schema version lives in `PRAGMA user_version`.
+//! connections before, 19 ms after), and the decisions of concurrent requests share one
+//! transaction and one commit. The schema version lives in `PRAGMA user_version`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::group_commit::{Counts, Writer};
 use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, Quota, SLOT_GRANTED, Slot, Tally,
     already_authorized,
@@ -28,6 +30,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection opened on a WAL larger than this checkpoints it first (about 30 slot requests
 /// of CGI processes, each of which reads the WAL on start).
 const WAL_CHECKPOINT_AT: u64 = 256 * 1024;
+/// The page cache of one connection, in KiB.
+const CACHE_KIB: i64 = 512;
 /// What is left of the WAL file after it starts over.
 const WAL_KEPT_BYTES: i64 = 64 * 1024;
 
@@ -110,15 +114,13 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
-/// Raises a counter, inside whatever transaction `conn` is in.
+/// Raises a counter by `?3`, inside whatever transaction it runs in (the writer's batches).
 const BUMP: &str = "INSERT INTO counter (name, labels, value) VALUES (?1, ?2, ?3)
      ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3";
 
-/// Raises `tally` by one on `conn`'s transaction (a cached statement: it runs on every grant).
-fn bump(conn: &Connection, tally: Tally) -> rusqlite::Result<()> {
-    conn.prepare_cached(BUMP)?
-        .execute(params![tally.name, tally.labels, 1i64])
-        .map(|_| ())
+/// Counts `tally` once, written with the batch of the write that decided it (`group_commit`).
+fn bump(counts: &mut Counts, tally: Tally) {
+    counts.add(tally.name, tally.labels);
 }
 
 /// The columns `slot_from_row` reads, in its order.
@@ -130,8 +132,9 @@ const SLOT_COLUMNS: &str =
 pub struct Store {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
-    /// Opened on first use; every write transaction of this process runs on it, one at a time.
-    writer: Mutex<Option<Connection>>,
+    /// Every write of this process: the decisions of requests in group commit, the rest
+    /// (admin, cleanup) alone on the same connection (`group_commit`).
+    writer: Arc<Writer>,
 }
 
 impl Store {
@@ -166,18 +169,28 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
         }
+        let for_writer = path.to_path_buf();
+        let mut wal = path.to_path_buf().into_os_string();
+        wal.push("-wal");
         let store = Store {
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
-            writer: Mutex::new(None),
+            writer: Writer::new(
+                Box::new(move || Store::connect(&for_writer)),
+                BUMP,
+                PathBuf::from(wal),
+                BUSY_TIMEOUT,
+            ),
         };
         store.with_writer(migrate)?;
         Ok(store)
     }
 
-    fn connect(&self) -> Result<Connection, Error> {
-        let context = || format!("opening database {}", self.path.display());
-        let conn = Connection::open(&self.path).map_err(|e| Error::sqlite(context(), e))?;
+    /// Opens a connection on the database at `path` (the writer's, a reader's, the
+    /// checkpointer's), set up as every connection of the program is.
+    fn connect(path: &Path) -> Result<Connection, Error> {
+        let context = || format!("opening database {}", path.display());
+        let conn = Connection::open(path).map_err(|e| Error::sqlite(context(), e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| Error::sqlite(context(), e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -189,8 +202,8 @@ impl Store {
         // cost more than the request itself. Instead the WAL stays between processes; a
         // connection opened on a WAL grown past `WAL_CHECKPOINT_AT` checkpoints it first
         // (passively: it never waits for another process), after which the next commit starts
-        // the WAL over, cut to `journal_size_limit`. A long-running FastCGI process also
-        // checkpoints every 1000 pages as usual. Durability is that of WAL with `synchronous =
+        // the WAL over, cut to `journal_size_limit`. A long-running FastCGI process
+        // checkpoints on a thread of its own, off the request path (`group_commit`). Durability is that of WAL with `synchronous =
         // NORMAL`, in every mode: a commit survives the program's crash; an OS crash or power
         // loss may roll back the commits since the last checkpoint (slots granted in the last
         // moments, never a stored file), and the database stays consistent.
@@ -198,13 +211,18 @@ impl Store {
             .map_err(|e| Error::sqlite(context(), e))?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)
             .map_err(|e| Error::sqlite(context(), e))?;
-        let mut wal = self.path.clone().into_os_string();
+        // Memory: each connection caches at most `CACHE_KIB` of pages (SQLite's default is
+        // 2 MiB each, for the writer and every pooled reader); the pages it misses come from
+        // the OS's page cache.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .map_err(|e| Error::sqlite(context(), e))?;
+        let mut wal = path.to_path_buf().into_os_string();
         wal.push("-wal");
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CHECKPOINT_AT) {
             // Busy (another process checkpoints or writes): the next connection tries again.
             let checkpoint = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             if let Err(e) = checkpoint {
-                log::debug!("checkpoint of {} skipped: {e}", self.path.display());
+                log::debug!("checkpoint of {} skipped: {e}", path.display());
             }
         }
         Ok(conn)
@@ -218,7 +236,7 @@ impl Store {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => Store::connect(&self.path)?,
         };
         let result = f(&mut conn);
         self.readers
@@ -237,23 +255,17 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let queued = Instant::now();
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let left = BUSY_TIMEOUT.saturating_sub(queued.elapsed());
-        if left.is_zero() {
-            let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
-            return Err(Error::sqlite(
-                "waiting for the database",
-                rusqlite::Error::SqliteFailure(busy, None),
-            ));
-        }
-        let conn = match writer.as_mut() {
-            Some(conn) => conn,
-            None => writer.insert(self.connect()?),
-        };
-        conn.busy_timeout(left)
-            .map_err(|e| Error::sqlite("setting the busy timeout", e))?;
-        f(conn)
+        self.writer.exclusive(f)
+    }
+
+    /// Runs a decision's write in the writer's next batch, in `BEGIN IMMEDIATE` with the
+    /// writes of other requests (`group_commit`): `f` runs in a savepoint of its own, its
+    /// `Err` rolls back `f` alone, and the result comes back once the batch has committed.
+    fn in_batch<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Counts) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.writer.submit(f)
     }
 
     /// One write statement.
@@ -276,15 +288,15 @@ impl Backend for Store {
         } else {
             SLOT_GRANTED
         };
-        self.with_writer(|conn| {
+        // The batch's thread runs it: it owns what it reads.
+        let (slot, quota) = (slot.clone(), quota.clone());
+        self.in_batch(move |tx, counts| {
+            let (slot, quota) = (&slot, &quota);
             let fail = |e| Error::sqlite("reserving a slot", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
             // Reading usage costs a query: only when a limit needs it. The size limit of one
             // file is checked either way.
             let held = if quota.needs_usage() {
-                held(&tx, &slot.jid, quota.unused_since()).map_err(fail)?
+                held(tx, &slot.jid, quota.unused_since()).map_err(fail)?
             } else {
                 Vec::new()
             };
@@ -293,7 +305,8 @@ impl Backend for Store {
             }
             // The slot may exist already: a JWT slot is recorded by its first allowed PUT, and
             // two PUTs of one token can race here. The primary key decides; the loser is a 409.
-            let inserted = tx.execute(
+            let inserted = execute_cached(
+                tx,
                 "INSERT INTO slot (token, jid, name, size, content_type, created, authorized, area, expires, retention)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
@@ -314,8 +327,7 @@ impl Backend for Store {
                 Err(e) if is_duplicate_key(&e) => return Ok(Err(already_authorized(&slot.name))),
                 Err(e) => return Err(fail(e)),
             }
-            bump(&tx, tally).map_err(fail)?;
-            tx.commit().map_err(fail)?;
+            bump(counts, tally);
             Ok(Ok(()))
         })?
         .map_err(Outcome::Refused)
@@ -324,13 +336,11 @@ impl Backend for Store {
     /// The slot with this token, if any.
     fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
         self.with_reader(|conn| {
-            conn.query_row(
-                &format!("SELECT {SLOT_COLUMNS} FROM slot WHERE token = ?1"),
-                [token],
-                slot_from_row,
-            )
-            .optional()
-            .map_err(|e| Error::sqlite("looking up a slot", e))
+            // Cached: every PUT decision looks its slot up.
+            conn.prepare_cached(&format!("SELECT {SLOT_COLUMNS} FROM slot WHERE token = ?1"))
+                .and_then(|mut stmt| stmt.query_row([token], slot_from_row))
+                .optional()
+                .map_err(|e| Error::sqlite("looking up a slot", e))
         })
     }
 
@@ -339,22 +349,19 @@ impl Backend for Store {
     /// be writing: nginx renames each finished body into place, so a second body would replace
     /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
     fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
-        self.with_writer(|conn| {
+        let token = token.to_string();
+        self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("authorizing a slot", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
-            let won = tx
-                .execute(
-                    "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
-                    params![token, now],
-                )
-                .map_err(fail)?
+            let won = execute_cached(
+                tx,
+                "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
+                params![token, now],
+            )
+            .map_err(fail)?
                 == 1;
             if won {
-                bump(&tx, PUT_ALLOWED_SLOT).map_err(fail)?;
+                bump(counts, PUT_ALLOWED_SLOT);
             }
-            tx.commit().map_err(fail)?;
             Ok(won)
         })
     }
@@ -373,16 +380,13 @@ impl Backend for Store {
         tally: Option<Tally>,
     ) -> Result<bool, Error> {
         let stored_size = i64::try_from(size).unwrap_or(i64::MAX);
-        self.with_writer(|conn| {
+        let path = path.to_string();
+        self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("recording a signed upload", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
-            let allowed = claim_signed(&tx, path, stored_size, now, once).map_err(fail)?;
+            let allowed = claim_signed(tx, &path, stored_size, now, once).map_err(fail)?;
             if allowed && let Some(tally) = tally {
-                bump(&tx, tally).map_err(fail)?;
+                bump(counts, tally);
             }
-            tx.commit().map_err(fail)?;
             Ok(allowed)
         })
     }
@@ -448,29 +452,33 @@ impl Backend for Store {
     /// Notes the first time a PUT for this slot was allowed (from then on it counts as an
     /// upload), and counts the PUT allowed, in one transaction.
     fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
-        self.with_writer(|conn| {
+        let token = token.to_string();
+        self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("marking a slot authorized", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(fail)?;
-            tx.execute(
+            execute_cached(
+                tx,
                 "UPDATE slot SET authorized = COALESCE(authorized, ?2) WHERE token = ?1",
                 params![token, now],
             )
             .map_err(fail)?;
-            bump(&tx, PUT_ALLOWED_SLOT).map_err(fail)?;
-            tx.commit().map_err(fail)
+            bump(counts, PUT_ALLOWED_SLOT);
+            Ok(())
         })
     }
 
-    /// Raises the counter `name{labels}` by one in a write of its own (refusals, cleanup runs:
-    /// what no other write records).
+    /// Raises the counter `name{labels}` by one (refusals, cleanup runs: what no other write
+    /// records). Counted in memory and written with the writer's next batch, at once when the
+    /// writer is idle (`group_commit`); a failure to write is logged there and the count kept
+    /// for the batch after, so this never fails.
     fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
-        self.execute("counting", BUMP, params![name, labels, 1i64])
+        self.writer.count(name, labels);
+        Ok(())
     }
 
-    /// Every counter: name, rendered labels, value; by name, then labels.
+    /// Every counter: name, rendered labels, value; by name, then labels. Exact for this
+    /// process: what it counted before the call is committed first.
     fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
+        self.writer.flush()?;
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("reading the counters", e);
             let mut stmt = conn
@@ -748,7 +756,8 @@ fn claim_signed(
     now: i64,
     once: bool,
 ) -> rusqlite::Result<bool> {
-    let inserted = conn.execute(
+    let inserted = execute_cached(
+        conn,
         "INSERT INTO signed_upload (path, size, authorized) VALUES (?1, ?2, ?3)
          ON CONFLICT (path) DO NOTHING",
         params![path, stored_size, now],
@@ -770,6 +779,14 @@ fn claim_signed(
 
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let fail = |e| Error::sqlite("migrating the database schema", e);
+    // Nearly every start (every CGI request) finds the schema current: one read says so,
+    // without the write lock and its round of file locks.
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(fail)?;
+    if usize::try_from(current).is_ok_and(|v| v == MIGRATIONS.len()) {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;
@@ -797,7 +814,7 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
 
 /// `(created, size)` of every upload of `jid` and of its unused slots created after
 /// `unused_since`: what `Quota::decide` weighs.
-fn held(tx: &rusqlite::Transaction, jid: &str, unused_since: i64) -> rusqlite::Result<Vec<Held>> {
+fn held(tx: &Connection, jid: &str, unused_since: i64) -> rusqlite::Result<Vec<Held>> {
     let mut stmt = tx.prepare_cached(
         "SELECT size, created FROM slot
          WHERE jid = ?1 AND (authorized IS NOT NULL OR created > ?2)",
@@ -809,6 +826,16 @@ fn held(tx: &rusqlite::Transaction, jid: &str, unused_since: i64) -> rusqlite::R
         held.push((row.get(1)?, size));
     }
     Ok(held)
+}
+
+/// `sql` on a statement prepared once per connection (the decisions of the request path run
+/// it on every request: parsing it was a few per cent of a slot's time).
+fn execute_cached(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 /// True when `error` is a uniqueness violation (the row exists already).
