@@ -78,6 +78,11 @@ const MIGRATIONS: &[&str] = &[
         value  BIGINT NOT NULL,
         PRIMARY KEY (name, labels)
     );",
+    // 2: a JID's slots found by a hash index. A B-tree key holds at most about 2700 bytes, and
+    // a bare JID may have 3071 (`jid::bare_jid`): one that does not compress made the INSERT
+    // of its slot fail. The quota and `slots_of` look a JID up by equality only.
+    "DROP INDEX slot_usage;
+    CREATE INDEX slot_jid ON slot USING hash (jid);",
 ];
 
 /// The columns `slot_from_row` reads, in its order.
