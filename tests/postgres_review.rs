@@ -4,7 +4,13 @@
 
 mod common;
 
-use common::web::{self, Flavour, SECRET, Settings, Stack, curl, ejabberd_encode};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use common::web::{self, Flavour, SECRET, Settings, Stack, curl, ejabberd_encode, put_file_raw};
 
 /// One host (nginx + program) on a new database of the shared cluster; `None`: nginx or
 /// PostgreSQL missing (skip; a failure under CI=true).
@@ -66,5 +72,193 @@ fn a_jid_as_long_as_accepted_gets_its_slot_and_its_quota() {
     let (status, text) = ask(&host, &jid, "more.txt", 600);
     assert_eq!(status, 403, "{text}");
     let (status, text) = ask(&host, &jid, "fits.txt", 400);
+    assert_eq!(status, 200, "{text}");
+}
+
+/// What `CommitCutter` does to the next COMMIT of a transaction that wrote.
+const PASS: u8 = 0;
+/// Forward it, then cut the connection before the answer comes back: the server commits,
+/// the program never hears so.
+const CUT_AFTER: u8 = 1;
+/// Cut the connection instead of forwarding it: the server rolls back.
+const CUT_BEFORE: u8 = 2;
+
+/// A TCP relay between the program and PostgreSQL that, once armed, cuts the connection at the
+/// COMMIT of the next transaction that wrote a row (a `CommandComplete` of `INSERT 0 1` or
+/// `UPDATE 1` came back since the last COMMIT): the connection dying between the decision and
+/// its commit, or with the commit done and its answer lost.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicU8>,
+}
+
+impl CommitCutter {
+    fn start(upstream: u16) -> CommitCutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicU8::new(PASS));
+        let shared = armed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let wrote = Arc::new(AtomicBool::new(false));
+                // Set once the connection is being cut: nothing more reaches the program.
+                let cut = Arc::new(AtomicBool::new(false));
+                let cutting = cut.clone();
+                let ends = || (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (c, s) = ends();
+                let (c2, s2) = ends();
+                let flag = wrote.clone();
+                // Server to program: notes the writes.
+                std::thread::spawn(move || {
+                    pump(s, c, |chunk| {
+                        if contains(chunk, b"INSERT 0 1\0") || contains(chunk, b"UPDATE 1\0") {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        !cut.load(Ordering::SeqCst)
+                    })
+                });
+                // Program to server: cuts at the COMMIT if armed.
+                let armed = shared.clone();
+                let (cut_client, cut_server) = ends();
+                std::thread::spawn(move || {
+                    pump(c2, s2.try_clone().unwrap(), |chunk| {
+                        if !contains(chunk, b"Q\0\0\0\x0bCOMMIT\0") {
+                            return true;
+                        }
+                        if !wrote.swap(false, Ordering::SeqCst) {
+                            return true;
+                        }
+                        let mode = armed.swap(PASS, Ordering::SeqCst);
+                        if mode != PASS {
+                            cutting.store(true, Ordering::SeqCst);
+                        }
+                        if mode == CUT_AFTER {
+                            let _ = (&s2).write_all(chunk);
+                            // Give the server the time to commit before the connection ends
+                            // (it reads the COMMIT before it could see the end anyway).
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        if mode != PASS {
+                            let _ = cut_client.shutdown(Shutdown::Both);
+                            let _ = cut_server.shutdown(Shutdown::Both);
+                            return false;
+                        }
+                        true
+                    })
+                });
+            }
+        });
+        CommitCutter { port, armed }
+    }
+
+    fn arm(&self, mode: u8) {
+        self.armed.store(mode, Ordering::SeqCst);
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Copies `from` to `to`, each chunk forwarded only while `look` says so.
+fn pump(mut from: TcpStream, mut to: TcpStream, mut look: impl FnMut(&[u8]) -> bool) {
+    let mut buffer = [0u8; 65536];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !look(&buffer[..n]) || to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// One host whose program reaches PostgreSQL through a `CommitCutter`; also the database's own
+/// URL, for the test to look.
+fn host_behind_cutter() -> Option<(Stack, CommitCutter, String)> {
+    if !web::available(Flavour::Nginx) {
+        return None;
+    }
+    let cluster = common::postgres::shared()?;
+    let direct = cluster.database("cut");
+    let cutter = CommitCutter::start(cluster.port);
+    let settings = Settings {
+        database: Some(direct.replace(
+            &format!(":{}/", cluster.port),
+            &format!(":{}/", cutter.port),
+        )),
+        ..Settings::default()
+    };
+    Some((Stack::start_with(Flavour::Nginx, &settings), cutter, direct))
+}
+
+fn rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    common::postgres::shared().unwrap().sql_in(url, sql)
+}
+
+/// The connection dies after PostgreSQL committed the PUT's authorization but before the
+/// program heard so. The slot's one PUT is spent: answering 503 would leave a client whose
+/// retry gets 409 forever ("refused and recorded"). The program asks the server what became of
+/// the transaction, and says yes: nginx stores the body.
+#[test]
+fn a_put_whose_commit_answer_is_lost_is_allowed_not_spent() {
+    let Some((host, cutter, direct)) = host_behind_cutter() else {
+        return;
+    };
+    let body = b"hello";
+    let slot = host.slot("alice@example.org", "a.txt", 5, "text/plain");
+    let file = host.scratch_file("a.txt", body);
+    cutter.arm(CUT_AFTER);
+    let put = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
+    let authorized = rows(
+        &direct,
+        &format!(
+            "SELECT authorized IS NOT NULL FROM slot WHERE token = '{}'",
+            slot.token
+        ),
+    );
+    assert_eq!(authorized, [["t".to_string()]], "the server committed");
+    assert_eq!(put.status, 201, "{put:?}\n{}", host.logs());
+    assert_eq!(
+        std::fs::read(host.stored(&slot.token, &slot.name)).unwrap(),
+        body
+    );
+}
+
+/// The same for a slot request: the slot recorded, so the client gets it (not a 503 for a slot
+/// that counts in its quota until `put_timeout`).
+#[test]
+fn a_slot_whose_commit_answer_is_lost_is_handed_out() {
+    let Some((host, cutter, direct)) = host_behind_cutter() else {
+        return;
+    };
+    cutter.arm(CUT_AFTER);
+    let (status, text) = ask(&host, "alice@example.org", "b.txt", 5);
+    let recorded = rows(&direct, "SELECT token FROM slot");
+    assert_eq!(recorded.len(), 1, "the server committed");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    assert!(text.contains(&recorded[0][0]), "{text}");
+}
+
+/// The connection dies before the COMMIT of a slot reached the server: it rolls back, the
+/// client gets a 503, and nothing is recorded (the program, unsure, asked the server).
+#[test]
+fn a_slot_whose_commit_never_arrived_is_a_503_and_nothing_is_recorded() {
+    let Some((host, cutter, direct)) = host_behind_cutter() else {
+        return;
+    };
+    cutter.arm(CUT_BEFORE);
+    let (status, text) = ask(&host, "alice@example.org", "d.txt", 5);
+    assert_eq!(
+        (status, text.as_str()),
+        (503, "database unavailable, try again\n")
+    );
+    assert!(rows(&direct, "SELECT token FROM slot").is_empty());
+    let (status, text) = ask(&host, "alice@example.org", "d.txt", 5);
     assert_eq!(status, 200, "{text}");
 }
