@@ -181,7 +181,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mut look: impl FnMut(&[u8]) -> b
 /// One host whose program reaches PostgreSQL through a `CommitCutter`; also the database's own
 /// URL, for the test to look.
 fn host_behind_cutter() -> Option<(Stack, CommitCutter, String)> {
-    if !web::available(Flavour::Nginx) {
+    host_behind_cutter_on(Flavour::Nginx)
+}
+
+/// `host_behind_cutter` with the web server `flavour`.
+fn host_behind_cutter_on(flavour: Flavour) -> Option<(Stack, CommitCutter, String)> {
+    if !web::available(flavour) {
         return None;
     }
     let cluster = common::postgres::shared()?;
@@ -194,8 +199,18 @@ fn host_behind_cutter() -> Option<(Stack, CommitCutter, String)> {
         )),
         ..Settings::default()
     };
-    Some((Stack::start_with(Flavour::Nginx, &settings), cutter, direct))
+    let host = Stack::start_with(flavour, &settings);
+    // Every process of the program up and its schema checked before the cutter is armed
+    // (mod_fcgid starts the access checker at the first PUT): one slot, uploaded.
+    let warm = host.slot("warm@example.org", "warm.txt", 4, "text/plain");
+    let file = host.scratch_file("warm.txt", b"warm");
+    let put = put_file_raw(&warm.put_url, &file, &["-H", "Content-Type: text/plain"]);
+    assert_eq!(put.status, 201, "warming up: {put:?}\n{}", host.logs());
+    Some((host, cutter, direct))
 }
+
+/// The slots of the JID the tests cut the connection for.
+const ALICE_SLOTS: &str = "SELECT token FROM slot WHERE jid = 'alice@example.org'";
 
 fn rows(url: &str, sql: &str) -> Vec<Vec<String>> {
     common::postgres::shared().unwrap().sql_in(url, sql)
@@ -239,7 +254,7 @@ fn a_slot_whose_commit_answer_is_lost_is_handed_out() {
     };
     cutter.arm(CUT_AFTER);
     let (status, text) = ask(&host, "alice@example.org", "b.txt", 5);
-    let recorded = rows(&direct, "SELECT token FROM slot");
+    let recorded = rows(&direct, ALICE_SLOTS);
     assert_eq!(recorded.len(), 1, "the server committed");
     assert_eq!(status, 200, "{text}\n{}", host.logs());
     assert!(text.contains(&recorded[0][0]), "{text}");
@@ -258,7 +273,46 @@ fn a_slot_whose_commit_never_arrived_is_a_503_and_nothing_is_recorded() {
         (status, text.as_str()),
         (503, "database unavailable, try again\n")
     );
-    assert!(rows(&direct, "SELECT token FROM slot").is_empty());
+    assert!(rows(&direct, ALICE_SLOTS).is_empty());
     let (status, text) = ask(&host, "alice@example.org", "d.txt", 5);
     assert_eq!(status, 200, "{text}");
+}
+
+/// The connection dies before the COMMIT of a PUT's authorization reached the server: it rolls
+/// back, the client gets the 503 and its line (not nginx's HTML 500 for a subrequest that
+/// answered 503, nor mod_fcgid's 401), nothing is stored, and the slot's PUT may be retried.
+fn a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried(flavour: Flavour) {
+    let Some((host, cutter, direct)) = host_behind_cutter_on(flavour) else {
+        return;
+    };
+    let slot = host.slot("alice@example.org", "c.txt", 5, "text/plain");
+    let file = host.scratch_file("c.txt", b"hello");
+    cutter.arm(CUT_BEFORE);
+    let put = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
+    assert_eq!(put.status, 503, "{put:?}\n{}", host.logs());
+    assert_eq!(
+        String::from_utf8_lossy(&put.body).trim_end(),
+        "database unavailable, try again"
+    );
+    let authorized = rows(
+        &direct,
+        &format!(
+            "SELECT authorized IS NULL FROM slot WHERE token = '{}'",
+            slot.token
+        ),
+    );
+    assert_eq!(authorized, [["t".to_string()]], "rolled back");
+    assert!(!host.stored(&slot.token, &slot.name).exists());
+    let again = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
+    assert_eq!(again.status, 201, "{again:?}\n{}", host.logs());
+}
+
+#[test]
+fn nginx_a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried() {
+    a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried(Flavour::Nginx);
+}
+
+#[test]
+fn apache_a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried() {
+    a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried(Flavour::ApacheDav);
 }
