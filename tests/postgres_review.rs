@@ -316,3 +316,88 @@ fn nginx_a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried() {
 fn apache_a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried() {
     a_put_whose_commit_never_arrived_is_a_503_and_may_be_retried(Flavour::ApacheDav);
 }
+
+/// Eight processes (here: eight stores, each with its own pool and its own "migrated" flag, as
+/// separate processes have) opening one empty database at once: one migrates, the others wait
+/// for its lock and find the schema current; none fails.
+#[test]
+fn hosts_starting_at_once_on_an_empty_database_migrate_it_once() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let url = cluster.database("migrate");
+    let location = xmpp_http_upload::store::Location::Postgres(url.clone());
+    let start = Arc::new(std::sync::Barrier::new(8));
+    let opened: Vec<_> = (0..8)
+        .map(|_| {
+            let (location, start) = (location.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                xmpp_http_upload::store::Store::open(&location).map(|_| ())
+            })
+        })
+        .collect();
+    for handle in opened {
+        if let Err(e) = handle.join().unwrap() {
+            panic!("a host failed to start: {e}");
+        }
+    }
+    assert_eq!(
+        rows(&url, "SELECT version FROM schema_version"),
+        [["2".to_string()]]
+    );
+}
+
+/// `cleanup` run on two hosts at the same moment (both timers left enabled): both succeed,
+/// neither reports a failure, and every file both hosts stored goes.
+#[test]
+fn cleanup_on_two_hosts_at_once_removes_everything_without_errors() {
+    if !web::available(Flavour::Nginx) {
+        return;
+    }
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let files = common::TempDir::new();
+    let settings = Settings {
+        retention: "1s",
+        database: Some(cluster.database("cleanups")),
+        upload_root: Some(files.path.clone()),
+        ..Settings::default()
+    };
+    let a = Stack::start_with(Flavour::Nginx, &settings);
+    let b = Stack::start_with(Flavour::Nginx, &settings);
+    let mut stored = Vec::new();
+    for i in 0..20 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let name = format!("f{i}.txt");
+        let slot = host.slot("alice@example.org", &name, 5, "text/plain");
+        let file = host.scratch_file(&name, b"hello");
+        let put = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
+        assert_eq!(put.status, 201, "{put:?}");
+        stored.push(host.stored(&slot.token, &slot.name));
+    }
+    let gone = common::wait_until(Duration::from_secs(30), || {
+        let outputs = std::thread::scope(|scope| {
+            let runs = [&a, &b].map(|host| scope.spawn(|| host.run_program("cleanup")));
+            runs.map(|run| run.join().unwrap())
+        });
+        for output in outputs {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(output.status.success(), "cleanup failed: {said}");
+            assert!(
+                !said.contains("ERROR") && !said.contains("WARN") && !said.contains("NOTICE"),
+                "cleanup complained: {said}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stored.iter().all(|p| !p.exists())
+    });
+    assert!(gone, "left: {stored:?}");
+    let left: Vec<_> = std::fs::read_dir(&files.path).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left in the shared directory: {left:?}");
+}

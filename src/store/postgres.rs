@@ -939,6 +939,9 @@ impl Backend for Store {
 /// Brings the schema up to date, in one transaction under `MIGRATION_LOCK`.
 fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
+    // "relation schema_version already exists, skipping" is no news: not a line in the log of
+    // every process and every `cleanup` run.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let version: Option<i32> = tx
