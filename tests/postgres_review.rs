@@ -401,3 +401,46 @@ fn cleanup_on_two_hosts_at_once_removes_everything_without_errors() {
     let left: Vec<_> = std::fs::read_dir(&files.path).unwrap().flatten().collect();
     assert!(left.is_empty(), "left in the shared directory: {left:?}");
 }
+
+/// A PostgreSQL that answers slowly (here: every INSERT of a slot sleeps an hour, as a server
+/// stuck on its disk would): the request gets a 503 within the program's bounded wait, instead
+/// of holding one of the program's few workers for as long as the server takes.
+#[test]
+fn a_postgres_that_does_not_answer_is_a_503_not_a_hang() {
+    let Some(host) = host("") else {
+        return;
+    };
+    let url = database_of(&host);
+    rows(
+        &url,
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(3600); RETURN NEW; END $$;
+         CREATE TRIGGER stall BEFORE INSERT ON slot FOR EACH ROW EXECUTE FUNCTION stall();",
+    );
+    let answer = curl(&[
+        "--max-time",
+        "50",
+        &format!(
+            "{}/http_upload/slot/?jid=alice%40example.org&name=slow.txt&size=5&secret={SECRET}",
+            host.slot_api
+        ),
+    ]);
+    assert_eq!(answer.status, 503, "{answer:?}\n{}", host.logs());
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        "server busy, try again\n"
+    );
+    rows(&url, "DROP TRIGGER stall ON slot");
+    let (status, text) = ask(&host, "alice@example.org", "fast.txt", 5);
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The `database` URL of `host`'s program, read back from its configuration.
+fn database_of(host: &Stack) -> String {
+    let config = std::fs::read_to_string(&host.config).unwrap();
+    config
+        .lines()
+        .find_map(|line| line.strip_prefix("database = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no database in {config}"))
+}

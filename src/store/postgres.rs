@@ -217,6 +217,12 @@ impl Store {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(WAIT);
         }
+        // A server gone without a word (its machine off, the network cut): what was sent and
+        // never acknowledged ends the connection after `WAIT`, not after the kernel's
+        // retransmissions (about 15 minutes), and the request gets its 503.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(WAIT);
+        }
         if config.get_application_name().is_none() {
             config.application_name("xmpp-http-upload");
         }
@@ -254,10 +260,16 @@ impl Store {
         // PostgreSQL or of its machine may lose the commits of the last moments (at most three
         // times `wal_writer_delay`, 0.6 s by default: slots granted, PUTs allowed; never a
         // stored file), and the database stays consistent.
+        //
+        // A statement the server takes longer than `WAIT` over (a disk that stalls, a query
+        // stuck behind a vacuum) is cancelled by the server: a 503 (57014) then, instead of a
+        // request that holds one of the program's few workers for as long as the server
+        // takes. (`for_each_slot` and the migrations lift it: they may rightly take long.)
         client
             .batch_execute(&format!(
-                "SET lock_timeout = {}; SET synchronous_commit = off",
-                WAIT.as_millis()
+                "SET lock_timeout = {ms}; SET statement_timeout = {ms}; \
+                 SET synchronous_commit = off",
+                ms = WAIT.as_millis()
             ))
             .map_err(lost)?;
         if !self.migrated.load(std::sync::atomic::Ordering::Acquire) {
@@ -884,6 +896,9 @@ impl Backend for Store {
 
     fn for_each_slot(&self, f: &mut dyn FnMut(Slot)) -> Result<(), Error> {
         self.with_tx("reading all slots", |tx| {
+            // `f` may take its time per slot (`check` looks at each file): no statement
+            // timeout on this one.
+            tx.tx.batch_execute("SET LOCAL statement_timeout = 0")?;
             let no_params: [&str; 0] = [];
             let mut rows = tx
                 .tx
@@ -942,6 +957,9 @@ fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     // "relation schema_version already exists, skipping" is no news: not a line in the log of
     // every process and every `cleanup` run.
     tx.batch_execute("SET LOCAL client_min_messages = warning")?;
+    // A migration may take long on a big table, and another host starting meanwhile waits
+    // for it rather than failing.
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let version: Option<i32> = tx
