@@ -820,8 +820,12 @@ impl Backend for Store {
     }
 
     fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
+        // By token: two hosts running `cleanup --reapply-rules` at once lock the rows in one
+        // order, so neither waits for a row the other holds while holding one it wants.
+        let mut changes: Vec<&(String, Option<i64>)> = changes.iter().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.with_tx("recording retentions", |tx| {
-            for (token, retention) in changes {
+            for (token, retention) in &changes {
                 tx.execute(
                     "UPDATE slot SET retention = $2 WHERE token = $1",
                     &[token, retention],
