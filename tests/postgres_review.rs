@@ -444,3 +444,40 @@ fn database_of(host: &Stack) -> String {
         .map(|v| v.trim().trim_matches('"').to_string())
         .unwrap_or_else(|| panic!("no database in {config}"))
 }
+
+/// The admin commands on PostgreSQL, as an admin runs them next to a serving host: `usage`,
+/// `files`, `check` and `purge` of a JID find what was uploaded through nginx, and `purge`
+/// removes its file.
+#[test]
+fn admin_commands_work_on_postgres() {
+    let Some(host) = host("") else {
+        return;
+    };
+    let slot = host.slot("bob@example.org", "report.txt", 5, "text/plain");
+    let file = host.scratch_file("report.txt", b"hello");
+    let put = put_file_raw(&slot.put_url, &file, &["-H", "Content-Type: text/plain"]);
+    assert_eq!(put.status, 201, "{put:?}");
+    let run = |args: &[&str]| {
+        let output = host.run_program_with(args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{args:?}: {said}");
+        said
+    };
+    let usage = run(&["usage"]);
+    assert!(usage.contains("bob@example.org"), "{usage}");
+    let files = run(&["files", "--jid", "Bob@Example.org"]);
+    assert!(files.contains("report.txt"), "{files}");
+    // (nginx wrote the file: cleanup confirms the upload, else `check` reports it unconfirmed)
+    host.cleanup();
+    let check = run(&["check"]);
+    assert!(!check.contains("ERROR"), "{check}");
+    let purged = run(&["purge", "--jid", "bob@example.org"]);
+    assert!(purged.contains("report.txt"), "{purged}");
+    assert!(!host.stored(&slot.token, &slot.name).exists());
+    let files = run(&["files", "--jid", "bob@example.org"]);
+    assert!(!files.contains("report.txt"), "{files}");
+}
