@@ -481,3 +481,39 @@ fn admin_commands_work_on_postgres() {
     let files = run(&["files", "--jid", "bob@example.org"]);
     assert!(!files.contains("report.txt"), "{files}");
 }
+
+/// NUL bytes, quotes and backslashes from outside never reach PostgreSQL as text it refuses
+/// (it takes no NUL in `text`: that would be a 500): a JID with one is a 400, a name with one
+/// is made safe, a token with one is no slot (404, or nginx's own 400); quotes are parameters like any character.
+#[test]
+fn nul_bytes_and_quotes_from_outside_are_clear_answers() {
+    let Some(host) = host("") else {
+        return;
+    };
+    let slot_api = |query: &str| {
+        let answer = curl(&[&format!(
+            "{}/http_upload/slot/?{query}&size=5&secret={SECRET}",
+            host.slot_api
+        )]);
+        (
+            answer.status,
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )
+    };
+    let (status, text) = slot_api("jid=a%00b%40example.org&name=x.txt");
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = slot_api("jid=o%27brien%40example.org&name=a%00b%27%5C.txt");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    assert!(text.contains("/a_b__.txt"), "{text}");
+    let file = host.scratch_file("x.txt", b"hello");
+    for path in ["%00", "abc%00def", "%27%3B--"] {
+        let put = put_file_raw(
+            &format!("{}/upload/{path}/x.txt", host.public),
+            &file,
+            &["-H", "Content-Type: text/plain"],
+        );
+        // (nginx itself answers 400 to a `%00` in a path; the rest is no slot: 404)
+        assert!(matches!(put.status, 400 | 404), "{path}: {put:?}");
+    }
+    assert!(!host.logs().contains("ERROR"), "{}", host.logs());
+}
