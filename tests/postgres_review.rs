@@ -517,3 +517,77 @@ fn nul_bytes_and_quotes_from_outside_are_clear_answers() {
     }
     assert!(!host.logs().contains("ERROR"), "{}", host.logs());
 }
+
+/// More workers than the pool has connections (`workers = 40`, 16 connections), all asking
+/// for one JID whose advisory lock another host holds for longer than the program waits: 16
+/// requests wait on the lock, the others for a connection. Every request ends with a slot or
+/// a one-line 503 (the lock not had within `lock_timeout`, or no connection free within the
+/// pool's wait), never a 500 or a hang; once the lock is free, the next request gets its slot.
+#[test]
+fn an_exhausted_pool_is_a_bounded_503() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let url = cluster.database("pool");
+    let env = common::Env::new(&common::standard_config(common::ALLOW_ALL));
+    let config = env.dir.path.join("pool.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upload_root = {:?}\ndatabase = {url:?}\n{}",
+            env.upload_root.to_str().unwrap(),
+            common::standard_config_with(
+                "workers = 40",
+                "[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"
+            )
+        ),
+    )
+    .unwrap();
+    let server = env.serve_with(&config);
+    let mut holder = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let mut lock = holder.transaction().unwrap();
+    lock.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&"user@example.org"],
+    )
+    .unwrap();
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..24)
+            .map(|i| {
+                let address = server.address.clone();
+                scope.spawn(move || {
+                    let params = common::fcgi::request_params(
+                        "GET",
+                        &format!("/http_upload/slot/?jid=user%40example.org&name=f{i}.txt&size=5"),
+                        &[],
+                    );
+                    let answer = common::fcgi::request(
+                        &address,
+                        common::fcgi::Role::Responder,
+                        &params,
+                        common::fcgi::Body::Empty,
+                    )
+                    .unwrap();
+                    (answer.status, answer.text())
+                })
+            })
+            .collect();
+        // Held past the program's wait for the lock, then let go.
+        std::thread::sleep(Duration::from_secs(12));
+        lock.rollback().unwrap();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (status, text) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && text == "server busy, try again\n"),
+            "{status} {text:?}\n{}",
+            server.log()
+        );
+    }
+    assert!(
+        answers.iter().any(|(status, _)| *status == 503),
+        "some waited past the bound: {answers:?}"
+    );
+    let next = server.slot_request("jid=user%40example.org&name=next.txt&size=5");
+    assert_eq!(next.status, 200, "{next}");
+}
