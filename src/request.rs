@@ -201,16 +201,26 @@ impl Response {
 
     /// The answer for a failure on our side: no detail for the client (that goes to the log).
     pub fn failure(error: &Error) -> Response {
-        let (status, message) = if error.is_storage_full() {
-            (507, "insufficient storage on the server\n")
+        match Response::failure_status(error) {
+            Some((status, message)) => {
+                Response::text(status, "text/plain; charset=utf-8", format!("{message}\n"))
+            }
+            None => Response::internal_error(),
+        }
+    }
+
+    /// The status and line of a failure that is not a 500 (the client may try again, or the
+    /// disk is full); `None` for a 500.
+    pub fn failure_status(error: &Error) -> Option<(u16, &'static str)> {
+        if error.is_storage_full() {
+            Some((507, "insufficient storage on the server"))
         } else if error.is_busy() {
-            (503, "server busy, try again\n")
+            Some((503, "server busy, try again"))
         } else if error.is_unavailable() {
-            (503, "database unavailable, try again\n")
+            Some((503, "database unavailable, try again"))
         } else {
-            return Response::internal_error();
-        };
-        Response::text(status, "text/plain; charset=utf-8", message)
+            None
+        }
     }
 
     /// 500 with one line and no detail (the detail goes to the log): a failure on our side,

@@ -102,7 +102,15 @@ pub fn handle(app: &App, req: &Request, body: &mut dyn Read) -> Response {
         }
         Err(Outcome::Failed(error)) => {
             log::error!("failed {} {}: {error}", req.method, req.path);
-            Response::failure(&error)
+            match Response::failure_status(&error) {
+                // As for a refusal: nginx would turn a 503 or 507 of its subrequest into a
+                // 500, mod_fcgid into a 401; the web server answers the status and line
+                // it finds in the headers.
+                Some((status, line)) if req.decide_only => {
+                    Response::refusal(&Refusal::forbidden(line)).with_refusal_headers(status, line)
+                }
+                _ => Response::failure(&error),
+            }
         }
     }
 }

@@ -243,6 +243,6 @@ fn a_program_started_while_postgres_is_down_answers_503_and_migrates_when_it_is_
     assert_eq!(slot_count(&cluster, &url), 1);
     assert_eq!(
         cluster.sql_in(&url, "SELECT version FROM schema_version"),
-        [["1".to_string()]]
+        [["2".to_string()]]
     );
 }

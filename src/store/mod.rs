@@ -139,8 +139,14 @@ impl Location {
         }
         let path = PathBuf::from(text);
         if !path.is_absolute() {
+            // A URL of another scheme (a typo) may hold a password too.
+            let shown = if text.contains("://") {
+                redact(text)
+            } else {
+                text.to_string()
+            };
             return Err(format!(
-                "{text} is neither an absolute path (SQLite) nor a postgres:// URL"
+                "{shown} is neither an absolute path (SQLite) nor a postgres:// URL"
             ));
         }
         Ok(Location::Sqlite(path))
@@ -170,31 +176,36 @@ impl Location {
 }
 
 /// `url` with the password of its user part and any `password=` parameter replaced by `***`.
+/// Read as the client's parser reads it: the user part ends at the first `@` (a password may
+/// hold an unencoded `/` or `?`), parameter names are percent-decoded.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{name}:***@{host}"),
-            None => format!("{user}@{host}"),
+    let (user, rest) = match rest.split_once('@') {
+        Some((user, rest)) => match user.split_once(':') {
+            Some((name, _)) => (format!("{name}:***@"), rest),
+            None => (format!("{user}@"), rest),
         },
-        None => authority.to_string(),
+        None => (String::new(), rest),
     };
-    let tail = match tail.split_once('?') {
+    let rest = match rest.split_once('?') {
         Some((path, query)) => {
             let params: Vec<String> = query
                 .split('&')
                 .map(|p| match p.split_once('=') {
-                    Some((key, _)) if key == "password" => format!("{key}=***"),
+                    Some((key, _))
+                        if percent_encoding::percent_decode_str(key).decode_utf8_lossy()
+                            == "password" =>
+                    {
+                        format!("{key}=***")
+                    }
                     _ => p.to_string(),
                 })
                 .collect();
             format!("{path}?{}", params.join("&"))
         }
-        None => tail.to_string(),
+        None => rest.to_string(),
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{user}{rest}")
 }
 
 /// What every store does. The methods are the program's whole use of the database; each is
@@ -386,6 +397,24 @@ mod tests {
             "postgres://up:***@db.example:5432/uploads?password=***&sslmode=disable"
         );
         let bad = Location::parse("postgres://up:s3cret@host/db?nonsense=1").unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
+    }
+
+    #[test]
+    fn a_password_is_hidden_however_it_is_spelled() {
+        // The client's parser ends the password at the first `@`, wherever a `/` or `?` is.
+        for url in [
+            "postgres://up:s3/cret@db.example/uploads",
+            "postgres://up:s3?cret@db.example/uploads",
+            "postgres://up:s3cret@db.example/uploads?pass%77ord=s3cret",
+        ] {
+            let location = Location::parse(url).unwrap();
+            let shown = location.display().to_string();
+            assert!(!shown.contains("cret"), "{url}: {shown}");
+            assert!(shown.contains("db.example"), "{url}: {shown}");
+        }
+        // Nor when the scheme is mistyped: the error names the URL without it.
+        let bad = Location::parse("postgre://up:s3cret@db.example/uploads").unwrap_err();
         assert!(!bad.contains("s3cret"), "{bad}");
     }
 }

@@ -8,8 +8,11 @@
 //! reads the JID's usage, so two hosts deciding for one JID take turns, and JIDs do not wait
 //! for each other. (SERIALIZABLE with retry is exact too; measured, it retried about once per
 //! slot, since every slot bumps one counter row, failed some after 20 retries, and ran at
-//! 0.5-0.9× the rate: bench/results/2026-12-01-postgres/report.md.) Every method is one transaction; a connection lost
-//! midway rolls back on the server, so nothing is half-written.
+//! 0.5-0.9× the rate: bench/results/2026-12-01-postgres/report.md.) Every method is one
+//! transaction; a connection lost midway rolls back on the server, so nothing is half-written.
+//! A connection lost with the COMMIT of a decision sent leaves its outcome to the server: it
+//! is asked (`txid_status`) on another connection, so that a decision that stands is not
+//! answered 503 (`Store::committed`).
 //!
 //! The pool is a few lines of our own (`Pool`): at most `MAX_CONNECTIONS` per process, a
 //! request waiting for a free one at most `WAIT`. An idle connection found dead (the server
@@ -78,6 +81,11 @@ const MIGRATIONS: &[&str] = &[
         value  BIGINT NOT NULL,
         PRIMARY KEY (name, labels)
     );",
+    // 2: a JID's slots found by a hash index. A B-tree key holds at most about 2700 bytes, and
+    // a bare JID may have 3071 (`jid::bare_jid`): one that does not compress made the INSERT
+    // of its slot fail. The quota and `slots_of` look a JID up by equality only.
+    "DROP INDEX slot_usage;
+    CREATE INDEX slot_jid ON slot USING hash (jid);",
 ];
 
 /// The columns `slot_from_row` reads, in its order.
@@ -91,6 +99,14 @@ macro_rules! slot_columns {
 const BUMP: &str = "INSERT INTO counter (name, labels, value) VALUES ($1, $2, 1)
      ON CONFLICT (name, labels) DO UPDATE SET value = counter.value + 1";
 
+/// `BUMP` inside a transaction that records a decision (every one does, with its counter),
+/// answering the transaction's id: if the connection dies with the COMMIT sent, `txid_status`
+/// on another connection tells whether the decision stands. One round trip fewer than asking
+/// for the id apart.
+const BUMP_TXID: &str = "INSERT INTO counter (name, labels, value) VALUES ($1, $2, 1)
+     ON CONFLICT (name, labels) DO UPDATE SET value = counter.value + 1
+     RETURNING txid_current()";
+
 /// A connection and the statements prepared on it (the hot ones: a round trip saved each).
 struct Conn {
     client: Client,
@@ -101,6 +117,8 @@ struct Conn {
 struct Tx<'a, 'b> {
     tx: &'a mut Transaction<'b>,
     statements: &'a mut HashMap<&'static str, Statement>,
+    /// The transaction's id, once `bump` recorded a decision in it.
+    txid: Option<i64>,
 }
 
 impl Tx<'_, '_> {
@@ -129,9 +147,14 @@ impl Tx<'_, '_> {
         let statement = self.prepared(sql)?;
         self.tx.query(&statement, params)
     }
+    /// Raises `tally` with the decision it counts; notes the transaction's id (`BUMP_TXID`).
     fn bump(&mut self, tally: Tally) -> Result<(), postgres::Error> {
-        self.execute(BUMP, &[&tally.name, &tally.labels])
-            .map(|_| ())
+        let statement = self.prepared(BUMP_TXID)?;
+        let row = self
+            .tx
+            .query_one(&statement, &[&tally.name, &tally.labels])?;
+        self.txid = Some(row.try_get(0)?);
+        Ok(())
     }
 }
 
@@ -194,6 +217,12 @@ impl Store {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(WAIT);
         }
+        // A server gone without a word (its machine off, the network cut): what was sent and
+        // never acknowledged ends the connection after `WAIT`, not after the kernel's
+        // retransmissions (about 15 minutes), and the request gets its 503.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(WAIT);
+        }
         if config.get_application_name().is_none() {
             config.application_name("xmpp-http-upload");
         }
@@ -231,10 +260,16 @@ impl Store {
         // PostgreSQL or of its machine may lose the commits of the last moments (at most three
         // times `wal_writer_delay`, 0.6 s by default: slots granted, PUTs allowed; never a
         // stored file), and the database stays consistent.
+        //
+        // A statement the server takes longer than `WAIT` over (a disk that stalls, a query
+        // stuck behind a vacuum) is cancelled by the server: a 503 (57014) then, instead of a
+        // request that holds one of the program's few workers for as long as the server
+        // takes. (`for_each_slot` and the migrations lift it: they may rightly take long.)
         client
             .batch_execute(&format!(
-                "SET lock_timeout = {}; SET synchronous_commit = off",
-                WAIT.as_millis()
+                "SET lock_timeout = {ms}; SET statement_timeout = {ms}; \
+                 SET synchronous_commit = off",
+                ms = WAIT.as_millis()
             ))
             .map_err(lost)?;
         if !self.migrated.load(std::sync::atomic::Ordering::Acquire) {
@@ -335,11 +370,28 @@ impl Store {
                 unreachable!("a lease holds its connection until it ends")
             };
             match run(conn, &mut f) {
-                Ok(value) => {
+                Ran::Committed(value) => {
                     lease.give_back();
                     return Ok(value);
                 }
-                Err(failed) if reused && !failed.began && is_lost(&failed.error) => {
+                Ran::Unsure { value, txid, error } => {
+                    drop(lease);
+                    self.forget_idle();
+                    // Answering 503 for a decision that stands would leave it both refused
+                    // and recorded: a slot's one PUT spent, a slot counted in a quota.
+                    return match self.committed(txid) {
+                        Ok(true) => Ok(value),
+                        Ok(false) => Err(pg_error(what, error)),
+                        Err(e) => {
+                            log::error!(
+                                "{what}: the connection was lost at COMMIT, and whether \
+                                 transaction {txid} committed is unknown: {e}"
+                            );
+                            Err(pg_error(what, error))
+                        }
+                    };
+                }
+                Ran::Failed(failed) if reused && !failed.began && is_lost(&failed.error) => {
                     drop(lease);
                     self.forget_idle();
                     let (conn, fresh) = self.checkout(what)?;
@@ -351,7 +403,7 @@ impl Store {
                         fresh,
                     );
                 }
-                Err(failed) => {
+                Ran::Failed(failed) => {
                     if is_lost(&failed.error) || conn.client.is_closed() {
                         drop(lease);
                         self.forget_idle();
@@ -359,6 +411,39 @@ impl Store {
                         lease.give_back();
                     }
                     return Err(fail(failed));
+                }
+            }
+        }
+    }
+
+    /// Whether transaction `txid`, whose COMMIT was sent on a connection lost before its
+    /// answer came, committed: asked on another connection (`txid_status`). While the server
+    /// has not yet seen that connection end, the transaction is still in progress: asked
+    /// again, for at most `WAIT`.
+    fn committed(&self, txid: i64) -> Result<bool, Error> {
+        let what = "finding out whether a commit was done";
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status: Option<String> = self.with_tx(what, |tx| {
+                tx.tx
+                    .query_one("SELECT txid_status($1)", &[&txid])?
+                    .try_get(0)
+            })?;
+            match status.as_deref() {
+                Some("committed") => return Ok(true),
+                Some("aborted") => return Ok(false),
+                Some(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    return Err(Error::database(
+                        what,
+                        DatabaseFailure::Unavailable,
+                        std::io::Error::other(format!(
+                            "transaction {txid} is {}",
+                            status.as_deref().unwrap_or("too old to know")
+                        )),
+                    ));
                 }
             }
         }
@@ -391,23 +476,46 @@ impl Store {
     }
 }
 
+/// How a transaction of `run` ended.
+enum Ran<T> {
+    Committed(T),
+    /// The connection was lost with the COMMIT of a recorded decision (transaction `txid`)
+    /// sent: it may have committed or not, and only the server knows (`Store::committed`).
+    Unsure {
+        value: T,
+        txid: i64,
+        error: postgres::Error,
+    },
+    Failed(Failed),
+}
+
 /// `f` in a transaction on `conn`, committed when it returns `Ok`.
-fn run<T>(
-    conn: &mut Conn,
-    f: &mut impl FnMut(&mut Tx) -> Result<T, postgres::Error>,
-) -> Result<T, Failed> {
-    let mut tx = conn.client.transaction().map_err(|error| Failed {
-        began: false,
-        error,
-    })?;
-    let began = |error| Failed { began: true, error };
-    let value = f(&mut Tx {
+fn run<T>(conn: &mut Conn, f: &mut impl FnMut(&mut Tx) -> Result<T, postgres::Error>) -> Ran<T> {
+    let mut tx = match conn.client.transaction() {
+        Ok(tx) => tx,
+        Err(error) => {
+            return Ran::Failed(Failed {
+                began: false,
+                error,
+            });
+        }
+    };
+    let mut inside = Tx {
         tx: &mut tx,
         statements: &mut conn.statements,
-    })
-    .map_err(began)?;
-    tx.commit().map_err(began)?;
-    Ok(value)
+        txid: None,
+    };
+    let value = f(&mut inside);
+    let txid = inside.txid;
+    let value = match value {
+        Ok(value) => value,
+        Err(error) => return Ran::Failed(Failed { began: true, error }),
+    };
+    match (tx.commit(), txid) {
+        (Ok(()), _) => Ran::Committed(value),
+        (Err(error), Some(txid)) if is_lost(&error) => Ran::Unsure { value, txid, error },
+        (Err(error), _) => Ran::Failed(Failed { began: true, error }),
+    }
 }
 
 impl Backend for Store {
@@ -712,8 +820,12 @@ impl Backend for Store {
     }
 
     fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
+        // By token: two hosts running `cleanup --reapply-rules` at once lock the rows in one
+        // order, so neither waits for a row the other holds while holding one it wants.
+        let mut changes: Vec<&(String, Option<i64>)> = changes.iter().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.with_tx("recording retentions", |tx| {
-            for (token, retention) in changes {
+            for (token, retention) in &changes {
                 tx.execute(
                     "UPDATE slot SET retention = $2 WHERE token = $1",
                     &[token, retention],
@@ -788,6 +900,9 @@ impl Backend for Store {
 
     fn for_each_slot(&self, f: &mut dyn FnMut(Slot)) -> Result<(), Error> {
         self.with_tx("reading all slots", |tx| {
+            // `f` may take its time per slot (`check` looks at each file): no statement
+            // timeout on this one.
+            tx.tx.batch_execute("SET LOCAL statement_timeout = 0")?;
             let no_params: [&str; 0] = [];
             let mut rows = tx
                 .tx
@@ -843,6 +958,12 @@ impl Backend for Store {
 /// Brings the schema up to date, in one transaction under `MIGRATION_LOCK`.
 fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
+    // "relation schema_version already exists, skipping" is no news: not a line in the log of
+    // every process and every `cleanup` run.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
+    // A migration may take long on a big table, and another host starting meanwhile waits
+    // for it rather than failing.
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let version: Option<i32> = tx
@@ -867,9 +988,10 @@ fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
             "INSERT INTO schema_version (version) VALUES ($1)",
             &[&known],
         )?;
-    } else {
+    } else if version < MIGRATIONS.len() {
         tx.execute("UPDATE schema_version SET version = $1", &[&known])?;
     }
+    // (Nothing written when the schema is current: every process of every host starts here.)
     tx.commit()
 }
 
