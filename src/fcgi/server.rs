@@ -89,7 +89,7 @@ fn reserve(workers: usize) -> usize {
 pub trait Handler: Send + Sync {
     /// Whether answering this request means receiving a body that a client may send slowly
     /// (an upload the program stores itself). At most `workers - reserve` of those are served
-    /// at once; the others wait their turn in the poll loop, not in a worker.
+    /// at once; the others wait their turn in a queue, not in a worker.
     fn streams_body(&self, _role: Role, _params: &Params) -> bool {
         false
     }
