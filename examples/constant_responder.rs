@@ -1,5 +1,5 @@
 //! The ceiling for our design: a FastCGI responder on the program's own FastCGI layer
-//! (`xmpp_http_upload::fcgi::server`, the same pool and poll loop) that answers every request
+//! (`xmpp_http_upload::fcgi::server`, the same worker pool and epoll set) that answers every request
 //! with a constant `200` (empty body) and does nothing else. `bench/run.sh` puts it behind the
 //! same nginx configuration as the program, so the ratio program / constant responder measures
 //! what our own work (parsing, rules, SQLite) costs on top of the layer and nginx's FastCGI

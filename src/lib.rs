@@ -2,9 +2,9 @@
 //!
 //! # A PUT, from the FastCGI record to the decision and back
 //!
-//! The poll loop of `fcgi::server` (`server::run`, `Poller::check`) waits until a connection
-//! has buffered a request's BEGIN_REQUEST and PARAMS records (`record::scan_head`,
-//! `record::peek_head`) and hands it to a worker, which runs `server::serve_one`. There
+//! A worker of `fcgi::server` (all wait on one epoll set: `Server::worker`, `Server::check`)
+//! reads what a connection sent until it has buffered a request's BEGIN_REQUEST and PARAMS
+//! records (`record::scan_head`, `record::peek_head`), then runs `server::serve_one`. There
 //! `fcgi::Program::answer` builds the transport-neutral [`request::Request`]
 //! (`Request::from_params`: `decide_only` is the Authorizer role or `XHU_AUTHORIZE=1`) and calls
 //! [`route::handle`] with the body, a reader of the STDIN records (`Exchange::body`; empty
@@ -31,8 +31,8 @@
 //! # Layout
 //!
 //! - `main`: the command line. `config`: TOML file → `Config`, every error with key and line.
-//! - `fcgi` (`record` the wire format, `conn` one connection, `server` the poll loop and the
-//!   worker pool), `cgi`, `devserver`: the three front ends; only they know the transport.
+//! - `fcgi` (`record` the wire format, `conn` one connection, `server` the worker pool on one
+//!   epoll set), `cgi`, `devserver`: the three front ends; only they know the transport.
 //! - `request`: `Request` / `Response`, the seam between the front ends and the rest.
 //! - `route`: one `match` from a request to its endpoint, one log line per decision.
 //! - `slot`, `hmac`, `jwt`: the three protocols, one module each, none borrowing from another.

@@ -139,8 +139,23 @@ fn config_path(args: &Args) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// Loads the configuration and compiles every rule's pattern now, so that a pattern only
+/// compiling can refuse (over the compiled size limit) stops the command at start. (A CGI
+/// process leaves them to their first use: `cgi::run`.)
 fn load_config(args: &Args) -> Result<Config, String> {
-    Config::load(&config_path(args)).map_err(|e| e.to_string())
+    let path = config_path(args);
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    for (i, rule) in config.rules.iter().enumerate() {
+        rule.pattern.compile().map_err(|text| {
+            format!(
+                "{}: rules[{i}].match: invalid regular expression {:?}: {}",
+                path.display(),
+                rule.pattern.as_str(),
+                text.lines().last().unwrap_or("").trim()
+            )
+        })?;
+    }
+    Ok(config)
 }
 
 fn open_app(config: Config) -> Result<Arc<App>, String> {

@@ -6,15 +6,81 @@
 //! IMMEDIATE`; PostgreSQL: under a per-JID advisory lock), so the decision holds across
 //! processes and hosts; the arithmetic is here, not in either store.
 
-use regex::Regex;
+use std::sync::OnceLock;
+
+use regex::{Regex, RegexBuilder};
 
 use crate::refusal::{Refusal, RefusalKind};
 
 /// One entry of the ordered rule list: a pattern searched in the JID, and what it decides.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub pattern: Regex,
+    pub pattern: Pattern,
     pub action: Action,
+}
+
+/// A rule's regular expression, searched ignoring case, compiled on its first use.
+///
+/// Why lazily: a CGI process answers one request, and compiling every rule (Unicode case
+/// folding, `.` as any Unicode scalar) was a quarter of a CGI slot request's own time; most
+/// requests are decided by one of the first rules. The syntax is checked when the
+/// configuration is loaded (`new`), with the parser the compiler itself uses, so a pattern that
+/// would not compile is refused there with the same message. What only compiling can find (a
+/// pattern over the compiled size limit) is found at start by `serve`, `check-config` and every
+/// other command (`compile`); a CGI process that meets it refuses the request (`is_match`).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: String,
+    compiled: OnceLock<Result<Regex, String>>,
+}
+
+impl Pattern {
+    /// Checks `source`'s syntax as the compiler would (ignoring case); compiles nothing yet.
+    /// The error is the compiler's own text (several lines; the last one says what is wrong).
+    pub fn new(source: &str) -> Result<Pattern, String> {
+        regex_syntax::ParserBuilder::new()
+            .case_insensitive(true)
+            .build()
+            .parse(source)
+            .map_err(|e| e.to_string())?;
+        Ok(Pattern {
+            source: source.to_owned(),
+            compiled: OnceLock::new(),
+        })
+    }
+
+    /// The compiled expression (compiled now if it was not yet).
+    pub fn compile(&self) -> Result<&Regex, &str> {
+        self.compiled
+            .get_or_init(|| {
+                // XMPP localparts and domains compare case-insensitively (JIDs are lower-cased
+                // before the rules see them), so a pattern written with capitals must still
+                // match: `^Blocked@` is meant to deny `blocked@`.
+                RegexBuilder::new(&self.source)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Whether the pattern is found somewhere in `jid`. A pattern that cannot be compiled
+    /// counts as found, and `limits_for` then refuses: a broken rule never lets anyone past it.
+    pub fn is_match(&self, jid: &str) -> bool {
+        self.compile().map_or(true, |regex| regex.is_match(jid))
+    }
+
+    /// Whether compiling failed (only a CGI process can get here: the other commands compile
+    /// every pattern at start).
+    fn broken(&self) -> bool {
+        self.compile().is_err()
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
 }
 
 /// What a matching rule decides.
@@ -59,6 +125,17 @@ pub fn first_match<'a>(rules: &'a [Rule], jid: &str) -> Option<&'a Rule> {
 /// The limits that apply to `jid`, or the refusal when no rule allows it.
 pub fn limits_for<'a>(rules: &'a [Rule], jid: &str) -> Result<&'a Limits, Refusal> {
     match first_match(rules, jid) {
+        Some(rule) if rule.pattern.broken() => {
+            log::error!(
+                "rule {:?} cannot be compiled: {}; {jid} refused",
+                rule.pattern.as_str(),
+                rule.pattern.compile().err().unwrap_or("")
+            );
+            Err(Refusal::forbidden(format!(
+                "{jid} may not upload (rule {:?} is broken)",
+                rule.pattern.as_str()
+            )))
+        }
         Some(Rule {
             action: Action::Allow(limits),
             ..
@@ -263,7 +340,7 @@ mod tests {
 
     fn rule(pattern: &str, action: Action) -> Rule {
         Rule {
-            pattern: Regex::new(pattern).unwrap(),
+            pattern: Pattern::new(pattern).unwrap(),
             action,
         }
     }

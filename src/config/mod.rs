@@ -21,14 +21,13 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use regex::Regex;
 
 pub use error::ConfigError;
 pub use human::{HumanError, parse_human_duration, parse_human_size};
 pub use limits::{APACHE_SITE, BodyLimit, NGINX_FILES_SNIPPET, SHIPPED_BODY_LIMIT};
 pub use listen::ListenAddress;
 
-use crate::rules::{Action, Limits, Rule};
+use crate::rules::{Action, Limits, Pattern, Rule};
 
 /// Where the configuration is read from when neither `--config` nor the environment says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/xmpp-http-upload/config.toml";
@@ -147,7 +146,7 @@ impl Config {
                 secret: None,
             },
             rules: vec![Rule {
-                pattern: Regex::new("").expect("the empty pattern is valid"),
+                pattern: Pattern::new("").expect("the empty pattern is valid"),
                 action: Action::Allow(Limits::default()),
             }],
             external: Vec::new(),

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use regex::RegexBuilder;
 use toml::Spanned;
 
 use super::error::{ConfigError, Locator};
@@ -15,7 +14,7 @@ use super::{
     Config, DEFAULT_PUT_TIMEOUT, DEFAULT_RETENTION, Downloads, ListenAddress, SignedPrefix,
     SlotApiAccess,
 };
-use crate::rules::{Action, Limits, Rule, Window};
+use crate::rules::{Action, Limits, Pattern, Rule, Window};
 
 impl Config {
     /// Reads and validates the configuration file at `path`.
@@ -288,21 +287,16 @@ fn signed_prefix(
 fn rule(at: &Locator, index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     let key = |field: &str| format!("rules[{index}].{field}");
     let span = raw.pattern.span();
-    // XMPP localparts and domains compare case-insensitively (JIDs are lower-cased before the
-    // rules see them), so a pattern written with capitals must still match: `^Blocked@` is
-    // meant to deny `blocked@`.
-    let pattern = RegexBuilder::new(raw.pattern.get_ref())
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| {
-            let text = e.to_string();
-            let detail = text.lines().last().unwrap_or("").trim();
-            let why = format!(
-                "invalid regular expression {:?}: {detail}",
-                raw.pattern.get_ref()
-            );
-            at.error(&span, &key("match"), why)
-        })?;
+    // Checked now, compiled on first use (`rules::Pattern`: a CGI process compiles only
+    // the rules it reaches).
+    let pattern = Pattern::new(raw.pattern.get_ref()).map_err(|text| {
+        let detail = text.lines().last().unwrap_or("").trim();
+        let why = format!(
+            "invalid regular expression {:?}: {detail}",
+            raw.pattern.get_ref()
+        );
+        at.error(&span, &key("match"), why)
+    })?;
     let has_limits = raw.max_file_size.is_some()
         || raw.max_total_size.is_some()
         || raw.bytes_per_window.is_some()

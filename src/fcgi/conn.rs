@@ -171,7 +171,7 @@ impl Conn {
         &self.buf[self.start..self.end]
     }
 
-    /// Drops `n` buffered bytes (records the poller found to belong to no request).
+    /// Drops `n` buffered bytes (records found to belong to no request).
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {
@@ -281,7 +281,7 @@ impl Conn {
         Ok(())
     }
 
-    /// Takes a head the poll loop found whole in the buffer (`record::peek_head`).
+    /// Takes a head found whole in the buffer (`record::peek_head`).
     pub fn take_head(&mut self, peeked: record::PeekedHead) -> Head {
         self.consume(peeked.len);
         self.body = BodyState::default();

@@ -2,8 +2,8 @@
 //! `Request`, routing it, and handing the `Response` back.
 //!
 //! The protocol itself is ours, in three parts: `record` (the wire format, pure), `conn` (one
-//! connection: heads, streamed bodies, records out) and `server` (the poll loop, the worker
-//! pool, shutdown). It replaced the `fastcgi` crate (1.0.0, unmaintained), which panicked on
+//! connection: heads, streamed bodies, records out) and `server` (the worker pool waiting on one
+//! epoll set, shutdown). It replaced the `fastcgi` crate (1.0.0, unmaintained), which panicked on
 //! kept connections, dropped parameters after a non-UTF-8 byte, recursed per parameter and
 //! started a thread per connection (README, "Performance").
 //!
