@@ -12,39 +12,25 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::fcgi::{self, Address};
+use common::fcgi::{
+    self, Address, BEGIN_REQUEST, END_REQUEST, GET_VALUES, GET_VALUES_RESULT, PARAMS, STDIN,
+    STDOUT, unpadded_record,
+};
 use common::{ALLOW_ALL, Env, Server, standard_config};
-
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
-const STDOUT: u8 = 6;
-const GET_VALUES: u8 = 9;
-const GET_VALUES_RESULT: u8 = 10;
 
 const JID: &str = "handoff@example.org";
 
-fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![1, kind];
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(content);
-    out
-}
-
 /// A whole kept slot request: BEGIN_REQUEST, its params, the empty PARAMS and STDIN records.
 fn slot_request(id: u16, name: &str) -> Vec<u8> {
-    let mut out = record(BEGIN_REQUEST, id, &[0, 1, 1, 0, 0, 0, 0, 0]);
+    let mut out = unpadded_record(BEGIN_REQUEST, id, &[0, 1, 1, 0, 0, 0, 0, 0]);
     let params = fcgi::request_params(
         "GET",
         &format!("/http_upload/slot/?jid={JID}&name={name}&size=4"),
         &[],
     );
-    out.extend(record(PARAMS, id, &fcgi::encode_params(&params)));
-    out.extend(record(PARAMS, id, &[]));
-    out.extend(record(STDIN, id, &[]));
+    out.extend(unpadded_record(PARAMS, id, &fcgi::encode_params(&params)));
+    out.extend(unpadded_record(PARAMS, id, &[]));
+    out.extend(unpadded_record(STDIN, id, &[]));
     out
 }
 
@@ -103,7 +89,7 @@ fn requests_buffered_behind_a_request_are_all_answered_in_order() {
     // Three requests and a management record in one write: after the first, the rest is
     // in the connection's buffer, not in the socket.
     let mut bytes = slot_request(1, "a.txt");
-    bytes.extend(record(GET_VALUES, 0, &[]));
+    bytes.extend(unpadded_record(GET_VALUES, 0, &[]));
     bytes.extend(slot_request(2, "b.txt"));
     bytes.extend(slot_request(3, "c.txt"));
     stream.write_all(&bytes).unwrap();

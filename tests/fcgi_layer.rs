@@ -16,45 +16,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::fcgi::{self, Address, Body, KeptConnection, Role};
+use common::fcgi::{
+    self, Address, BEGIN_REQUEST, Body, END_REQUEST, GET_VALUES, GET_VALUES_RESULT, KeptConnection,
+    PARAMS, Role, STDIN, STDOUT, UNKNOWN_TYPE, unpadded_record,
+};
 use common::{ALLOW_ALL, Env, Put, PutMode, Server, standard_config};
 
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
-const STDOUT: u8 = 6;
-const GET_VALUES: u8 = 9;
-const GET_VALUES_RESULT: u8 = 10;
-const UNKNOWN_TYPE: u8 = 11;
 const CANT_MPX_CONN: u8 = 1;
 const UNKNOWN_ROLE: u8 = 3;
 
 const JID: &str = "layer@example.org";
 
-fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![1, kind];
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(content);
-    out
-}
-
 fn begin(id: u16, role: u16, keep: bool) -> Vec<u8> {
     let mut content = role.to_be_bytes().to_vec();
     content.push(u8::from(keep));
     content.extend_from_slice(&[0; 5]);
-    record(BEGIN_REQUEST, id, &content)
+    unpadded_record(BEGIN_REQUEST, id, &content)
 }
 
 /// BEGIN_REQUEST, the params, the empty PARAMS record.
 fn head<N: AsRef<[u8]>, V: AsRef<[u8]>>(id: u16, keep: bool, params: &[(N, V)]) -> Vec<u8> {
     let mut out = begin(id, 1, keep);
     for chunk in fcgi::encode_params(params).chunks(65_535) {
-        out.extend(record(PARAMS, id, chunk));
+        out.extend(unpadded_record(PARAMS, id, chunk));
     }
-    out.extend(record(PARAMS, id, &[]));
+    out.extend(unpadded_record(PARAMS, id, &[]));
     out
 }
 
@@ -152,7 +138,7 @@ fn without_keep_conn_the_connection_is_closed_after_the_request() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut bytes = head(1, false, &slot_params("once.txt"));
-    bytes.extend(record(STDIN, 1, &[]));
+    bytes.extend(unpadded_record(STDIN, 1, &[]));
     stream.write_all(&bytes).unwrap();
     let mut all = Vec::new();
     stream.read_to_end(&mut all).unwrap(); // returns only once the program closed
@@ -226,7 +212,8 @@ fn get_values_and_unknown_management_types_are_answered() {
         ("FCGI_MPXS_CONNS", ""),
         ("SOMETHING_ELSE", ""),
     ]);
-    conn.send_raw(&record(GET_VALUES, 0, &query)).unwrap();
+    conn.send_raw(&unpadded_record(GET_VALUES, 0, &query))
+        .unwrap();
     let (kind, id, content) = conn.read_record().unwrap();
     assert_eq!((kind, id), (GET_VALUES_RESULT, 0));
     let text = String::from_utf8_lossy(&content).to_string();
@@ -237,7 +224,7 @@ fn get_values_and_unknown_management_types_are_answered() {
     );
     assert!(!text.contains("SOMETHING_ELSE"), "{text:?}");
 
-    conn.send_raw(&record(42, 0, b"whatever")).unwrap();
+    conn.send_raw(&unpadded_record(42, 0, b"whatever")).unwrap();
     let (kind, id, content) = conn.read_record().unwrap();
     assert_eq!((kind, id, content[0]), (UNKNOWN_TYPE, 0, 42));
 
@@ -256,13 +243,13 @@ fn a_second_begin_request_on_a_busy_connection_gets_cant_mpx_conn() {
     let mut conn = KeptConnection::open(&server.address).unwrap();
     let params = fcgi::request_params("PUT", &slot.put_path, &[("Content-Length", "4")]);
     let mut bytes = head(1, true, &params);
-    bytes.extend(record(STDIN, 1, b"ab"));
+    bytes.extend(unpadded_record(STDIN, 1, b"ab"));
     bytes.extend(begin(2, 1, true));
     conn.send_raw(&bytes).unwrap();
     let (kind, id, content) = conn.read_record().unwrap();
     assert_eq!((kind, id, content[4]), (END_REQUEST, 2, CANT_MPX_CONN));
-    let mut rest = record(STDIN, 1, b"cd");
-    rest.extend(record(STDIN, 1, &[]));
+    let mut rest = unpadded_record(STDIN, 1, b"cd");
+    rest.extend(unpadded_record(STDIN, 1, &[]));
     conn.send_raw(&rest).unwrap();
     let mut stdout = Vec::new();
     loop {
@@ -288,8 +275,8 @@ fn an_unknown_role_is_answered_unknown_role() {
     let server = env.serve();
     let mut conn = KeptConnection::open(&server.address).unwrap();
     let mut bytes = begin(1, 3, true); // the Filter role
-    bytes.extend(record(PARAMS, 1, &[]));
-    bytes.extend(record(STDIN, 1, &[]));
+    bytes.extend(unpadded_record(PARAMS, 1, &[]));
+    bytes.extend(unpadded_record(STDIN, 1, &[]));
     conn.send_raw(&bytes).unwrap();
     let (kind, id, content) = conn.read_record().unwrap();
     assert_eq!((kind, id, content[4]), (END_REQUEST, 1, UNKNOWN_ROLE));
@@ -362,7 +349,7 @@ fn truncated_and_malformed_record_streams_do_no_harm() {
     let server = env.serve();
     let full = {
         let mut b = head(1, true, &slot_params("cut.txt"));
-        b.extend(record(STDIN, 1, &[]));
+        b.extend(unpadded_record(STDIN, 1, &[]));
         b
     };
     let mut cases: Vec<Vec<u8>> = (1..full.len())
@@ -370,13 +357,13 @@ fn truncated_and_malformed_record_streams_do_no_harm() {
         .map(|n| full[..n].to_vec())
         .collect();
     cases.push(vec![2, 1, 0, 1, 0, 8, 0, 0]); // version 2
-    cases.push(record(BEGIN_REQUEST, 1, &[0])); // BEGIN_REQUEST too short
-    cases.push([begin(1, 1, false), record(STDIN, 1, b"early")].concat()); // STDIN before PARAMS end
+    cases.push(unpadded_record(BEGIN_REQUEST, 1, &[0])); // BEGIN_REQUEST too short
+    cases.push([begin(1, 1, false), unpadded_record(STDIN, 1, b"early")].concat()); // STDIN before PARAMS end
     cases.push(
         [
             begin(1, 1, false),
-            record(PARAMS, 1, &[0xff, 0xff, 0xff, 0xff, 1]),
-            record(PARAMS, 1, &[]),
+            unpadded_record(PARAMS, 1, &[0xff, 0xff, 0xff, 0xff, 1]),
+            unpadded_record(PARAMS, 1, &[]),
         ]
         .concat(),
     );
@@ -542,9 +529,9 @@ fn a_new_request_inside_a_body_is_not_taken_for_the_body() {
     let mut conn = KeptConnection::open(&server.address).unwrap();
     let params = fcgi::request_params("PUT", &slot.put_path, &[("Content-Length", "64")]);
     let mut bytes = head(1, true, &params);
-    bytes.extend(record(STDIN, 1, b"first part"));
+    bytes.extend(unpadded_record(STDIN, 1, b"first part"));
     bytes.extend(head(1, true, &slot_params("inside.txt")));
-    bytes.extend(record(STDIN, 1, &[]));
+    bytes.extend(unpadded_record(STDIN, 1, &[]));
     conn.send_raw(&bytes).unwrap();
     let mut records = Vec::new();
     let ended = loop {

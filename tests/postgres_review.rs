@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use common::web::{self, Flavour, SECRET, Settings, Stack, curl, ejabberd_encode, put_file_raw};
+use common::web::{self, Flavour, SECRET, Settings, Stack, curl, put_file_raw};
 
 /// One host (nginx + program) on a new database of the shared cluster; `None`: nginx or
 /// PostgreSQL missing (skip; a failure under CI=true).
@@ -25,19 +25,6 @@ fn host(rules: &'static str) -> Option<Stack> {
         ..Settings::default()
     };
     Some(Stack::start_with(Flavour::Nginx, &settings))
-}
-
-/// A slot request to `host`'s slot API; status and body.
-fn ask(host: &Stack, jid: &str, name: &str, size: u64) -> (u16, String) {
-    let answer = curl(&[&format!(
-        "{}/http_upload/slot/?jid={}&name={name}&size={size}&content_type=text%2Fplain&secret={SECRET}",
-        host.slot_api,
-        ejabberd_encode(jid)
-    )]);
-    (
-        answer.status,
-        String::from_utf8_lossy(&answer.body).into_owned(),
-    )
 }
 
 /// `len` lower-case letters and digits that do not compress (a fixed pseudo-random sequence).
@@ -66,12 +53,12 @@ fn a_jid_as_long_as_accepted_gets_its_slot_and_its_quota() {
         incompressible(3071 - "@example.org".len())
     );
     assert_eq!(jid.len(), 3071);
-    let (status, text) = ask(&host, &jid, "long.txt", 600);
+    let (status, text) = host.ask_slot(&jid, "long.txt", 600);
     assert_eq!(status, 200, "{text}\n{}", host.logs());
     // Its usage is found again by its JID: the quota holds for it too.
-    let (status, text) = ask(&host, &jid, "more.txt", 600);
+    let (status, text) = host.ask_slot(&jid, "more.txt", 600);
     assert_eq!(status, 403, "{text}");
-    let (status, text) = ask(&host, &jid, "fits.txt", 400);
+    let (status, text) = host.ask_slot(&jid, "fits.txt", 400);
     assert_eq!(status, 200, "{text}");
 }
 
@@ -253,7 +240,7 @@ fn a_slot_whose_commit_answer_is_lost_is_handed_out() {
         return;
     };
     cutter.arm(CUT_AFTER);
-    let (status, text) = ask(&host, "alice@example.org", "b.txt", 5);
+    let (status, text) = host.ask_slot("alice@example.org", "b.txt", 5);
     let recorded = rows(&direct, ALICE_SLOTS);
     assert_eq!(recorded.len(), 1, "the server committed");
     assert_eq!(status, 200, "{text}\n{}", host.logs());
@@ -268,13 +255,13 @@ fn a_slot_whose_commit_never_arrived_is_a_503_and_nothing_is_recorded() {
         return;
     };
     cutter.arm(CUT_BEFORE);
-    let (status, text) = ask(&host, "alice@example.org", "d.txt", 5);
+    let (status, text) = host.ask_slot("alice@example.org", "d.txt", 5);
     assert_eq!(
         (status, text.as_str()),
         (503, "database unavailable, try again\n")
     );
     assert!(rows(&direct, ALICE_SLOTS).is_empty());
-    let (status, text) = ask(&host, "alice@example.org", "d.txt", 5);
+    let (status, text) = host.ask_slot("alice@example.org", "d.txt", 5);
     assert_eq!(status, 200, "{text}");
 }
 
@@ -431,7 +418,7 @@ fn a_postgres_that_does_not_answer_is_a_503_not_a_hang() {
         "server busy, try again\n"
     );
     rows(&url, "DROP TRIGGER stall ON slot");
-    let (status, text) = ask(&host, "alice@example.org", "fast.txt", 5);
+    let (status, text) = host.ask_slot("alice@example.org", "fast.txt", 5);
     assert_eq!(status, 200, "{text}");
 }
 

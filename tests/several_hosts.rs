@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::web::{self, Flavour, SECRET, Settings, Stack, curl, ejabberd_encode, put_file_raw};
+use common::web::{self, Flavour, Settings, Stack, curl, put_file_raw};
 
 /// A JID with a total quota of 600 bytes; everybody else at example.org has none.
 const QUOTA_RULES: &str = "[[rules]]\nmatch = '^quota@example\\.org$'\nmax_total_size = 600\n";
@@ -37,19 +37,6 @@ fn two_hosts(retention: &'static str) -> Option<(Stack, Stack, common::TempDir)>
 /// The same URL on `to` (a URL that `from` handed out).
 fn through(url: &str, from: &Stack, to: &Stack) -> String {
     url.replacen(&from.public, &to.public, 1)
-}
-
-/// A slot request to `host`'s slot API; status and body.
-fn ask(host: &Stack, jid: &str, name: &str, size: u64) -> (u16, String) {
-    let answer = curl(&[&format!(
-        "{}/http_upload/slot/?jid={}&name={name}&size={size}&content_type=text%2Fplain&secret={SECRET}",
-        host.slot_api,
-        ejabberd_encode(jid)
-    )]);
-    (
-        answer.status,
-        String::from_utf8_lossy(&answer.body).into_owned(),
-    )
 }
 
 #[test]
@@ -89,15 +76,15 @@ fn a_quota_holds_across_both_hosts() {
     let Some((a, b, _files)) = two_hosts("30d") else {
         return;
     };
-    let (status, text) = ask(&a, "quota@example.org", "one.bin", 400);
+    let (status, text) = a.ask_slot("quota@example.org", "one.bin", 400);
     assert_eq!(status, 200, "{text}");
     // 400 held on A's slot: 300 more through B would pass B's limit on B's own count.
-    let (status, text) = ask(&b, "quota@example.org", "two.bin", 300);
+    let (status, text) = b.ask_slot("quota@example.org", "two.bin", 300);
     assert_eq!(status, 403, "B must count A's slot: {text}");
     assert!(text.contains("400 of 600 bytes"), "{text}");
-    let (status, text) = ask(&b, "quota@example.org", "three.bin", 200);
+    let (status, text) = b.ask_slot("quota@example.org", "three.bin", 200);
     assert_eq!(status, 200, "exactly the limit: {text}");
-    let (status, _) = ask(&a, "quota@example.org", "four.bin", 1);
+    let (status, _) = a.ask_slot("quota@example.org", "four.bin", 1);
     assert_eq!(status, 403, "full, seen from A");
 }
 

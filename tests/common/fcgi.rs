@@ -24,13 +24,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const VERSION_1: u8 = 1;
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
-const STDOUT: u8 = 6;
+/// Record types (FastCGI 1.0, section 8), for tests that write records by hand.
+pub const BEGIN_REQUEST: u8 = 1;
+pub const END_REQUEST: u8 = 3;
+pub const PARAMS: u8 = 4;
+pub const STDIN: u8 = 5;
+pub const STDOUT: u8 = 6;
 const STDERR: u8 = 7;
-const UNKNOWN_TYPE: u8 = 11;
+pub const GET_VALUES: u8 = 9;
+pub const GET_VALUES_RESULT: u8 = 10;
+pub const UNKNOWN_TYPE: u8 = 11;
 
 /// The request id we use: one request per connection, so any non-zero id will do.
 const REQUEST_ID: u16 = 1;
@@ -148,6 +151,17 @@ fn record(kind: u8, content: &[u8]) -> Vec<u8> {
     out.push(0);
     out.extend_from_slice(content);
     out.resize(out.len() + padding, 0);
+    out
+}
+
+/// One record of request `id` without padding, for tests that write record streams by hand
+/// (several requests on one connection, records split at odd places).
+pub fn unpadded_record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![VERSION_1, kind];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(content);
     out
 }
 

@@ -809,6 +809,20 @@ impl Stack {
         self.upload_root.join(token).join(name)
     }
 
+    /// A `text/plain` slot request to the slot API, whatever the answer: its status and body
+    /// (for tests that expect refusals; [`Stack::slot`] expects a slot).
+    pub fn ask_slot(&self, jid: &str, name: &str, size: u64) -> (u16, String) {
+        let answer = curl(&[&format!(
+            "{}/http_upload/slot/?jid={}&name={name}&size={size}&content_type=text%2Fplain&secret={SECRET}",
+            self.slot_api,
+            ejabberd_encode(jid)
+        )]);
+        (
+            answer.status,
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )
+    }
+
     /// Asks for a slot through the local slot API listener, with the secret, the way ejabberd
     /// asks (its query shape; ejabberd itself cannot send a secret, see INSTALL.md).
     pub fn slot(&self, jid: &str, name: &str, size: u64, content_type: &str) -> Slot {
