@@ -170,13 +170,7 @@ fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works
     fs::write(&config, limited).unwrap();
     drop(server);
     let server = _env.serve_with(&config);
-    let mut holder = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-    let mut lock = holder.transaction().unwrap();
-    lock.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&"user@example.org"],
-    )
-    .unwrap();
+    let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let address = server.address.clone();
     let waiting = std::thread::spawn(move || {
         let params = common::fcgi::request_params(
@@ -208,7 +202,7 @@ fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works
     );
     let response = waiting.join().unwrap();
     assert_away(&response, "slot whose connection was killed");
-    lock.rollback().unwrap();
+    lock.release();
     assert_eq!(slot_count(&cluster, &url), 0, "nothing half-written");
     parse_text_slot(&server.slot_request(&slot_query("next.txt")));
     assert_eq!(slot_count(&cluster, &url), 1);

@@ -531,13 +531,7 @@ fn an_exhausted_pool_is_a_bounded_503() {
     )
     .unwrap();
     let server = env.serve_with(&config);
-    let mut holder = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-    let mut lock = holder.transaction().unwrap();
-    lock.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&"user@example.org"],
-    )
-    .unwrap();
+    let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
         let requests: Vec<_> = (0..24)
             .map(|i| {
@@ -561,7 +555,7 @@ fn an_exhausted_pool_is_a_bounded_503() {
             .collect();
         // Held past the program's wait for the lock, then let go.
         std::thread::sleep(Duration::from_secs(12));
-        lock.rollback().unwrap();
+        lock.release();
         requests.into_iter().map(|r| r.join().unwrap()).collect()
     });
     for (status, text) in &answers {

@@ -263,3 +263,31 @@ impl Drop for Postgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A JID's quota lock, held by the test as another host would hold it: the same
+/// `pg_advisory_xact_lock` key the PostgreSQL store takes (src/store/postgres.rs), inside an
+/// open transaction, until `release`.
+pub struct HeldJidLock {
+    client: ::postgres::Client,
+}
+
+impl HeldJidLock {
+    /// Takes `jid`'s lock on a connection of its own to `url`.
+    pub fn take(url: &str, jid: &str) -> HeldJidLock {
+        let mut client =
+            ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect to PostgreSQL");
+        client.batch_execute("BEGIN").expect("begin");
+        client
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&jid],
+            )
+            .expect("take the JID's lock");
+        HeldJidLock { client }
+    }
+
+    /// Ends the transaction, and with it the lock.
+    pub fn release(mut self) {
+        self.client.batch_execute("ROLLBACK").expect("rollback");
+    }
+}
