@@ -279,8 +279,11 @@ impl Store {
 }
 
 impl Backend for Store {
-    /// Read, decide and insert in one `BEGIN IMMEDIATE` transaction: the writer lock of the
-    /// file is what keeps two processes from both passing a limit.
+    // The contract of each method is the `Backend` trait's (store/mod.rs); what is said here is
+    // how SQLite keeps it.
+
+    // Read, decide and insert in one `BEGIN IMMEDIATE` transaction: the writer lock of the
+    // file is what keeps two processes from both passing a limit.
     fn reserve_slot(&self, slot: &Slot, quota: &Quota) -> Result<(), Outcome> {
         let stored_size = i64::try_from(slot.size).unwrap_or(i64::MAX);
         let tally = if slot.authorized.is_some() {
@@ -333,7 +336,6 @@ impl Backend for Store {
         .map_err(Outcome::Refused)
     }
 
-    /// The slot with this token, if any.
     fn slot(&self, token: &str) -> Result<Option<Slot>, Error> {
         self.with_reader(|conn| {
             // Cached: every PUT decision looks its slot up.
@@ -344,10 +346,6 @@ impl Backend for Store {
         })
     }
 
-    /// Allows the one PUT of a slot whose body the web server writes: true when this call
-    /// recorded the authorization, false when an earlier PUT was allowed already (it may still
-    /// be writing: nginx renames each finished body into place, so a second body would replace
-    /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
     fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
         let token = token.to_string();
         self.in_batch(move |tx, counts| {
@@ -366,11 +364,6 @@ impl Backend for Store {
         })
     }
 
-    /// Records that a PUT of the HMAC protocol was allowed for `path` (relative to the upload
-    /// root). With `once` (the web server writes the body) only the first call for a path
-    /// succeeds; without (the program writes, and never overwrites) a repeated call keeps the
-    /// first record and succeeds too. True when the PUT may go ahead; then `tally`, if any, is
-    /// raised in the same transaction.
     fn claim_signed_path(
         &self,
         path: &str,
@@ -391,7 +384,6 @@ impl Backend for Store {
         })
     }
 
-    /// When the PUT of a signed `path` was allowed, if it was recorded.
     fn signed_upload_authorized(&self, path: &str) -> Result<Option<i64>, Error> {
         self.with_reader(|conn| {
             conn.query_row(
@@ -404,8 +396,6 @@ impl Backend for Store {
         })
     }
 
-    /// Signed uploads allowed at or before `cutoff` whose file has not gone yet: their paths
-    /// relative to the upload root, and when they were allowed.
     fn signed_uploads_before(&self, cutoff: i64) -> Result<Vec<(String, i64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing signed uploads", e);
@@ -422,8 +412,6 @@ impl Backend for Store {
         })
     }
 
-    /// Notes that the file of a signed upload went (at retention): from now on its path is
-    /// refused, until `forget_signed_tombstones` drops the note.
     fn mark_signed_removed(&self, path: &str, now: i64) -> Result<(), Error> {
         self.execute(
             "noting a removed signed upload",
@@ -432,7 +420,6 @@ impl Backend for Store {
         )
     }
 
-    /// Drops the notes of signed uploads whose file went at or before `cutoff`; how many.
     fn forget_signed_tombstones(&self, cutoff: i64) -> Result<usize, Error> {
         self.with_writer(|conn| {
             conn.execute("DELETE FROM signed_upload WHERE removed <= ?1", [cutoff])
@@ -440,7 +427,6 @@ impl Backend for Store {
         })
     }
 
-    /// Forgets the record of a signed upload.
     fn delete_signed_upload(&self, path: &str) -> Result<(), Error> {
         self.execute(
             "deleting a signed upload",
@@ -449,8 +435,6 @@ impl Backend for Store {
         )
     }
 
-    /// Notes the first time a PUT for this slot was allowed (from then on it counts as an
-    /// upload), and counts the PUT allowed, in one transaction.
     fn mark_authorized(&self, token: &str, now: i64) -> Result<(), Error> {
         let token = token.to_string();
         self.in_batch(move |tx, counts| {
@@ -466,17 +450,17 @@ impl Backend for Store {
         })
     }
 
-    /// Raises the counter `name{labels}` by one (refusals, cleanup runs: what no other write
-    /// records). Counted in memory and written with the writer's next batch, at once when the
-    /// writer is idle (`group_commit`); a failure to write is logged there and the count kept
-    /// for the batch after, so this never fails.
+    // Raises the counter `name{labels}` by one (refusals, cleanup runs: what no other write
+    // records). Counted in memory and written with the writer's next batch, at once when the
+    // writer is idle (`group_commit`); a failure to write is logged there and the count kept
+    // for the batch after, so this never fails.
     fn count(&self, name: &str, labels: &str) -> Result<(), Error> {
         self.writer.count(name, labels);
         Ok(())
     }
 
-    /// Every counter: name, rendered labels, value; by name, then labels. Exact for this
-    /// process: what it counted before the call is committed first.
+    // Every counter: name, rendered labels, value; by name, then labels. Exact for this
+    // process: what it counted before the call is committed first.
     fn counters(&self) -> Result<Vec<(String, String, u64)>, Error> {
         self.writer.flush()?;
         self.with_reader(|conn| {
@@ -494,8 +478,6 @@ impl Backend for Store {
         })
     }
 
-    /// Files stored or landing (a PUT was allowed, the file has not gone) and their bytes, by
-    /// protocol: `[slot, jwt, hmac]`.
     fn stored(&self) -> Result<[(u64, u64); 3], Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("totalling stored files", e);
@@ -529,8 +511,6 @@ impl Backend for Store {
         })
     }
 
-    /// Notes that the slot's file is complete on disk. False when the slot is gone (purged
-    /// while its body was on its way): the caller removes the file it just stored.
     fn mark_uploaded(&self, token: &str, when: i64) -> Result<bool, Error> {
         self.with_writer(|conn| {
             conn.execute(
@@ -543,7 +523,6 @@ impl Backend for Store {
         })
     }
 
-    /// Forgets a slot.
     fn delete_slot(&self, token: &str) -> Result<(), Error> {
         self.execute(
             "deleting a slot",
@@ -552,8 +531,6 @@ impl Backend for Store {
         )
     }
 
-    /// Slots whose upload is not confirmed: every authorized one (its PUT may or may not have
-    /// landed), and the unused ones created at or before `cutoff`.
     fn unconfirmed(&self, cutoff: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let mut stmt = conn
@@ -570,7 +547,6 @@ impl Backend for Store {
         })
     }
 
-    /// Uploads whose own expiry (JWT `expires`) is at or before `now`.
     fn expiring_before(&self, now: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing expiring uploads", e);
@@ -584,8 +560,6 @@ impl Backend for Store {
         })
     }
 
-    /// Slots whose upload is past its retention at `now`: its own (recorded from the rule that
-    /// allowed it) or else `default_retention` (seconds after the recorded upload).
     fn past_retention(&self, now: i64, default_retention: i64) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing old uploads", e);
@@ -602,7 +576,6 @@ impl Backend for Store {
         })
     }
 
-    /// Records new retentions (`cleanup --reapply-rules`), all in one transaction.
     fn set_retentions(&self, changes: &[(String, Option<i64>)]) -> Result<(), Error> {
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("recording retentions", e);
@@ -621,7 +594,6 @@ impl Backend for Store {
         })
     }
 
-    /// Every slot of `jid` (lower-cased bare JID), oldest first.
     fn slots_of(&self, jid: &str) -> Result<Vec<Slot>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing a JID's slots", e);
@@ -635,9 +607,6 @@ impl Backend for Store {
         })
     }
 
-    /// Forgets every slot of `jid` in one transaction and returns them. Each is remembered
-    /// in `purged` (see `purged`), so that a file still landing or not removable now is
-    /// removed by cleanup later; the caller forgets those it removed (`forget_purged`).
     fn purge_jid(&self, jid: &str, now: i64) -> Result<Vec<Slot>, Error> {
         self.with_writer(|conn| {
             let fail = |e| Error::sqlite("purging a JID's slots", e);
@@ -666,7 +635,6 @@ impl Backend for Store {
         })
     }
 
-    /// The files of purged slots that may still be on disk: (token, area, name, purged at).
     fn purged(&self) -> Result<Vec<Purged>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing purged slots", e);
@@ -687,7 +655,6 @@ impl Backend for Store {
         })
     }
 
-    /// Forgets a purged slot whose file is known to be gone.
     fn forget_purged(&self, token: &str) -> Result<(), Error> {
         self.execute(
             "forgetting a purged slot",
@@ -696,8 +663,6 @@ impl Backend for Store {
         )
     }
 
-    /// Calls `f` with every slot, in no particular order (for `usage` and `check`: one pass,
-    /// no list of all slots in memory).
     fn for_each_slot(&self, f: &mut dyn FnMut(Slot)) -> Result<(), Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("reading all slots", e);
@@ -712,7 +677,6 @@ impl Backend for Store {
         })
     }
 
-    /// Every recorded upload of the HMAC protocol whose file has not gone: (path, size, authorized).
     fn signed_uploads(&self) -> Result<Vec<(String, u64, i64)>, Error> {
         self.with_reader(|conn| {
             let fail = |e| Error::sqlite("listing signed uploads", e);
@@ -729,7 +693,6 @@ impl Backend for Store {
         })
     }
 
-    /// Corrects the recorded size of a slot to what is on disk (`check --repair`).
     fn set_slot_size(&self, token: &str, size: u64) -> Result<(), Error> {
         self.execute(
             "correcting a slot's size",
@@ -738,7 +701,6 @@ impl Backend for Store {
         )
     }
 
-    /// Corrects the recorded size of a signed upload to what is on disk (`check --repair`).
     fn set_signed_upload_size(&self, path: &str, size: u64) -> Result<(), Error> {
         self.execute(
             "correcting a signed upload's size",
