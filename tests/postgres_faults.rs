@@ -29,17 +29,7 @@ fn start() -> Option<(Postgres, Env, String, Server)> {
     let cluster = Postgres::start();
     let url = cluster.database("faults");
     let env = Env::new(&standard_config(ALLOW_ALL));
-    let config = env.dir.path.join("postgres.toml");
-    fs::write(
-        &config,
-        format!(
-            "upload_root = {:?}\ndatabase = {url:?}\n{}",
-            env.upload_root.to_str().unwrap(),
-            standard_config(ALLOW_ALL)
-        ),
-    )
-    .unwrap();
-    let server = env.serve_with(&config);
+    let server = common::postgres::serve_on(&env, &url, "postgres", &standard_config(ALLOW_ALL));
     Some((cluster, env, url, server))
 }
 
@@ -161,15 +151,13 @@ fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works
     };
     // Quotas make the slot request take the JID's advisory lock first: the test holds it, so
     // the program's transaction waits inside, between BEGIN and its INSERT.
-    let limited = format!(
-        "upload_root = {:?}\ndatabase = {url:?}\n{}",
-        _env.upload_root.to_str().unwrap(),
-        standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n")
-    );
-    let config = _env.dir.path.join("limited.toml");
-    fs::write(&config, limited).unwrap();
     drop(server);
-    let server = _env.serve_with(&config);
+    let server = common::postgres::serve_on(
+        &_env,
+        &url,
+        "limited",
+        &standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"),
+    );
     let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let address = server.address.clone();
     let waiting = std::thread::spawn(move || {
@@ -217,17 +205,7 @@ fn a_program_started_while_postgres_is_down_answers_503_and_migrates_when_it_is_
     let url = cluster.database("late");
     cluster.stop();
     let env = Env::new(&standard_config(ALLOW_ALL));
-    let config = env.dir.path.join("postgres.toml");
-    fs::write(
-        &config,
-        format!(
-            "upload_root = {:?}\ndatabase = {url:?}\n{}",
-            env.upload_root.to_str().unwrap(),
-            standard_config(ALLOW_ALL)
-        ),
-    )
-    .unwrap();
-    let server = env.serve_with(&config);
+    let server = common::postgres::serve_on(&env, &url, "postgres", &standard_config(ALLOW_ALL));
     assert_away(
         &server.slot_request(&slot_query("early.txt")),
         "slot before PostgreSQL",

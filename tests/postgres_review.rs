@@ -517,20 +517,15 @@ fn an_exhausted_pool_is_a_bounded_503() {
     };
     let url = cluster.database("pool");
     let env = common::Env::new(&common::standard_config(common::ALLOW_ALL));
-    let config = env.dir.path.join("pool.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "upload_root = {:?}\ndatabase = {url:?}\n{}",
-            env.upload_root.to_str().unwrap(),
-            common::standard_config_with(
-                "workers = 40",
-                "[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"
-            )
+    let server = common::postgres::serve_on(
+        &env,
+        &url,
+        "pool",
+        &common::standard_config_with(
+            "workers = 40",
+            "[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n",
         ),
-    )
-    .unwrap();
-    let server = env.serve_with(&config);
+    );
     let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
         let requests: Vec<_> = (0..24)

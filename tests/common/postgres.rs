@@ -291,3 +291,17 @@ impl HeldJidLock {
         self.client.batch_execute("ROLLBACK").expect("rollback");
     }
 }
+
+/// Serves `env` with its upload root and `body` (the rest of a configuration, e.g. from
+/// `standard_config`) on the PostgreSQL database at `url`; the file is `<name>.toml` in the
+/// test directory.
+pub fn serve_on(env: &super::Env, url: &str, name: &str, body: &str) -> super::Server {
+    let config = env.dir.path.join(format!("{name}.toml"));
+    let upload_root = env.upload_root.to_str().expect("a UTF-8 upload root");
+    std::fs::write(
+        &config,
+        format!("upload_root = {upload_root:?}\ndatabase = {url:?}\n{body}"),
+    )
+    .expect("write the configuration");
+    env.serve_with(&config)
+}
