@@ -162,7 +162,26 @@ fn open_app(config: Config) -> Result<Arc<App>, String> {
     App::open(config).map(Arc::new).map_err(|e| e.to_string())
 }
 
+/// One malloc arena for the whole process. glibc gives threads arenas of their own (up to
+/// 8 per core) so that they never wait for each other in `malloc`; each arena keeps what its
+/// thread once used. The program's threads allocate little and briefly (small blocks, served
+/// from each thread's cache without a lock): measured under 64 connections, peak RSS 11.4 →
+/// 9.9 MiB, with requests/s unchanged.
+#[cfg(target_env = "gnu")]
+fn one_malloc_arena() {
+    // SAFETY: `mallopt` takes two integers and touches no memory of ours; glibc documents it
+    // as safe to call at any time (MT-Safe). It runs before this process starts a thread, and
+    // its result (1 on success) only tells whether the setting took: it is not needed.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn one_malloc_arena() {}
+
 fn main() -> ExitCode {
+    one_malloc_arena();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // A panic in a request thread must reach the log, not a terminal nobody reads (BEHAVIOUR.md §8).
     std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
