@@ -461,7 +461,8 @@ phase_put100m() {
         out=$( { env -i PATH="$PATH" GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=PUT \
             REQUEST_URI="/upload/$tok/big.bin" CONTENT_LENGTH=$BIG \
             CONTENT_TYPE=application/octet-stream REMOTE_ADDR=127.0.0.1 HTTP_HOST=127.0.0.1 \
-            /usr/bin/time -f 'MAXRSS %M' "$BIN" serve --config "$W/config.toml" \
+            XMPP_HTTP_UPLOAD_CONFIG="$W/config.toml" \
+            /usr/bin/time -f 'MAXRSS %M' "$BIN" \
             < <(cat "$SHM/put-100M.bin") 2>&1 >"$W/cgi.out"; } | grep '^MAXRSS' || true)
         t1=$(date +%s.%N)
         kib=${out#MAXRSS }

@@ -1,7 +1,7 @@
 //! Group commit (`src/store/group_commit.rs`) seen from outside, over FastCGI on one `serve`
 //! process: many concurrent slot requests against a quota get exactly what it allows, the
 //! refused and the granted next to each other are counted exactly, and a SIGKILL right after
-//! answers loses no answered slot.
+//! answers loses no answered slot; and a busy process keeps its WAL file.
 
 mod common;
 
@@ -182,6 +182,63 @@ fn a_sigkill_right_after_answers_loses_no_answered_slot() {
         "{} of {} answered slots lost: {lost:?}",
         lost.len(),
         answered.len()
+    );
+}
+
+/// A process that writes enough to need checkpoints of its own keeps its WAL file's size when
+/// the WAL starts over, instead of cutting it to the 64 KiB a CGI process keeps: regrown page by
+/// page, the file cost the kernel an allocation per page, a quarter of a slot's CPU under load
+/// (`bench/results/2026-12-02-store/`).
+#[test]
+fn a_busy_process_keeps_its_wal_file_when_the_wal_starts_over() {
+    use xmpp_http_upload::rules::Limits;
+    use xmpp_http_upload::store::{Location, Slot, Store};
+    let dir = TempDir::new();
+    let db = dir.path.join("db.sqlite3");
+    let wal = dir.path.join("db.sqlite3-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let store = Store::open(&Location::Sqlite(db.clone())).unwrap();
+    let mut n = 0u64;
+    let mut reserve = || {
+        n += 1;
+        let slot = Slot {
+            token: format!("{n:040x}"),
+            jid: "busy@example.org".into(),
+            name: "f.txt".into(),
+            size: 10,
+            content_type: None,
+            created: 1_900_000_000,
+            authorized: None,
+            uploaded: None,
+            area: None,
+            expires: None,
+            retention: None,
+        };
+        store.reserve_slot(&slot, &Limits::default(), 360).unwrap();
+    };
+    // Another connection copies the whole WAL into the database (RESTART), so that the next
+    // commit starts the WAL over, which is when SQLite cuts the file to the writer's limit. The
+    // first WAL past 4 MiB wakes the checkpointer, which is what marks the process as busy;
+    // until the checkpointer has run, a restart may still cut the file: grow it again and retry.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    let mut restarts = 0;
+    let kept = wait_until(Duration::from_secs(30), || {
+        while wal_size() <= 4 << 20 {
+            reserve();
+        }
+        let copied: Result<(i64, i64, i64), _> =
+            other.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            });
+        let complete = matches!(copied, Ok((0, log, done)) if log == done);
+        reserve();
+        restarts += usize::from(complete);
+        complete && wal_size() > 1 << 20
+    });
+    assert!(
+        kept,
+        "WAL file {} bytes after {restarts} complete checkpoints",
+        wal_size()
     );
 }
 
