@@ -226,9 +226,39 @@ impl UploadDir {
     /// Creates the directory that will hold `path`, for a web server that writes the file but
     /// does not create directories (Apache mod_dav).
     pub fn create_parent(&self, path: &SafePath) -> Result<(), Outcome> {
-        self.open_dir(path.parents(), true)
-            .map(|_| ())
+        self.make_parent(path.parents())
             .map_err(|e| e.into_outcome(path.file_name()))
+    }
+
+    /// `open_dir(segments, true)` without opening the last level: the caller needs it made,
+    /// not opened. A new slot's directory costs one `mkdirat` instead of a failed `openat`, the
+    /// `mkdirat`, another `openat` and its `close` (every PUT the web server writes makes one).
+    fn make_parent(&self, segments: &[String]) -> Result<(), DirError> {
+        let Some((last, above)) = segments.split_last() else {
+            return Ok(()); // the root itself: it exists (`open`)
+        };
+        let dir = self.open_dir(above, true)?;
+        let made = mkdirat(&dir, last.as_str(), Mode::from_bits_truncate(0o777));
+        match made {
+            Ok(()) => Ok(()),
+            // There already (an earlier PUT, another request meanwhile): it must be a plain
+            // directory, as `open_dir` would find it (O_NOFOLLOW | O_DIRECTORY).
+            Err(Errno::EEXIST) => match stat_at(&dir, last) {
+                Ok(stat) if is_kind(&stat, SFlag::S_IFDIR) => Ok(()),
+                Ok(_) => Err(DirError::NotPlain(last.clone())),
+                Err(e) => Err(self.dir_failure("opening", segments, e)),
+            },
+            Err(e) => Err(self.dir_failure("creating", segments, e)),
+        }
+    }
+
+    /// The failure to `act` on `<root>/<segments...>`.
+    fn dir_failure(&self, act: &str, segments: &[String], errno: Errno) -> DirError {
+        let shown: PathBuf = segments.iter().fold(self.root.clone(), |p, s| p.join(s));
+        DirError::Failed(Error::io(
+            format!("{act} {}", shown.display()),
+            errno.into(),
+        ))
     }
 
     /// The root, opened as a directory (the root itself may be reached through a link: the
@@ -739,6 +769,40 @@ mod tests {
         assert!(fs::read_dir(&outside).unwrap().next().is_none());
         fs::write(outside.join("b.txt"), b"secret").unwrap();
         assert!(up.open_stored(&slot("b.txt")).is_err());
+    }
+
+    #[test]
+    fn create_parent_makes_a_plain_directory_or_finds_one_and_refuses_anything_else() {
+        let up = temp_root("parent");
+        let forbidden = |r: Result<(), Outcome>| matches!(r, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Forbidden);
+        // Made, then found made (a second PUT of the slot, another request meanwhile).
+        up.create_parent(&slot("a.txt")).unwrap();
+        assert!(up.root().join(TOKEN).is_dir());
+        up.create_parent(&slot("a.txt")).unwrap();
+        // Levels above are made too (the HMAC protocol's paths).
+        let deep = SafePath::under("share", &["x".into(), "y".into(), "f.txt".into()]).unwrap();
+        up.create_parent(&deep).unwrap();
+        assert!(up.root().join("share/x/y").is_dir());
+        // A link or a file where the directory should be: refused, nothing made through it.
+        let outside = up.root().with_extension("outside-parent");
+        fs::create_dir_all(&outside).unwrap();
+        let other = "b".repeat(TOKEN_LEN);
+        std::os::unix::fs::symlink(&outside, up.root().join(&other)).unwrap();
+        assert!(forbidden(
+            up.create_parent(&SafePath::slot(&other, "c.txt").unwrap())
+        ));
+        let third = "c".repeat(TOKEN_LEN);
+        fs::write(up.root().join(&third), b"").unwrap();
+        assert!(forbidden(
+            up.create_parent(&SafePath::slot(&third, "d.txt").unwrap())
+        ));
+        std::os::unix::fs::symlink(&outside, up.root().join("share/x/link")).unwrap();
+        let linked = SafePath::under(
+            "share",
+            &["x".into(), "link".into(), "e".into(), "f".into()],
+        );
+        assert!(forbidden(up.create_parent(&linked.unwrap())));
+        assert!(fs::read_dir(&outside).unwrap().next().is_none());
     }
 
     #[test]
