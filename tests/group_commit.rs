@@ -185,6 +185,24 @@ fn a_sigkill_right_after_answers_loses_no_answered_slot() {
     );
 }
 
+/// An unused slot `token` of 10 bytes for `jid`, as the store tests below reserve by the
+/// thousand.
+fn small_slot(token: String, jid: &str) -> xmpp_http_upload::store::Slot {
+    xmpp_http_upload::store::Slot {
+        token,
+        jid: jid.into(),
+        name: "f.txt".into(),
+        size: 10,
+        content_type: None,
+        created: 1_900_000_000,
+        authorized: None,
+        uploaded: None,
+        area: None,
+        expires: None,
+        retention: None,
+    }
+}
+
 /// A process that writes enough to need checkpoints of its own keeps its WAL file's size when
 /// the WAL starts over, instead of cutting it to the 64 KiB a CGI process keeps: regrown page by
 /// page, the file cost the kernel an allocation per page, a quarter of a slot's CPU under load
@@ -192,7 +210,7 @@ fn a_sigkill_right_after_answers_loses_no_answered_slot() {
 #[test]
 fn a_busy_process_keeps_its_wal_file_when_the_wal_starts_over() {
     use xmpp_http_upload::rules::Limits;
-    use xmpp_http_upload::store::{Location, Slot, Store};
+    use xmpp_http_upload::store::{Location, Store};
     let dir = TempDir::new();
     let db = dir.path.join("db.sqlite3");
     let wal = dir.path.join("db.sqlite3-wal");
@@ -201,19 +219,7 @@ fn a_busy_process_keeps_its_wal_file_when_the_wal_starts_over() {
     let mut n = 0u64;
     let mut reserve = || {
         n += 1;
-        let slot = Slot {
-            token: format!("{n:040x}"),
-            jid: "busy@example.org".into(),
-            name: "f.txt".into(),
-            size: 10,
-            content_type: None,
-            created: 1_900_000_000,
-            authorized: None,
-            uploaded: None,
-            area: None,
-            expires: None,
-            retention: None,
-        };
+        let slot = small_slot(format!("{n:040x}"), "busy@example.org");
         store.reserve_slot(&slot, &Limits::default(), 360).unwrap();
     };
     // Another connection copies the whole WAL into the database (RESTART), so that the next
@@ -250,7 +256,7 @@ fn a_busy_process_keeps_its_wal_file_when_the_wal_starts_over() {
 #[ignore]
 fn store_throughput() {
     use xmpp_http_upload::rules::Limits;
-    use xmpp_http_upload::store::{Slot, Store};
+    use xmpp_http_upload::store::Store;
     let dir = TempDir::new();
     let store = Arc::new(
         Store::open(&xmpp_http_upload::store::Location::Sqlite(
@@ -288,19 +294,8 @@ fn store_throughput() {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
-                        let slot = Slot {
-                            token: format!("{threads}-{t}-{i:040}"),
-                            jid: "bench@example.org".into(),
-                            name: "f.txt".into(),
-                            size: 10,
-                            content_type: None,
-                            created: 1_900_000_000,
-                            authorized: None,
-                            uploaded: None,
-                            area: None,
-                            expires: None,
-                            retention: None,
-                        };
+                        let slot =
+                            small_slot(format!("{threads}-{t}-{i:040}"), "bench@example.org");
                         store.reserve_slot(&slot, &Limits::default(), 360).unwrap();
                         done.fetch_add(1, Ordering::Relaxed);
                     }
