@@ -201,6 +201,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes an admin command's output to stdout (`say!` adds a newline, `say_raw!` does not).
+/// A reader that went away (`check-config | head -n 1`) ends the command quietly with status
+/// 141, as SIGPIPE ends `ls` or `grep` (128 + 13, what a shell shows for them): what the
+/// command did is done, only the rest of its report goes unread, and `pipefail` still sees
+/// that the report was cut.
+/// (`println!` panics there: Rust ignores SIGPIPE, so the write fails with EPIPE, and the
+/// panic reached the log.) Not for `serve`: a web server hanging up never ends that process.
+macro_rules! say_raw {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+macro_rules! say {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_out(text: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(text).and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("xmpp-http-upload: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let args = Args { config: cli.config };
     let now = unix_now();
@@ -221,18 +249,18 @@ fn run(cli: Cli) -> Result<(), String> {
                     problems.join("; ")
                 ));
             }
-            println!(
+            say!(
                 "{}: OK (uid {uid} can reach the upload root and the database)",
                 path.display()
             );
             if uid.is_root() {
-                println!(
+                say!(
                     "warning: checked as root, who can reach everything; check as the user the \
                      program runs as: runuser -u _xmpp-http-upload -- xmpp-http-upload check-config"
                 );
             }
             for warning in config.warnings() {
-                println!("warning: {warning}");
+                say!("warning: {warning}");
             }
             // Slots the web server in front would refuse (its body limit, read where installed).
             let limits = config.web_server_body_limits(
@@ -240,19 +268,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 std::path::Path::new(APACHE_SITE),
             );
             for warning in config.body_limit_warnings(&limits) {
-                println!("warning: {warning}");
+                say!("warning: {warning}");
             }
-            print!("{}", config.describe());
+            say_raw!("{}", config.describe());
             Ok(())
         }
         Command::Cleanup { reapply_rules } => {
             let app = open_app(load_config(&args)?)?;
             if reapply_rules {
                 let reapplied = cleanup::reapply_rules(&app).map_err(|e| e.to_string())?;
-                println!("{reapplied}");
+                say!("{reapplied}");
             }
             let report = cleanup::run(&app, now).map_err(|e| e.to_string())?;
-            println!("{report}");
+            say!("{report}");
             Ok(())
         }
         Command::Files { jid, json } => {
@@ -293,9 +321,9 @@ fn print_report<T: std::fmt::Display + serde::Serialize>(
 ) -> Result<(), String> {
     if json {
         let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-        println!("{text}");
+        say!("{text}");
     } else {
-        print!("{report}");
+        say_raw!("{report}");
     }
     Ok(())
 }

@@ -456,3 +456,29 @@ fn the_database_and_files_of_a_fresh_install_check_clean() {
     assert_eq!(json["files"], 0);
     assert!(Path::new(&env.database).exists());
 }
+
+/// An admin command whose reader went away (`check-config | head -n 1`, `files … | grep -q`)
+/// ends quietly with 141, as SIGPIPE ends `ls`: no panic in the log, no partial line promised.
+/// The read end is closed before the command starts, so its first write already fails.
+#[test]
+fn an_output_whose_reader_went_away_ends_the_command_quietly() {
+    let (env, server) = start(&config());
+    upload(&env, &server, BOB, "1.txt", b"1234567890");
+    let config = env.config.to_str().unwrap().to_string();
+    for args in [
+        vec!["check-config", "--config", &config],
+        vec!["files", "--jid", BOB, "--config", &config],
+        vec!["usage", "--json", "--config", &config],
+    ] {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        let output = std::process::Command::new(BIN)
+            .args(&args)
+            .stdout(std::process::Stdio::from(write_end))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panic"), "{args:?}: {stderr}");
+    }
+}

@@ -136,6 +136,11 @@ os.execvp("setpriv", ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-g
                       "/usr/bin/xmpp-http-upload", "serve", "--config", "/etc/xmpp-http-upload/config.toml"])
 PY
 program_pid=$!
+# The health check below must not race the socket's creation (python starting, then binding).
+for _ in $(seq 100); do
+    [ -S /run/xmpp-http-upload/fcgi.sock ] && break
+    sleep 0.05
+done
 
 port=$((20000 + RANDOM % 20000))
 slot_port=$((port + 1))
