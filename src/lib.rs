@@ -12,8 +12,9 @@
 //! `route::endpoint` turns the path into an `Endpoint` — here a `FileUrl` of one of the three
 //! protocols — and `route::dispatch` sends the PUT to `route::upload`, which asks that
 //! protocol: [`slot::allow_put`] (the slot from `store`, the name via `name`, its age, the
-//! exact length and type via [`put::exact_length`] and [`put::check_media_type`], then
-//! `Store::authorize_once` or `Store::mark_authorized`), [`hmac::allow_put`] (the URL's
+//! exact length and type via [`put::size_matches`] and [`put::media_type_matches`]; when the
+//! web server writes, all of it in one transaction, `Store::authorize_first_put`, else
+//! `Store::slot` then `Store::mark_authorized`), [`hmac::allow_put`] (the URL's
 //! signature, `Store::claim_signed_path`) or [`jwt::allow_put`] (the token, then `rules` and
 //! `Store::reserve_slot`). Each answers with the same [`put::Allowed`] — the path to write,
 //! the exact length, the slot to mark stored — or a [`refusal::Refusal`]. The same yes then

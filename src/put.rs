@@ -99,7 +99,11 @@ pub fn declared_length(req: &Request) -> Result<u64, Refusal> {
 
 /// The declared length when it is the slot's size exactly: 413 when larger, 400 when smaller.
 pub fn exact_length(req: &Request, expected: u64) -> Result<u64, Refusal> {
-    let declared = declared_length(req)?;
+    size_matches(declared_length(req)?, expected)
+}
+
+/// A declared length against the slot's size: exactly it, or a refusal saying which way it is off.
+pub fn size_matches(declared: u64, expected: u64) -> Result<u64, Refusal> {
     if declared > expected {
         return Err(Refusal::new(
             RefusalKind::TooLarge,
@@ -117,13 +121,18 @@ pub fn exact_length(req: &Request, expected: u64) -> Result<u64, Refusal> {
 /// When the slot named a type, the PUT must send the same media type (parameters aside).
 /// `application/octet-stream` is what ejabberd sends when the client gave no type: any goes.
 pub fn check_media_type(req: &Request, slot_type: Option<&str>) -> Result<(), Refusal> {
+    media_type_matches(req.content_type.as_deref(), slot_type)
+}
+
+/// `check_media_type` on the `Content-Type` a PUT sent (`sent`).
+pub fn media_type_matches(sent: Option<&str>, slot_type: Option<&str>) -> Result<(), Refusal> {
     let Some(expected) = slot_type.map(media_type) else {
         return Ok(());
     };
     if expected == OCTET_STREAM {
         return Ok(());
     }
-    match req.content_type.as_deref().map(media_type) {
+    match sent.map(media_type) {
         Some(sent) if sent == expected => Ok(()),
         sent => Err(Refusal::new(
             RefusalKind::UnsupportedMediaType,

@@ -16,7 +16,7 @@ use crate::name::{
     is_safe_name, parse_decimal, percent_decode_segment, percent_encode_segment, query_value,
     sanitize_file_name, url_name_matches,
 };
-use crate::put::{Allowed, check_media_type, exact_length};
+use crate::put::{Allowed, declared_length, media_type_matches, size_matches};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::limits_for;
@@ -130,13 +130,11 @@ pub fn max_size(app: &App, query: &[(String, String)]) -> Result<Response, Outco
     })
 }
 
-/// May this PUT to `<put_prefix>/<token>/<raw_name>` proceed? Checks, in order: the slot
-/// exists, the URL's name is the slot's (when the web server writes, spelled so that it lands
-/// at `<token>/<name>`), the file is not there yet, the slot is younger than `put_timeout`,
-/// the length is declared (not chunked, not a range) and equals the slot's size exactly, the
-/// media type matches the slot's. On yes the slot is recorded as authorized (it counts as an
-/// upload from then on); when the web server writes the body, only the first PUT of a slot is
-/// ever allowed. `now` is unix seconds.
+/// May this PUT to `<put_prefix>/<token>/<raw_name>` proceed? The checks are
+/// `PutChecks::check`'s, in its order. On yes the slot is recorded as authorized (it counts as
+/// an upload from then on); when the web server writes the body, only the first PUT of a slot
+/// is ever allowed, and the slot's read, its checks and that record are one transaction of the
+/// store. `now` is unix seconds.
 pub fn allow_put(
     app: &App,
     req: &Request,
@@ -148,47 +146,112 @@ pub fn allow_put(
     if !is_token(token) {
         return Err(unknown().into());
     }
-    let slot = app.store.slot(token)?.ok_or_else(unknown)?;
-    if !name_spelling_accepted(req, raw_name, &slot.name) {
-        return Err(unknown().into());
-    }
-    let path = SafePath::slot(token, &slot.name)?;
-    if slot.uploaded.is_some() {
-        return Err(already_stored(&slot.name).into());
-    }
-    if req.decide_only && slot.authorized.is_some() {
-        // The web server writes the body: one allowed PUT per slot (`Store::authorize_once`
-        // makes this exact under races; this is the early, readable answer).
-        return Err(already_authorized(&slot.name).into());
-    }
-    app.uploads.check_absent(&path)?;
-    let age = now.saturating_sub(slot.created);
-    if age >= app.config.put_timeout {
-        return Err(Refusal::new(
-            RefusalKind::Gone,
-            format!(
-                "slot expired: created {age} s ago, PUT timeout is {} s",
-                app.config.put_timeout
-            ),
-        )
-        .into());
-    }
-    let size = exact_length(req, slot.size)?;
-    check_media_type(req, slot.content_type.as_deref())?;
+    let checks = PutChecks::of(app, req, raw_name, now);
+    let place = |path: Result<SafePath, Refusal>| {
+        path.map(|path| {
+            let taken = app.uploads.exists(&path);
+            (path, taken)
+        })
+    };
     if req.decide_only {
-        if !app.store.authorize_once(token, now)? {
-            return Err(already_authorized(&slot.name).into());
-        }
-    } else {
-        // The program writes, and links the finished file into place without overwriting:
-        // a retry after an interrupted transfer may use the same slot.
-        app.store.mark_authorized(token, now)?;
+        // The web server writes at the URL's name decoded once (the only spelling that can
+        // fill the slot): what stands there is looked at before the transaction, which holds
+        // the database's write lock and so does no file system work, and weighed in its place
+        // among the checks.
+        let path = percent_decode_segment(raw_name)
+            .ok_or_else(unknown)
+            .and_then(|name| SafePath::slot(token, &name));
+        let place = place(path);
+        let check = Box::new(move |slot: &Slot| checks.check(slot, &place));
+        let slot = app
+            .store
+            .authorize_first_put(token, now, check)?
+            .ok_or_else(unknown)?;
+        return Ok(Allowed {
+            path: SafePath::slot(token, &slot.name)?,
+            size: slot.size,
+            slot: Some(slot.token),
+        });
     }
+    let slot = app.store.slot(token)?.ok_or_else(unknown)?;
+    let place = place(SafePath::slot(token, &slot.name));
+    checks.check(&slot, &place)?;
+    // The program writes, and links the finished file into place without overwriting: a
+    // retry after an interrupted transfer may use the same slot.
+    app.store.mark_authorized(token, now)?;
+    let (path, _) = place?;
     Ok(Allowed {
         path,
-        size,
+        size: slot.size,
         slot: Some(slot.token),
     })
+}
+
+/// A PUT's checks on its slot, with what they need of the request taken out of it, so that
+/// they can run inside the store's transaction (`Backend::authorize_first_put`).
+struct PutChecks {
+    url_path: String,
+    raw_name: String,
+    decide_only: bool,
+    declared: Result<u64, Refusal>,
+    content_type: Option<String>,
+    now: i64,
+    put_timeout: i64,
+}
+
+impl PutChecks {
+    fn of(app: &App, req: &Request, raw_name: &str, now: i64) -> PutChecks {
+        PutChecks {
+            url_path: req.path.clone(),
+            raw_name: raw_name.to_string(),
+            decide_only: req.decide_only,
+            declared: declared_length(req),
+            content_type: req.content_type.clone(),
+            now,
+            put_timeout: app.config.put_timeout,
+        }
+    }
+
+    /// In order: the URL's name is the slot's (when the web server writes, spelled so that it
+    /// lands at `<token>/<name>`), the file is not stored yet, no PUT was allowed yet (when
+    /// the web server writes), nothing stands at its path (`place`: the path and whether it
+    /// is taken), the slot is younger than `put_timeout`, the length is declared (not
+    /// chunked, not a range) and equals the slot's size exactly, the media type matches.
+    fn check(&self, slot: &Slot, place: &Result<(SafePath, bool), Refusal>) -> Result<(), Refusal> {
+        if !name_spelling_accepted(self.decide_only, &self.raw_name, &slot.name) {
+            return Err(Refusal::not_found(format!(
+                "no upload slot at {:?}",
+                self.url_path
+            )));
+        }
+        let taken = match place {
+            Ok((_, taken)) => *taken,
+            Err(refusal) => return Err(refusal.clone()),
+        };
+        if slot.uploaded.is_some() {
+            return Err(already_stored(&slot.name));
+        }
+        if self.decide_only && slot.authorized.is_some() {
+            // One allowed PUT per slot when the web server writes (the store's update makes
+            // this exact under races; this is the early, readable answer).
+            return Err(already_authorized(&slot.name));
+        }
+        if taken {
+            return Err(already_stored(&slot.name));
+        }
+        let age = self.now.saturating_sub(slot.created);
+        if age >= self.put_timeout {
+            return Err(Refusal::new(
+                RefusalKind::Gone,
+                format!(
+                    "slot expired: created {age} s ago, PUT timeout is {} s",
+                    self.put_timeout
+                ),
+            ));
+        }
+        size_matches(self.declared.clone()?, slot.size)?;
+        media_type_matches(self.content_type.as_deref(), slot.content_type.as_deref())
+    }
 }
 
 /// Whether the name as it stands in the PUT URL may fill a slot named `slot_name`.
@@ -198,8 +261,8 @@ pub fn allow_put(
 /// the web server writes it (decide-only), nginx and Apache decode the URL once and write
 /// there: only a spelling that decodes once to the slot's name lands at `<token>/<name>`. Any
 /// other would put a second, stray file beside the slot's, outside every check and quota.
-fn name_spelling_accepted(req: &Request, raw_name: &str, slot_name: &str) -> bool {
-    if req.decide_only {
+fn name_spelling_accepted(decide_only: bool, raw_name: &str, slot_name: &str) -> bool {
+    if decide_only {
         return percent_decode_segment(raw_name).is_some_and(|once| once == slot_name);
     }
     url_name_matches(raw_name, slot_name)
@@ -331,11 +394,7 @@ mod tests {
 
     #[test]
     fn the_web_server_must_land_on_the_slot_name() {
-        let decide = Request {
-            decide_only: true,
-            ..Request::default()
-        };
-        let receive = Request::default();
+        let (decide, receive) = (true, false);
         for (spelling, decide_ok) in [
             ("a b.txt", true),
             ("a%20b.txt", true),
@@ -344,12 +403,12 @@ mod tests {
             ("%2561%20b.txt", false),
         ] {
             assert_eq!(
-                name_spelling_accepted(&decide, spelling, "a b.txt"),
+                name_spelling_accepted(decide, spelling, "a b.txt"),
                 decide_ok,
                 "decide-only {spelling}"
             );
             assert!(
-                name_spelling_accepted(&receive, spelling, "a b.txt"),
+                name_spelling_accepted(receive, spelling, "a b.txt"),
                 "program-written {spelling}"
             );
         }

@@ -7,9 +7,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use xmpp_http_upload::refusal::{Outcome, RefusalKind};
+use xmpp_http_upload::refusal::{Outcome, Refusal, RefusalKind};
 use xmpp_http_upload::rules::{Limits, Window};
-use xmpp_http_upload::store::{Location, Store};
+use xmpp_http_upload::store::{Location, Slot, Store};
 
 /// A fresh database of either kind for one test; `None`: PostgreSQL is missing (skip).
 fn location(postgres: bool, tag: &str) -> Option<(Location, Option<common::TempDir>)> {
@@ -129,15 +129,37 @@ fn sizes_beyond_i64_are_refused_not_wrapped(at: &Location) {
     assert_eq!(store.slot("top").unwrap().unwrap().size, top);
 }
 
+/// `authorize_first_put` with checks that allow everything.
+fn first_put(store: &Store, token: &str, now: i64) -> Result<Option<Slot>, Outcome> {
+    store.authorize_first_put(token, now, Box::new(|_| Ok(())))
+}
+
 fn only_the_first_web_server_put_of_a_slot_is_allowed(at: &Location) {
     let store = Store::open(at).unwrap();
     store
         .reserve_slot(&slot("o1", 3, 1000), &Limits::default(), 360)
         .unwrap();
-    assert!(store.authorize_once("o1", 1001).unwrap());
-    assert!(!store.authorize_once("o1", 1002).unwrap(), "second PUT");
+    let first = first_put(&store, "o1", 1001).unwrap().unwrap();
+    assert_eq!((first.token.as_str(), first.size), ("o1", 3));
+    let second = first_put(&store, "o1", 1002).map(|_| ());
+    assert!(refused_as(second, RefusalKind::Conflict), "second PUT");
     assert_eq!(store.slot("o1").unwrap().unwrap().authorized, Some(1001));
-    assert!(!store.authorize_once("unknown", 1003).unwrap());
+    assert!(matches!(first_put(&store, "unknown", 1003), Ok(None)));
+    // The checks see the slot as it stands; their refusal writes nothing.
+    store
+        .reserve_slot(&slot("o2", 3, 1000), &Limits::default(), 360)
+        .unwrap();
+    let refused = store.authorize_first_put(
+        "o2",
+        1004,
+        Box::new(|slot| {
+            assert_eq!((slot.size, slot.authorized), (3, None));
+            Err(Refusal::bad_request("no"))
+        }),
+    );
+    assert!(refused_as(refused.map(|_| ()), RefusalKind::BadRequest));
+    assert_eq!(store.slot("o2").unwrap().unwrap().authorized, None);
+    assert!(first_put(&store, "o2", 1005).unwrap().is_some());
 }
 
 fn racing_authorizations_of_one_slot_have_one_winner(at: &Location) {
@@ -145,16 +167,21 @@ fn racing_authorizations_of_one_slot_have_one_winner(at: &Location) {
     store
         .reserve_slot(&slot("r1", 3, 1000), &Limits::default(), 360)
         .unwrap();
-    let winners: usize = (0..8)
+    let answers: Vec<Result<Option<Slot>, Outcome>> = (0..8)
         .map(|i| {
             let store = store.clone();
-            std::thread::spawn(move || store.authorize_once("r1", 1000 + i).unwrap())
+            std::thread::spawn(move || first_put(&store, "r1", 1000 + i))
         })
         .collect::<Vec<_>>()
         .into_iter()
-        .map(|t| usize::from(t.join().unwrap()))
-        .sum();
-    assert_eq!(winners, 1);
+        .map(|t| t.join().unwrap())
+        .collect();
+    let winners = answers.iter().filter(|a| matches!(a, Ok(Some(_)))).count();
+    let conflicts = answers
+        .into_iter()
+        .filter(|a| matches!(a, Err(Outcome::Refused(r)) if r.kind == RefusalKind::Conflict))
+        .count();
+    assert_eq!((winners, conflicts), (1, 7));
 }
 
 fn a_signed_path_is_claimed_once_when_the_web_server_writes(at: &Location) {
@@ -335,7 +362,7 @@ fn counters_and_totals(at: &Location) {
     store
         .reserve_slot(&slot("c2", 20, 1000), &limits, 360)
         .unwrap();
-    assert!(store.authorize_once("c1", 1001).unwrap());
+    assert!(first_put(&store, "c1", 1001).unwrap().is_some());
     let jwt = xmpp_http_upload::store::Slot {
         area: Some("share".into()),
         authorized: Some(1000),

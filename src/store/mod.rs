@@ -208,6 +208,9 @@ fn redact(url: &str) -> String {
     format!("{scheme}://{user}{rest}")
 }
 
+/// The checks of a PUT on its slot, run inside `Backend::authorize_first_put`'s transaction.
+pub type PutCheck = Box<dyn Fn(&Slot) -> Result<(), Refusal> + Send + Sync>;
+
 /// What every store does. The methods are the program's whole use of the database; each is
 /// one transaction, so a failure leaves nothing half-written.
 pub trait Backend: Send + Sync {
@@ -221,11 +224,20 @@ pub trait Backend: Send + Sync {
     /// The slot with this token, if any.
     fn slot(&self, token: &str) -> Result<Option<Slot>, Error>;
 
-    /// Allows the one PUT of a slot whose body the web server writes: true when this call
-    /// recorded the authorization, false when an earlier PUT was allowed already (it may still
-    /// be writing: nginx renames each finished body into place, so a second body would replace
-    /// the first). One `UPDATE` decides, so two PUTs racing here cannot both win.
-    fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error>;
+    /// The whole decision on a PUT whose body the web server writes, in one transaction:
+    /// reads the slot of `token`, hands it to `check` (the PUT's checks, which read nothing
+    /// else; a refusal writes nothing), then records the authorization and counts the PUT
+    /// allowed. `Ok(None)`: no slot has this token. One authorization per slot, however many
+    /// PUTs race (one `UPDATE ... WHERE authorized IS NULL` decides): an earlier PUT may still
+    /// be writing, and nginx renames each finished body into place, so a second body would
+    /// replace the first; the losers are refused as `already_authorized`. (`check` may run
+    /// more than once: a store may retry a transaction that could not begin.)
+    fn authorize_first_put(
+        &self,
+        token: &str,
+        now: i64,
+        check: PutCheck,
+    ) -> Result<Option<Slot>, Outcome>;
 
     /// Records that a PUT of the HMAC protocol was allowed for `path` (relative to the upload
     /// root). With `once` (the web server writes the body) only the first call for a path

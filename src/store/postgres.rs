@@ -26,7 +26,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
-    Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, Quota, SLOT_GRANTED, Slot, Tally,
+    Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
     already_authorized,
 };
 use crate::refusal::{DatabaseFailure, Error, Outcome};
@@ -593,17 +593,40 @@ impl Backend for Store {
         })
     }
 
-    fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
-        self.with_tx("authorizing a slot", |tx| {
+    // Two PUTs of one slot may both read it unauthorized here (READ COMMITTED); the second
+    // UPDATE waits for the first's row lock, then finds `authorized` set and changes nothing.
+    fn authorize_first_put(
+        &self,
+        token: &str,
+        now: i64,
+        check: PutCheck,
+    ) -> Result<Option<Slot>, Outcome> {
+        let decided = self.with_tx("authorizing a slot", |tx| {
+            let Some(slot) = tx
+                .query(
+                    concat!("SELECT ", slot_columns!(), " FROM slot WHERE token = $1"),
+                    &[&token],
+                )?
+                .first()
+                .map(slot_from_row)
+                .transpose()?
+            else {
+                return Ok(Ok(None));
+            };
+            if let Err(refusal) = check(&slot) {
+                return Ok(Err(refusal));
+            }
             let won = tx.execute(
                 "UPDATE slot SET authorized = $2 WHERE token = $1 AND authorized IS NULL",
                 &[&token, &now],
             )? == 1;
-            if won {
-                tx.bump(PUT_ALLOWED_SLOT)?;
+            if !won {
+                return Ok(Err(already_authorized(&slot.name)));
             }
-            Ok(won)
-        })
+            tx.bump(PUT_ALLOWED_SLOT)?;
+            Ok(Ok(Some(slot)))
+        })?;
+        decided.map_err(Outcome::Refused)
     }
 
     fn claim_signed_path(

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::group_commit::{Counts, Writer};
 use super::{
-    Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, Quota, SLOT_GRANTED, Slot, Tally,
+    Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
     already_authorized,
 };
 use crate::refusal::{DatabaseFailure, Error, Outcome};
@@ -346,10 +346,28 @@ impl Backend for Store {
         })
     }
 
-    fn authorize_once(&self, token: &str, now: i64) -> Result<bool, Error> {
+    // In the writer's batch (`BEGIN IMMEDIATE`): no other write, of this process or another,
+    // comes between the read and the update.
+    fn authorize_first_put(
+        &self,
+        token: &str,
+        now: i64,
+        check: PutCheck,
+    ) -> Result<Option<Slot>, Outcome> {
         let token = token.to_string();
         self.in_batch(move |tx, counts| {
             let fail = |e| Error::sqlite("authorizing a slot", e);
+            let slot = tx
+                .prepare_cached(&format!("SELECT {SLOT_COLUMNS} FROM slot WHERE token = ?1"))
+                .and_then(|mut stmt| stmt.query_row([&token], slot_from_row))
+                .optional()
+                .map_err(fail)?;
+            let Some(slot) = slot else {
+                return Ok(Ok(None));
+            };
+            if let Err(refusal) = check(&slot) {
+                return Ok(Err(refusal));
+            }
             let won = execute_cached(
                 tx,
                 "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
@@ -357,11 +375,13 @@ impl Backend for Store {
             )
             .map_err(fail)?
                 == 1;
-            if won {
-                bump(counts, PUT_ALLOWED_SLOT);
+            if !won {
+                return Ok(Err(already_authorized(&slot.name)));
             }
-            Ok(won)
-        })
+            bump(counts, PUT_ALLOWED_SLOT);
+            Ok(Ok(Some(slot)))
+        })?
+        .map_err(Outcome::Refused)
     }
 
     fn claim_signed_path(
