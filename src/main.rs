@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use xmpp_http_upload::config::{
@@ -167,22 +168,62 @@ fn open_app(config: Config) -> Result<Arc<App>, String> {
 /// thread once used. The program's threads allocate little and briefly (small blocks, served
 /// from each thread's cache without a lock): measured under 64 connections, peak RSS 11.4 →
 /// 9.9 MiB, with requests/s unchanged.
-#[cfg(target_env = "gnu")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_malloc_arena() {
-    // SAFETY: `mallopt` takes two integers and touches no memory of ours; glibc documents it
-    // as safe to call at any time (MT-Safe). It runs before this process starts a thread, and
-    // its result (1 on success) only tells whether the setting took: it is not needed.
+    // SAFETY: `mallopt` takes two integers and touches no memory of ours. glibc marks it
+    // MT-Unsafe (it changes malloc's settings without a lock): it is sound only while no
+    // other thread can be in malloc, and this is the first statement of `main`, before the
+    // program starts any thread (Rust starts none before `main`). Its result (1 on success)
+    // only tells whether the setting took: it is not needed.
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
     }
 }
 
-#[cfg(not(target_env = "gnu"))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
+
+/// The log on stderr: env_logger's usual line (`[time LEVEL module] message`), with the
+/// control characters of the message written as escapes (`\u{1b}`, `\n`), so that nothing a
+/// request carries (a raw path, a decoded segment quoted in an error) can move a terminal's
+/// cursor or forge a log line of its own. env_logger's colour support did this by stripping
+/// escape codes from every line, which cost 4 % of a slot request's CPU (Cargo.toml).
+fn init_log() {
+    use std::io::Write;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let message = record.args().to_string();
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                escape_controls(&message)
+            )
+        })
+        .init();
+}
+
+/// `text` with each control character written as its escape.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
 
 fn main() -> ExitCode {
     one_malloc_arena();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_log();
     // A panic in a request thread must reach the log, not a terminal nobody reads (BEHAVIOUR.md §8).
     std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
     // Under CGI the request is the only input. A web server hands a query without `=` to a
@@ -193,6 +234,7 @@ fn main() -> ExitCode {
     }
     let result = parse_args().and_then(run);
     match result {
+        Ok(()) if OUTPUT_CUT.load(Ordering::Relaxed) => ExitCode::from(OUTPUT_CUT_STATUS),
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("xmpp-http-upload: {message}");
@@ -202,10 +244,11 @@ fn main() -> ExitCode {
 }
 
 /// Writes an admin command's output to stdout (`say!` adds a newline, `say_raw!` does not).
-/// A reader that went away (`check-config | head -n 1`) ends the command quietly with status
-/// 141, as SIGPIPE ends `ls` or `grep` (128 + 13, what a shell shows for them): what the
-/// command did is done, only the rest of its report goes unread, and `pipefail` still sees
-/// that the report was cut.
+/// A reader that went away (`check-config | head -n 1`) is no error of the command: it does
+/// all its work (`cleanup --reapply-rules` prints one report before it cleans up), the rest of
+/// its output goes unwritten, and it ends with its own failure if it has one (1, its line on
+/// stderr), else with 141, as SIGPIPE ends `ls` or `grep` (128 + 13), so that `pipefail`
+/// still sees that the output was cut.
 /// (`println!` panics there: Rust ignores SIGPIPE, so the write fails with EPIPE, and the
 /// panic reached the log.) Not for `serve`: a web server hanging up never ends that process.
 macro_rules! say_raw {
@@ -217,17 +260,28 @@ macro_rules! say {
 
 fn write_out(text: std::fmt::Arguments) {
     use std::io::Write;
+    if OUTPUT_CUT.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let written = out.write_fmt(text).and_then(|()| out.flush());
     match written {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            OUTPUT_CUT.store(true, Ordering::Relaxed);
+        }
         Err(e) => {
             eprintln!("xmpp-http-upload: writing the output: {e}");
             std::process::exit(1);
         }
     }
 }
+
+/// Set once stdout's reader went away (`write_out`).
+static OUTPUT_CUT: AtomicBool = AtomicBool::new(false);
+
+/// What a shell shows for a command that SIGPIPE ended (128 + 13).
+const OUTPUT_CUT_STATUS: u8 = 141;
 
 fn run(cli: Cli) -> Result<(), String> {
     let args = Args { config: cli.config };
@@ -386,9 +440,9 @@ fn runserver(args: &Args, listen: Option<String>, data: Option<PathBuf>) -> Resu
 mod tests {
     //! The man pages in debian/man/ are rendered from the clap definition above, so that they
     //! say what `--help` says. `XHU_WRITE_MAN=1 cargo test --bin xmpp-http-upload man_pages`
-    //! writes them after a change of the command line.
+    //! writes them after a change of the command line. Also: the log's escaping.
 
-    use super::Cli;
+    use super::{Cli, escape_controls};
     use clap::CommandFactory;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -521,5 +575,15 @@ differences or failures that remain, each told in one line on standard error.
                 );
             }
         }
+    }
+
+    #[test]
+    fn log_messages_carry_no_control_characters() {
+        assert_eq!(escape_controls("slot granted: a@b"), "slot granted: a@b");
+        assert_eq!(
+            escape_controls("refused GET /upload/\u{1b}[2J\u{1b}]0;pwned\u{7}x\nfake line"),
+            "refused GET /upload/\\u{1b}[2J\\u{1b}]0;pwned\\u{7}x\\nfake line"
+        );
+        assert_eq!(escape_controls("naïve ✓"), "naïve ✓");
     }
 }

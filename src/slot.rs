@@ -72,8 +72,9 @@ pub fn request_slot(
         slot.name,
         slot.size,
         slot.content_type,
-        // The time digits and four random ones: enough to tell slots apart in the log,
-        // while a reader of the log still lacks 112 of the token's 128 random bits.
+        // The time digits and four random ones: enough to tell slots apart. (The lines of
+        // the PUT that follows carry its whole path, token included, as the web server's
+        // access log does: the log is as private as that one.)
         &slot.token[..TIME_DIGITS + 4]
     );
     let url = |prefix: &str, name: &str| format!("{base}{prefix}/{}/{name}", slot.token);
@@ -364,8 +365,11 @@ const TIME_DIGITS: usize = 8;
 /// and a random key puts every new row on another page of the B-tree, so every slot wrote a
 /// page of its own to the WAL and later into the database. Tokens that follow the clock land
 /// side by side on the table's last page, which a batch of slots then shares (measured: CPU
-/// per stored slot 31 → 23 µs alone, 22 → 13 µs two to a commit). What the prefix tells a
-/// holder of the URL is when the slot was made, which the file's `Last-Modified` says anyway.
+/// per stored slot 31 → 23 µs alone, 22 → 13 µs two to a commit). Milliseconds rather than
+/// seconds: at thousands of slots a second, a second's slots would again spread over
+/// hundreds of pages. The price: whoever sees a URL learns when its slot was requested, to the
+/// millisecond (SECURITY.md says so); the recipients of a shared file know about when it was
+/// sent anyway.
 fn new_token() -> Result<String, Error> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -457,9 +457,24 @@ fn the_database_and_files_of_a_fresh_install_check_clean() {
     assert!(Path::new(&env.database).exists());
 }
 
+/// `args` run with a stdout whose reader went away before the command started (its first
+/// write fails): the exit status and stderr.
+fn with_output_cut(args: &[&str]) -> (Option<i32>, String) {
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::from(write_end))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panic"), "{args:?}: {stderr}");
+    (output.status.code(), stderr)
+}
+
 /// An admin command whose reader went away (`check-config | head -n 1`, `files … | grep -q`)
-/// ends quietly with 141, as SIGPIPE ends `ls`: no panic in the log, no partial line promised.
-/// The read end is closed before the command starts, so its first write already fails.
+/// ends quietly with 141, as SIGPIPE ends `ls` — no panic in the log — unless it failed,
+/// which still says so (1, its line on stderr): `check` finding what it cannot repair.
 #[test]
 fn an_output_whose_reader_went_away_ends_the_command_quietly() {
     let (env, server) = start(&config());
@@ -469,16 +484,18 @@ fn an_output_whose_reader_went_away_ends_the_command_quietly() {
         vec!["check-config", "--config", &config],
         vec!["files", "--jid", BOB, "--config", &config],
         vec!["usage", "--json", "--config", &config],
+        vec!["check", "--config", &config],
     ] {
-        let (read_end, write_end) = nix::unistd::pipe().unwrap();
-        drop(read_end);
-        let output = std::process::Command::new(BIN)
-            .args(&args)
-            .stdout(std::process::Stdio::from(write_end))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panic"), "{args:?}: {stderr}");
+        let (status, stderr) = with_output_cut(&args);
+        assert_eq!(status, Some(141), "{args:?}: {stderr}");
     }
+    // A file without a record: `check` cannot repair it (the same as without the pipe).
+    let stray = env.upload_root.join("a".repeat(40));
+    fs::create_dir_all(&stray).unwrap();
+    fs::write(stray.join("stray.txt"), b"?").unwrap();
+    let (ok, _, said) = admin(&env, &["check"]);
+    assert!(!ok, "check with a stray file: {said}");
+    let (status, stderr) = with_output_cut(&["check", "--config", &config]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.contains("remain"), "{stderr}");
 }
