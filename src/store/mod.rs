@@ -211,6 +211,26 @@ fn redact(url: &str) -> String {
 /// The checks of a PUT on its slot, run inside `Backend::authorize_first_put`'s transaction.
 pub type PutCheck = Box<dyn Fn(&Slot) -> Result<(), Refusal> + Send + Sync>;
 
+/// `authorize_first_put` once a store has read the slot (`None`: there is none), inside its
+/// transaction: `check` it, then `authorize` it (true: this call recorded the authorization,
+/// false: an earlier PUT had).
+fn first_put<E>(
+    slot: Option<Slot>,
+    check: &PutCheck,
+    authorize: impl FnOnce() -> Result<bool, E>,
+) -> Result<Result<Option<Slot>, Refusal>, E> {
+    let Some(slot) = slot else {
+        return Ok(Ok(None));
+    };
+    if let Err(refusal) = check(&slot) {
+        return Ok(Err(refusal));
+    }
+    if !authorize()? {
+        return Ok(Err(already_authorized(&slot.name)));
+    }
+    Ok(Ok(Some(slot)))
+}
+
 /// What every store does. The methods are the program's whole use of the database; each is
 /// one transaction, so a failure leaves nothing half-written.
 pub trait Backend: Send + Sync {

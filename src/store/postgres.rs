@@ -27,7 +27,7 @@ use postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
-    already_authorized,
+    already_authorized, first_put,
 };
 use crate::refusal::{DatabaseFailure, Error, Outcome};
 use crate::rules::Held;
@@ -602,29 +602,24 @@ impl Backend for Store {
         check: PutCheck,
     ) -> Result<Option<Slot>, Outcome> {
         let decided = self.with_tx("authorizing a slot", |tx| {
-            let Some(slot) = tx
+            let slot = tx
                 .query(
                     concat!("SELECT ", slot_columns!(), " FROM slot WHERE token = $1"),
                     &[&token],
                 )?
                 .first()
                 .map(slot_from_row)
-                .transpose()?
-            else {
-                return Ok(Ok(None));
-            };
-            if let Err(refusal) = check(&slot) {
-                return Ok(Err(refusal));
-            }
-            let won = tx.execute(
-                "UPDATE slot SET authorized = $2 WHERE token = $1 AND authorized IS NULL",
-                &[&token, &now],
-            )? == 1;
-            if !won {
-                return Ok(Err(already_authorized(&slot.name)));
-            }
-            tx.bump(PUT_ALLOWED_SLOT)?;
-            Ok(Ok(Some(slot)))
+                .transpose()?;
+            first_put(slot, &check, || {
+                let won = tx.execute(
+                    "UPDATE slot SET authorized = $2 WHERE token = $1 AND authorized IS NULL",
+                    &[&token, &now],
+                )? == 1;
+                if won {
+                    tx.bump(PUT_ALLOWED_SLOT)?;
+                }
+                Ok(won)
+            })
         })?;
         decided.map_err(Outcome::Refused)
     }

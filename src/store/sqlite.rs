@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::group_commit::{Counts, Writer};
 use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
-    already_authorized,
+    already_authorized, first_put,
 };
 use crate::refusal::{DatabaseFailure, Error, Outcome};
 use crate::rules::Held;
@@ -362,24 +362,19 @@ impl Backend for Store {
                 .and_then(|mut stmt| stmt.query_row([&token], slot_from_row))
                 .optional()
                 .map_err(fail)?;
-            let Some(slot) = slot else {
-                return Ok(Ok(None));
-            };
-            if let Err(refusal) = check(&slot) {
-                return Ok(Err(refusal));
-            }
-            let won = execute_cached(
-                tx,
-                "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
-                params![token, now],
-            )
-            .map_err(fail)?
-                == 1;
-            if !won {
-                return Ok(Err(already_authorized(&slot.name)));
-            }
-            bump(counts, PUT_ALLOWED_SLOT);
-            Ok(Ok(Some(slot)))
+            first_put(slot, &check, || {
+                let won = execute_cached(
+                    tx,
+                    "UPDATE slot SET authorized = ?2 WHERE token = ?1 AND authorized IS NULL",
+                    params![token, now],
+                )
+                .map_err(fail)?
+                    == 1;
+                if won {
+                    bump(counts, PUT_ALLOWED_SLOT);
+                }
+                Ok(won)
+            })
         })?
         .map_err(Outcome::Refused)
     }
