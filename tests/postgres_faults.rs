@@ -37,6 +37,22 @@ fn slot_query(name: &str) -> String {
     format!("jid=user%40example.org&name={name}&size=5")
 }
 
+/// The slot request of `slot_query(name)` to the program at `address`, from any thread.
+fn slot_request_at(address: &common::fcgi::Address, name: &str) -> common::fcgi::Response {
+    let params = common::fcgi::request_params(
+        "GET",
+        &format!("/http_upload/slot/?{}", slot_query(name)),
+        &[],
+    );
+    common::fcgi::request(
+        address,
+        common::fcgi::Role::Responder,
+        &params,
+        common::fcgi::Body::Empty,
+    )
+    .unwrap()
+}
+
 fn assert_away(response: &Response, what: &str) {
     assert_eq!(response.status, 503, "{what}: {response}");
     assert_eq!(response.text(), AWAY, "{what}");
@@ -98,21 +114,7 @@ fn a_restart_between_requests_costs_no_request() {
     let threads: Vec<_> = (0..4)
         .map(|i| {
             let address = server.address.clone();
-            std::thread::spawn(move || {
-                let params = common::fcgi::request_params(
-                    "GET",
-                    &format!("/http_upload/slot/?{}", slot_query(&format!("t{i}.txt"))),
-                    &[],
-                );
-                common::fcgi::request(
-                    &address,
-                    common::fcgi::Role::Responder,
-                    &params,
-                    common::fcgi::Body::Empty,
-                )
-                .unwrap()
-                .status
-            })
+            std::thread::spawn(move || slot_request_at(&address, &format!("t{i}.txt")).status)
         })
         .collect();
     for t in threads {
@@ -160,20 +162,7 @@ fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works
     );
     let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let address = server.address.clone();
-    let waiting = std::thread::spawn(move || {
-        let params = common::fcgi::request_params(
-            "GET",
-            &format!("/http_upload/slot/?{}", slot_query("waits.txt")),
-            &[],
-        );
-        common::fcgi::request(
-            &address,
-            common::fcgi::Role::Responder,
-            &params,
-            common::fcgi::Body::Empty,
-        )
-        .unwrap()
-    });
+    let waiting = std::thread::spawn(move || slot_request_at(&address, "waits.txt"));
     // Wait until the program's transaction is blocked on the lock, then kill its connection.
     let blocked = common::wait_until(Duration::from_secs(10), || {
         !cluster
