@@ -277,9 +277,7 @@ impl UploadDir {
     /// following a symbolic link; missing levels are created when `create` is set.
     fn open_dir(&self, segments: &[String], create: bool) -> Result<OwnedFd, DirError> {
         let mut dir = self.open_root().map_err(DirError::Failed)?;
-        let mut shown = self.root.clone();
-        for segment in segments {
-            shown.push(segment);
+        for (level, segment) in segments.iter().enumerate() {
             let opened = match openat(&dir, segment.as_str(), dir_flags(), Mode::empty()) {
                 Err(Errno::ENOENT) if create => {
                     // The usual 0777 less the umask, as `mkdir` does: the web server must be
@@ -288,8 +286,7 @@ impl UploadDir {
                         // EEXIST: another request made it in the meantime.
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => {
-                            let context = format!("creating {}", shown.display());
-                            return Err(DirError::Failed(Error::io(context, e.into())));
+                            return Err(self.dir_failure("creating", &segments[..=level], e));
                         }
                     }
                     openat(&dir, segment.as_str(), dir_flags(), Mode::empty())
@@ -303,10 +300,7 @@ impl UploadDir {
                 Err(Errno::ELOOP | Errno::ENOTDIR) => {
                     return Err(DirError::NotPlain(segment.clone()));
                 }
-                Err(e) => {
-                    let context = format!("opening {}", shown.display());
-                    return Err(DirError::Failed(Error::io(context, e.into())));
-                }
+                Err(e) => return Err(self.dir_failure("opening", &segments[..=level], e)),
             };
         }
         Ok(dir)
