@@ -143,7 +143,7 @@ pub fn allow_put(
     raw_name: &str,
     now: i64,
 ) -> Result<Allowed, Outcome> {
-    let unknown = || Refusal::not_found(format!("no upload slot at {:?}", req.path));
+    let unknown = || no_slot_at(&req.path);
     if !is_token(token) {
         return Err(unknown().into());
     }
@@ -188,6 +188,12 @@ pub fn allow_put(
     })
 }
 
+/// The refusal of a PUT to `url_path` that fills no slot (unknown token, or a name that is not
+/// the slot's): the same 404 either way, so that a token cannot be confirmed by its name.
+fn no_slot_at(url_path: &str) -> Refusal {
+    Refusal::not_found(format!("no upload slot at {url_path:?}"))
+}
+
 /// A PUT's checks on its slot, with what they need of the request taken out of it, so that
 /// they can run inside the store's transaction (`Backend::authorize_first_put`).
 struct PutChecks {
@@ -220,10 +226,7 @@ impl PutChecks {
     /// chunked, not a range) and equals the slot's size exactly, the media type matches.
     fn check(&self, slot: &Slot, place: &Result<(SafePath, bool), Refusal>) -> Result<(), Refusal> {
         if !name_spelling_accepted(self.decide_only, &self.raw_name, &slot.name) {
-            return Err(Refusal::not_found(format!(
-                "no upload slot at {:?}",
-                self.url_path
-            )));
+            return Err(no_slot_at(&self.url_path));
         }
         let taken = match place {
             Ok((_, taken)) => *taken,
