@@ -97,12 +97,8 @@ pub fn declared_length(req: &Request) -> Result<u64, Refusal> {
         .ok_or_else(|| Refusal::bad_request(format!("invalid Content-Length {text:?}")))
 }
 
-/// The declared length when it is the slot's size exactly: 413 when larger, 400 when smaller.
-pub fn exact_length(req: &Request, expected: u64) -> Result<u64, Refusal> {
-    size_matches(declared_length(req)?, expected)
-}
-
-/// A declared length against the slot's size: exactly it, or a refusal saying which way it is off.
+/// The declared length (`declared_length`) when it is the slot's size exactly: 413 when
+/// larger, 400 when smaller.
 pub fn size_matches(declared: u64, expected: u64) -> Result<u64, Refusal> {
     if declared > expected {
         return Err(Refusal::new(
@@ -155,6 +151,11 @@ mod tests {
             content_type: content_type.map(str::to_string),
             ..Request::default()
         }
+    }
+
+    /// What a slot PUT's length checks answer (`slot::PutChecks::check`).
+    fn exact_length(req: &Request, expected: u64) -> Result<u64, Refusal> {
+        size_matches(declared_length(req)?, expected)
     }
 
     fn refused_length(req: &Request, expected: u64) -> RefusalKind {
