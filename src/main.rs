@@ -14,7 +14,7 @@ use xmpp_http_upload::config::{
     APACHE_SITE, CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, ListenAddress, NGINX_FILES_SNIPPET,
 };
 use xmpp_http_upload::fcgi::{self, Listen};
-use xmpp_http_upload::{App, admin, cgi, cleanup, devserver, unix_now};
+use xmpp_http_upload::{App, admin, cgi, cleanup, devserver, store, unix_now};
 
 /// The HTTP side of XMPP HTTP File Upload (XEP-0363). Without a command: serve.
 #[derive(Parser)]
@@ -303,10 +303,19 @@ fn run(cli: Cli) -> Result<(), String> {
                     problems.join("; ")
                 ));
             }
-            say!(
-                "{}: OK (uid {uid} can reach the upload root and the database)",
-                path.display()
-            );
+            // PostgreSQL: connected to and read, as this user would start the program on it.
+            let database = store::Store::check(&config.database)
+                .map_err(|problem| format!("{}: not usable: {problem}", path.display()))?;
+            match database {
+                None => say!(
+                    "{}: OK (uid {uid} can reach the upload root and the database)",
+                    path.display()
+                ),
+                Some(found) => say!(
+                    "{}: OK (uid {uid} can reach the upload root; {found})",
+                    path.display()
+                ),
+            }
             if uid.is_root() {
                 say!(
                     "warning: checked as root, who can reach everything; check as the user the \

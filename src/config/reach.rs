@@ -55,7 +55,7 @@ impl Config {
             }
         };
         check("upload_root", &self.upload_root, true, all, true);
-        // PostgreSQL: nothing on this host to reach (connecting is `Store::open`'s to try).
+        // PostgreSQL: nothing on this host to reach (connecting and reading is `Store::check`'s).
         if let Some(database) = self.database.sqlite_path() {
             let db_dir = match database.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => parent,

@@ -178,7 +178,7 @@ impl Location {
 /// `url` with the password of its user part and any `password=` parameter replaced by `***`.
 /// Read as the client's parser reads it: the user part ends at the first `@` (a password may
 /// hold an unencoded `/` or `?`), parameter names are percent-decoded.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (user, rest) = match rest.split_once('@') {
         Some((user, rest)) => match user.split_once(':') {
@@ -359,6 +359,18 @@ pub trait Backend: Send + Sync {
 pub struct Store(Box<dyn Backend>);
 
 impl Store {
+    /// What `check-config` says of the database beyond the file permissions it checks itself
+    /// (`Config::unreachable`): for PostgreSQL, what connecting and reading found
+    /// (`postgres::check`), one line, `Err` when the program could not start on it. SQLite:
+    /// `Ok(None)` (opening the file would create its `-wal`/`-shm` beside it, as whichever
+    /// user runs `check-config`).
+    pub fn check(location: &Location) -> Result<Option<String>, String> {
+        match location {
+            Location::Sqlite(_) => Ok(None),
+            Location::Postgres(url) => postgres::check(url).map(Some),
+        }
+    }
+
     /// Opens the database (creating it if needed: SQLite's file, or PostgreSQL's tables in
     /// an existing database) and brings its schema up to date.
     pub fn open(location: &Location) -> Result<Store, Error> {

@@ -211,21 +211,7 @@ impl Store {
     /// migrates on its first connection that works. Anything else (a wrong password, a schema
     /// newer than this program) is.
     pub fn open(url: &str) -> Result<Store, Error> {
-        let mut config: postgres::Config = url.parse().map_err(|e| {
-            Error::database("reading the PostgreSQL URL", DatabaseFailure::Other, e)
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(WAIT);
-        }
-        // A server gone without a word (its machine off, the network cut): what was sent and
-        // never acknowledged ends the connection after `WAIT`, not after the kernel's
-        // retransmissions (about 15 minutes), and the request gets its 503.
-        if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(WAIT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("xmpp-http-upload");
-        }
+        let config = client_config(url)?;
         let store = Store {
             config,
             pool: Mutex::new(Pool {
@@ -971,6 +957,120 @@ impl Backend for Store {
         )
         .map(|_| ())
     }
+}
+
+/// The client's settings from `url`, with our defaults where the URL sets none.
+fn client_config(url: &str) -> Result<postgres::Config, Error> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| Error::database("reading the PostgreSQL URL", DatabaseFailure::Other, e))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(WAIT);
+    }
+    // A server gone without a word (its machine off, the network cut): what was sent and
+    // never acknowledged ends the connection after `WAIT`, not after the kernel's
+    // retransmissions (about 15 minutes), and the request gets its 503.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(WAIT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("xmpp-http-upload");
+    }
+    Ok(config)
+}
+
+/// What `check-config` finds at the database of `url`, without changing anything there: it
+/// connects as the program would, and reads whether the program will be able to start on it
+/// (make or migrate its tables, use them). `Ok`: one line saying what it found; `Err`: one line
+/// saying what stops the program, and what to do about it.
+pub fn check(url: &str) -> Result<String, String> {
+    let config = client_config(url).map_err(|e| e.to_string())?;
+    let mut client = config.connect(NoTls).map_err(|e| {
+        format!(
+            "cannot connect to PostgreSQL at {}: {}",
+            super::redact(url),
+            Shown(e)
+        )
+    })?;
+    let read = |e| format!("cannot read the database: {}", Shown(e));
+    let row = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text,
+                    current_setting('server_version'), current_schema()::text,
+                    to_regclass('schema_version') IS NOT NULL",
+            &[],
+        )
+        .map_err(read)?;
+    let (user, database, server): (String, String, String) = (
+        row.try_get(0).map_err(read)?,
+        row.try_get(1).map_err(read)?,
+        row.try_get(2).map_err(read)?,
+    );
+    let schema: Option<String> = row.try_get(3).map_err(read)?;
+    let has_tables: bool = row.try_get(4).map_err(read)?;
+    let at = format!("PostgreSQL {server}, database {database} as user {user}");
+    let known = MIGRATIONS.len();
+    if !has_tables {
+        // The first start creates every table in the schema that `search_path` names first.
+        let Some(schema) = schema else {
+            return Err(format!(
+                "{at}: no schema of its search_path exists, so the program has nowhere to \
+                 create its tables (ALTER ROLE {user} SET search_path = public)"
+            ));
+        };
+        let may_create: bool = client
+            .query_one("SELECT has_schema_privilege($1, 'CREATE')", &[&schema])
+            .and_then(|row| row.try_get(0))
+            .map_err(read)?;
+        if !may_create {
+            return Err(format!(
+                "{at}: this user may not create tables in schema {schema} (since PostgreSQL \
+                 15 only the database's owner may in `public`): make it the owner \
+                 (ALTER DATABASE {database} OWNER TO {user}) or GRANT CREATE ON SCHEMA \
+                 {schema} TO {user}"
+            ));
+        }
+        return Ok(format!(
+            "{at}: no tables yet; the program creates them when it starts"
+        ));
+    }
+    // The tables are the program's to read and write (they may have been made by another
+    // user, e.g. an admin who ran the program as the database's owner once).
+    let usable: bool = client
+        .query_one(
+            "SELECT bool_and(has_table_privilege(t, 'SELECT, INSERT, UPDATE, DELETE'))
+             FROM unnest(ARRAY['schema_version', 'slot', 'signed_upload', 'purged', 'counter']) AS t
+             WHERE to_regclass(t) IS NOT NULL",
+            &[],
+        )
+        .and_then(|row| row.try_get::<_, Option<bool>>(0))
+        .map_err(read)?
+        .unwrap_or(true);
+    if !usable {
+        return Err(format!(
+            "{at}: this user may not read and write the program's tables \
+             (schema_version, slot, signed_upload, purged, counter): GRANT SELECT, INSERT, UPDATE, DELETE ON them \
+             TO {user}, or make it their owner"
+        ));
+    }
+    let version: Option<i32> = client
+        .query_opt("SELECT version FROM schema_version", &[])
+        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .map_err(read)?;
+    let version = version.map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
+    if version > known {
+        return Err(format!(
+            "{at}: its schema version {version} is newer than this program knows ({known}): \
+             upgrade the program"
+        ));
+    }
+    if version < known {
+        return Ok(format!(
+            "{at}: tables at schema version {version}; the program brings them to {known} \
+             when it starts"
+        ));
+    }
+    Ok(format!("{at}: tables current (schema version {known})"))
 }
 
 /// Brings the schema up to date, in one transaction under `MIGRATION_LOCK`.

@@ -1,0 +1,185 @@
+//! `check-config` with `database = "postgres://..."` connects as the program would and reads
+//! whether the program can start there, changing nothing: what it found is one line of its
+//! OK; what would stop the program (no server, no such database, a user that may not create
+//! the tables, a schema newer than the program, tables it may not write) is its one-line
+//! error and exit status 1. Against a real PostgreSQL cluster (`common::postgres`).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::postgres::{Postgres, USER};
+use common::{ALLOW_ALL, Env, output_text, standard_config};
+
+/// A config on `url` in `env`'s test directory.
+fn config_on(env: &Env, url: &str) -> PathBuf {
+    let path = env.dir.path.join("pg.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "upload_root = {:?}\ndatabase = {url:?}\n{}",
+            env.upload_root.to_str().expect("a UTF-8 upload root"),
+            standard_config(ALLOW_ALL)
+        ),
+    )
+    .expect("write the configuration");
+    path
+}
+
+fn check_config(env: &Env, url: &str) -> Output {
+    let config = config_on(env, url);
+    env.run(&[
+        "check-config",
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+    ])
+}
+
+/// The one line check-config wrote on stderr, asserting it failed with status 1 and nothing
+/// else went wrong.
+fn refusal(output: &Output) -> String {
+    let text = output_text(output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+/// Its OK line, asserting it succeeded.
+fn ok_line(output: &Output) -> String {
+    let text = output_text(output);
+    assert!(output.status.success(), "{text}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.contains(": OK ("))
+        .unwrap_or_else(|| panic!("no OK line: {text}"))
+        .to_string()
+}
+
+fn tables(cluster: &Postgres, url: &str) -> Vec<Vec<String>> {
+    cluster.sql_in(
+        url,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+}
+
+#[test]
+fn a_new_database_is_reported_ready_and_left_untouched_and_then_current() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let url = cluster.database("check_new");
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let line = ok_line(&check_config(&env, &url));
+    assert!(line.contains("PostgreSQL "), "{line}");
+    assert!(line.contains(&format!("as user {USER}")), "{line}");
+    assert!(
+        line.contains("no tables yet; the program creates them when it starts"),
+        "{line}"
+    );
+    assert!(tables(cluster, &url).is_empty(), "check-config made tables");
+
+    // Once the program has started there, the same check finds its tables current.
+    let config = config_on(&env, &url);
+    let server = env.serve_with(&config);
+    drop(server);
+    let line = ok_line(&check_config(&env, &url));
+    assert!(line.contains("tables current (schema version"), "{line}");
+}
+
+#[test]
+fn no_server_at_the_address_is_an_error_that_hides_the_password() {
+    if common::postgres::shared().is_none() {
+        return;
+    }
+    // A port nothing listens on: taken, then freed.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let url = format!("postgres://{USER}:hunter2secret@127.0.0.1:{port}/nothing?connect_timeout=3");
+    let line = refusal(&check_config(&env, &url));
+    // Where, with the password starred out, and why.
+    assert!(
+        line.contains(&format!(
+            "cannot connect to PostgreSQL at postgres://{USER}:***@127.0.0.1:{port}/nothing"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("Connection refused"), "{line}");
+    assert!(
+        !line.contains("hunter2secret"),
+        "the password shows: {line}"
+    );
+}
+
+#[test]
+fn a_database_that_does_not_exist_is_named() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let line = refusal(&check_config(&env, &cluster.url("no_such_database_here")));
+    assert!(line.contains("cannot connect to PostgreSQL"), "{line}");
+    assert!(line.contains("no_such_database_here"), "{line}");
+}
+
+#[test]
+fn a_user_that_may_not_create_the_tables_is_told_what_to_grant() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let url = cluster.database("check_grant");
+    // As since PostgreSQL 15 (said here, so that an older server tests the same): only the
+    // database's owner may create tables in `public`.
+    cluster.sql_in(&url, "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    cluster.sql("DO $$ BEGIN CREATE ROLE xhu_limited LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+    let limited = url.replacen(&format!("//{USER}@"), "//xhu_limited@", 1);
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let line = refusal(&check_config(&env, &limited));
+    assert!(
+        line.contains("as user xhu_limited: this user may not create tables in schema public"),
+        "{line}"
+    );
+    assert!(
+        line.contains("GRANT CREATE ON SCHEMA public TO xhu_limited"),
+        "{line}"
+    );
+
+    // Tables made by another user, which this one may not write, are refused too.
+    let env_owner = Env::new(&standard_config(ALLOW_ALL));
+    drop(env_owner.serve_with(&config_on(&env_owner, &url)));
+    let line = refusal(&check_config(&env, &limited));
+    assert!(
+        line.contains("this user may not read and write the program's tables"),
+        "{line}"
+    );
+    // Granted, it is fine.
+    cluster.sql_in(
+        &url,
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON schema_version, slot, signed_upload, purged, counter TO xhu_limited",
+    );
+    let line = ok_line(&check_config(&env, &limited));
+    assert!(line.contains("tables current"), "{line}");
+}
+
+#[test]
+fn a_schema_newer_than_the_program_says_upgrade() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let url = cluster.database("check_newer");
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    drop(env.serve_with(&config_on(&env, &url)));
+    cluster.sql_in(&url, "UPDATE schema_version SET version = 999");
+    let line = refusal(&check_config(&env, &url));
+    assert!(
+        line.contains("its schema version 999 is newer than this program knows"),
+        "{line}"
+    );
+    assert!(line.contains("upgrade the program"), "{line}");
+}
