@@ -7,57 +7,9 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Output;
 
-use common::postgres::{Postgres, USER};
-use common::{ALLOW_ALL, Env, output_text, standard_config};
-
-/// A config on `url` in `env`'s test directory.
-fn config_on(env: &Env, url: &str) -> PathBuf {
-    let path = env.dir.path.join("pg.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "upload_root = {:?}\ndatabase = {url:?}\n{}",
-            env.upload_root.to_str().expect("a UTF-8 upload root"),
-            standard_config(ALLOW_ALL)
-        ),
-    )
-    .expect("write the configuration");
-    path
-}
-
-fn check_config(env: &Env, url: &str) -> Output {
-    let config = config_on(env, url);
-    env.run(&[
-        "check-config",
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-    ])
-}
-
-/// The one line check-config wrote on stderr, asserting it failed with status 1 and nothing
-/// else went wrong.
-fn refusal(output: &Output) -> String {
-    let text = output_text(output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    stderr
-}
-
-/// Its OK line, asserting it succeeded.
-fn ok_line(output: &Output) -> String {
-    let text = output_text(output);
-    assert!(output.status.success(), "{text}");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find(|l| l.contains(": OK ("))
-        .unwrap_or_else(|| panic!("no OK line: {text}"))
-        .to_string()
-}
+use common::postgres::{Postgres, USER, check_config, config_on, ok_line, refusal};
+use common::{ALLOW_ALL, Env, standard_config};
 
 fn tables(cluster: &Postgres, url: &str) -> Vec<Vec<String>> {
     cluster.sql_in(
@@ -182,4 +134,23 @@ fn a_schema_newer_than_the_program_says_upgrade() {
         "{line}"
     );
     assert!(line.contains("upgrade the program"), "{line}");
+}
+
+#[test]
+fn a_unix_socket_url_is_reached_without_tls() {
+    let Some(cluster) = common::postgres::shared() else {
+        return;
+    };
+    let url = cluster.database("check_socket");
+    // libpq's default `sslmode=prefer` asks for TLS, which the server never offers on a Unix
+    // socket: the connection goes on without it.
+    let name = url.rsplit('/').next().expect("a database name");
+    let socket = format!(
+        "postgres://{USER}@/{name}?host={}&port={}",
+        cluster.dir.display(),
+        cluster.port
+    );
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let line = ok_line(&check_config(&env, &socket));
+    assert!(line.contains("no tables yet"), "{line}");
 }

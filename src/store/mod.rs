@@ -6,6 +6,7 @@
 //! and the meaning of its error codes.
 
 mod group_commit;
+mod pg_tls;
 mod postgres;
 mod sqlite;
 
@@ -132,9 +133,13 @@ impl Location {
     /// or else an absolute path. The error is one line, without the password.
     pub fn parse(text: &str) -> Result<Location, String> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return match text.parse::<::postgres::Config>() {
-                Ok(_) => Ok(Location::Postgres(text.to_string())),
-                Err(e) => Err(format!("{} is not a PostgreSQL URL: {e}", redact(text))),
+            // `sslmode` and `sslrootcert` are libpq's, read by `pg_tls`; the rest the client's.
+            return match pg_tls::read_url(text) {
+                Ok((url, _)) => match url.parse::<::postgres::Config>() {
+                    Ok(_) => Ok(Location::Postgres(text.to_string())),
+                    Err(e) => Err(format!("{} is not a PostgreSQL URL: {e}", redact(text))),
+                },
+                Err(e) => Err(format!("{}: {e}", redact(text))),
             };
         }
         let path = PathBuf::from(text);

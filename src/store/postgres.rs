@@ -23,11 +23,12 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls, Row, Statement, Transaction};
+use postgres::{Client, Row, Statement, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
-    already_authorized, first_put,
+    already_authorized, first_put, pg_tls,
 };
 use crate::refusal::{DatabaseFailure, Error, Outcome};
 use crate::rules::Held;
@@ -167,6 +168,8 @@ struct Pool {
 /// A handle on one PostgreSQL database, shared by all request threads.
 pub struct Store {
     config: postgres::Config,
+    /// TLS as the URL's `sslmode` asks (`pg_tls`); shared by every connection.
+    tls: MakeRustlsConnect,
     pool: Mutex<Pool>,
     freed: Condvar,
     /// The schema is known to be current (checked on the first connection that works).
@@ -211,9 +214,10 @@ impl Store {
     /// migrates on its first connection that works. Anything else (a wrong password, a schema
     /// newer than this program) is.
     pub fn open(url: &str) -> Result<Store, Error> {
-        let config = client_config(url)?;
+        let (config, tls) = client_config(url)?;
         let store = Store {
             config,
+            tls,
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 open: 0,
@@ -237,7 +241,7 @@ impl Store {
             began: false,
             error,
         };
-        let mut client = self.config.connect(NoTls).map_err(lost)?;
+        let mut client = self.config.connect(self.tls.clone()).map_err(lost)?;
         // A lock another host holds (a JID's advisory lock, a row) is waited for this long.
         // Commits do not wait for the WAL's fsync: the durability of the SQLite store (WAL,
         // `synchronous = NORMAL`), for the same reason. Every slot bumps one counter row, so
@@ -959,11 +963,20 @@ impl Backend for Store {
     }
 }
 
-/// The client's settings from `url`, with our defaults where the URL sets none.
-fn client_config(url: &str) -> Result<postgres::Config, Error> {
+/// The client's settings from `url`, with our defaults where the URL sets none, and the TLS
+/// connector its `sslmode` asks for (`pg_tls`).
+fn client_config(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), Error> {
+    let other = |what: &str, e: String| {
+        Error::database(what, DatabaseFailure::Other, std::io::Error::other(e))
+    };
+    let (url, tls) = pg_tls::read_url(url).map_err(|e| other("reading the PostgreSQL URL", e))?;
+    let connector = tls
+        .connector()
+        .map_err(|e| other("setting up TLS to PostgreSQL", e))?;
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| Error::database("reading the PostgreSQL URL", DatabaseFailure::Other, e))?;
+    config.ssl_mode(tls.mode());
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(WAIT);
     }
@@ -976,7 +989,7 @@ fn client_config(url: &str) -> Result<postgres::Config, Error> {
     if config.get_application_name().is_none() {
         config.application_name("xmpp-http-upload");
     }
-    Ok(config)
+    Ok((config, connector))
 }
 
 /// What `check-config` finds at the database of `url`, without changing anything there: it
@@ -984,8 +997,8 @@ fn client_config(url: &str) -> Result<postgres::Config, Error> {
 /// (make or migrate its tables, use them). `Ok`: one line saying what it found; `Err`: one line
 /// saying what stops the program, and what to do about it.
 pub fn check(url: &str) -> Result<String, String> {
-    let config = client_config(url).map_err(|e| e.to_string())?;
-    let mut client = config.connect(NoTls).map_err(|e| {
+    let (config, tls) = client_config(url).map_err(|e| e.to_string())?;
+    let mut client = config.connect(tls).map_err(|e| {
         format!(
             "cannot connect to PostgreSQL at {}: {}",
             super::redact(url),

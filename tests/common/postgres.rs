@@ -305,3 +305,52 @@ pub fn serve_on(env: &super::Env, url: &str, name: &str, body: &str) -> super::S
     .expect("write the configuration");
     env.serve_with(&config)
 }
+
+// `check-config` on PostgreSQL (tests/postgres_check_config.rs, tests/postgres_tls.rs).
+
+/// A config on `url` in `env`'s test directory.
+pub fn config_on(env: &super::Env, url: &str) -> std::path::PathBuf {
+    let path = env.dir.path.join("pg.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "upload_root = {:?}\ndatabase = {url:?}\n{}",
+            env.upload_root.to_str().expect("a UTF-8 upload root"),
+            super::standard_config(super::ALLOW_ALL)
+        ),
+    )
+    .expect("write the configuration");
+    path
+}
+
+/// `check-config` on a config on `url` (`config_on`).
+pub fn check_config(env: &super::Env, url: &str) -> std::process::Output {
+    let config = config_on(env, url);
+    env.run(&[
+        "check-config",
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+    ])
+}
+
+/// The one line check-config wrote on stderr, asserting it failed with status 1 and nothing
+/// else went wrong.
+pub fn refusal(output: &std::process::Output) -> String {
+    let text = super::output_text(output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+/// Its OK line, asserting it succeeded.
+pub fn ok_line(output: &std::process::Output) -> String {
+    let text = super::output_text(output);
+    assert!(output.status.success(), "{text}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.contains(": OK ("))
+        .unwrap_or_else(|| panic!("no OK line: {text}"))
+        .to_string()
+}
