@@ -208,7 +208,7 @@ impl UploadDir {
     /// 409 when the file exists (or anything else stands at its path).
     pub fn check_absent(&self, path: &SafePath) -> Result<(), Refusal> {
         if self.exists(path) {
-            return Err(already_stored(path.file_name()));
+            return Err(Refusal::already_stored(path.file_name()));
         }
         Ok(())
     }
@@ -320,7 +320,7 @@ impl UploadDir {
             .open_dir(path.parents(), true)
             .map_err(|e| e.into_outcome(name))?;
         if stat_at(&dir, name) != Err(Errno::ENOENT) {
-            return Err(already_stored(name).into());
+            return Err(Refusal::already_stored(name).into());
         }
         let shown = self.root.join(path.to_string());
         let mut temp = TempFile::create(&dir, &shown)?;
@@ -580,14 +580,6 @@ fn collect_files(
     Ok(())
 }
 
-/// 409: a file is never overwritten.
-pub fn already_stored(name: &str) -> Refusal {
-    Refusal::new(
-        RefusalKind::Conflict,
-        format!("{name:?} has been uploaded already; files are never overwritten"),
-    )
-}
-
 /// The temporary file of an upload in progress, in the target directory.
 ///
 /// Preferably unnamed (`O_TMPFILE`): it has no name until `link_as` gives it its real one, so
@@ -666,7 +658,7 @@ impl<'dir> TempFile<'dir> {
         };
         match linked {
             Ok(()) => Ok(()),
-            Err(Errno::EEXIST) => Err(already_stored(final_name).into()),
+            Err(Errno::EEXIST) => Err(Refusal::already_stored(final_name).into()),
             // The directory was removed while the body was on its way (the slot was purged or
             // given up; an unnamed temporary file does not keep a directory from looking empty).
             Err(Errno::ENOENT) => Err(Refusal::new(

@@ -22,7 +22,6 @@ use crate::put::{Allowed, declared_length};
 use crate::refusal::{Outcome, Refusal};
 use crate::request::{Request, Response};
 use crate::rules::check_max_file_size;
-use crate::store::already_authorized;
 
 /// What Prosody signs for v2 when the client declared no type.
 const DEFAULT_CONTENT_TYPE: &str = OCTET_STREAM;
@@ -126,7 +125,7 @@ pub fn allow_put(
         req.decide_only,
         Some(crate::store::PUT_ALLOWED_HMAC),
     )? {
-        return Err(already_authorized(path.file_name()).into());
+        return Err(Refusal::already_authorized(path.file_name()).into());
     }
     Ok(Allowed {
         path,

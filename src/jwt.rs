@@ -26,7 +26,7 @@ use crate::put::{Allowed, check_media_type, declared_length};
 use crate::refusal::{Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::{check_max_file_size, limits_for};
-use crate::store::{Slot, already_authorized};
+use crate::store::Slot;
 
 /// The claims of an upload token, as Prosody 0.12 and 13 write them (`docs/xmpp-servers.md`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -164,7 +164,7 @@ fn record_upload(
     if let Some(existing) = app.store.slot(&claims.slot)? {
         if existing.jid == jid && existing.area.as_deref() == Some(share.dir.as_str()) {
             if once {
-                return Err(already_authorized(&claims.filename).into());
+                return Err(Refusal::already_authorized(&claims.filename).into());
             }
             return Ok(());
         }

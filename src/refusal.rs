@@ -105,6 +105,25 @@ impl Refusal {
     pub fn no_file_at(url_path: &str) -> Refusal {
         Refusal::not_found(format!("no file at {url_path:?}"))
     }
+
+    /// 409: a file is never overwritten.
+    pub fn already_stored(name: &str) -> Refusal {
+        Refusal::new(
+            RefusalKind::Conflict,
+            format!("{name:?} has been uploaded already; files are never overwritten"),
+        )
+    }
+
+    /// 409: a PUT of this upload was allowed before; its body may still be on its way.
+    pub fn already_authorized(name: &str) -> Refusal {
+        Refusal::new(
+            RefusalKind::Conflict,
+            format!(
+                "a PUT of {name:?} was allowed already: one body per upload URL, request a new \
+                 slot"
+            ),
+        )
+    }
 }
 
 impl fmt::Display for Refusal {

@@ -10,7 +10,7 @@ use crate::App;
 use crate::content_type::{guessed_type, valid_content_type};
 use crate::crypto::random_hex;
 use crate::download::serve_file;
-use crate::files::{SafePath, already_stored, is_token};
+use crate::files::{SafePath, is_token};
 use crate::jid::bare_jid;
 use crate::name::{
     is_safe_name, parse_decimal, percent_decode_segment, percent_encode_segment, query_value,
@@ -20,7 +20,7 @@ use crate::put::{Allowed, declared_length, media_type_matches, size_matches};
 use crate::refusal::{Error, Outcome, Refusal, RefusalKind};
 use crate::request::{Request, Response};
 use crate::rules::limits_for;
-use crate::store::{Slot, already_authorized};
+use crate::store::Slot;
 
 /// The parameters of a slot request, decoded and checked.
 #[derive(Debug)]
@@ -233,15 +233,15 @@ impl PutChecks {
             Err(refusal) => return Err(refusal.clone()),
         };
         if slot.uploaded.is_some() {
-            return Err(already_stored(&slot.name));
+            return Err(Refusal::already_stored(&slot.name));
         }
         if self.decide_only && slot.authorized.is_some() {
             // One allowed PUT per slot when the web server writes (the store's update makes
             // this exact under races; this is the early, readable answer).
-            return Err(already_authorized(&slot.name));
+            return Err(Refusal::already_authorized(&slot.name));
         }
         if taken {
-            return Err(already_stored(&slot.name));
+            return Err(Refusal::already_stored(&slot.name));
         }
         let age = self.now.saturating_sub(slot.created);
         if age >= self.put_timeout {

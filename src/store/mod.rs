@@ -81,16 +81,6 @@ pub struct Purged {
     pub purged: i64,
 }
 
-/// 409: a PUT of this upload was allowed before; its body may still be on its way.
-pub fn already_authorized(name: &str) -> Refusal {
-    Refusal::new(
-        RefusalKind::Conflict,
-        format!(
-            "a PUT of {name:?} was allowed already: one body per upload URL, request a new slot"
-        ),
-    )
-}
-
 /// The quota decision a store runs inside the transaction that records a slot: the store
 /// reads what the JID holds (`unused_since` says which unused slots still count), hands it to
 /// `decide`, and records the slot only when that says yes. It owns what it needs, so that a
@@ -231,7 +221,7 @@ fn first_put<E>(
         return Ok(Err(refusal));
     }
     if !authorize()? {
-        return Ok(Err(already_authorized(&slot.name)));
+        return Ok(Err(Refusal::already_authorized(&slot.name)));
     }
     Ok(Ok(Some(slot)))
 }
@@ -243,7 +233,7 @@ pub trait Backend: Send + Sync {
     /// transaction (so that no two processes or hosts both pass a limit), with the counter of
     /// what it is: a slot recorded already authorized is a JWT PUT allowed
     /// (`PUT_ALLOWED_JWT`), any other a slot granted (`SLOT_GRANTED`). A token recorded
-    /// already is a 409 (`already_authorized`).
+    /// already is a 409 (`Refusal::already_authorized`).
     fn reserve_slot(&self, slot: &Slot, quota: &Quota) -> Result<(), Outcome>;
 
     /// The slot with this token, if any.
@@ -255,7 +245,7 @@ pub trait Backend: Send + Sync {
     /// allowed. `Ok(None)`: no slot has this token. One authorization per slot, however many
     /// PUTs race (one `UPDATE ... WHERE authorized IS NULL` decides): an earlier PUT may still
     /// be writing, and nginx renames each finished body into place, so a second body would
-    /// replace the first; the losers are refused as `already_authorized`. (`check` may run
+    /// replace the first; the losers are refused as `Refusal::already_authorized`. (`check` may run
     /// more than once: a store may retry a transaction that could not begin.)
     fn authorize_first_put(
         &self,

@@ -28,9 +28,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
-    already_authorized, first_put, pg_tls,
+    first_put, pg_tls,
 };
-use crate::refusal::{DatabaseFailure, Error, Outcome};
+use crate::refusal::{DatabaseFailure, Error, Outcome, Refusal};
 use crate::rules::Held;
 
 /// Connections one process keeps open at most (PostgreSQL's default `max_connections` is 100,
@@ -563,7 +563,7 @@ impl Backend for Store {
                 ],
             )?;
             if inserted == 0 {
-                return Ok(Err(already_authorized(&slot.name)));
+                return Ok(Err(Refusal::already_authorized(&slot.name)));
             }
             tx.bump(tally)?;
             Ok(Ok(()))

@@ -19,9 +19,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::group_commit::{Counts, Writer};
 use super::{
     Backend, PUT_ALLOWED_JWT, PUT_ALLOWED_SLOT, Purged, PutCheck, Quota, SLOT_GRANTED, Slot, Tally,
-    already_authorized, first_put,
+    first_put,
 };
-use crate::refusal::{DatabaseFailure, Error, Outcome};
+use crate::refusal::{DatabaseFailure, Error, Outcome, Refusal};
 use crate::rules::Held;
 
 /// How long a writer waits for another process's transaction before giving up (→ 503).
@@ -327,7 +327,7 @@ impl Backend for Store {
             );
             match inserted {
                 Ok(_) => {}
-                Err(e) if is_duplicate_key(&e) => return Ok(Err(already_authorized(&slot.name))),
+                Err(e) if is_duplicate_key(&e) => return Ok(Err(Refusal::already_authorized(&slot.name))),
                 Err(e) => return Err(fail(e)),
             }
             bump(counts, tally);
