@@ -117,6 +117,19 @@ fn a_user_that_may_not_create_the_tables_is_told_what_to_grant() {
     );
     let line = ok_line(&check_config(&env, &limited));
     assert!(line.contains("tables current"), "{line}");
+
+    // Tables of an older schema need their owner to migrate them: not this user.
+    cluster.sql_in(&url, "UPDATE schema_version SET version = 1");
+    let line = refusal(&check_config(&env, &limited));
+    assert!(
+        line.contains("need migrating to") && line.contains("which only their owner may do"),
+        "{line}"
+    );
+    let line = ok_line(&check_config(&env_owner, &url));
+    assert!(
+        line.contains("tables at schema version 1; the program brings them to"),
+        "{line}"
+    );
 }
 
 #[test]

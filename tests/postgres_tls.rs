@@ -348,3 +348,72 @@ fn an_unknown_sslmode_or_a_check_without_roots_is_a_configuration_error() {
     assert!(line.contains("sslrootcert"), "{line}");
     assert!(!line.contains("hunter2secret"), "{line}");
 }
+
+#[test]
+fn require_holds_whatever_the_password_holds() {
+    // A server without TLS: `require` must be refused there, also when the password holds a
+    // `?` (the user part ends at the first `@`, as the client reads it; cut at the first `?`,
+    // the URL's own sslmode was lost and the connection went on in plain text).
+    let Some(plain) = common::postgres::shared() else {
+        return;
+    };
+    let url = plain.database("tls_password");
+    let with_password = url.replacen(&format!("//{USER}@"), &format!("//{USER}:ab?cd@"), 1);
+    let line = refusal(&check_config(
+        &env(),
+        &format!("{with_password}?sslmode=require"),
+    ));
+    assert!(line.contains("cannot connect to PostgreSQL"), "{line}");
+    assert!(line.contains("TLS"), "{line}");
+    assert!(!line.contains("ab?cd"), "the password shows: {line}");
+    // Without sslmode the same URL connects (libpq's prefer: no TLS offered, none used).
+    ok_line(&check_config(&env(), &with_password));
+}
+
+#[test]
+fn an_address_without_a_name_reaches_the_server_over_tls_unless_the_name_is_to_be_checked() {
+    let Some(tls) = tls_cluster() else {
+        return;
+    };
+    let url = format!(
+        "postgres://{TLS_USER}@/{}?hostaddr=127.0.0.1&port={}",
+        tls.database, tls.cluster.port
+    );
+    ok_line(&check_config(&env(), &url));
+    ok_line(&check_config(&env(), &format!("{url}&sslmode=require")));
+    let line = refusal(&check_config(
+        &env(),
+        &format!("{url}&sslmode=verify-full&sslrootcert={}", tls.ca.display()),
+    ));
+    assert!(
+        line.contains("add host=<the name in the certificate>"),
+        "{line}"
+    );
+    // With the name given beside the address, verify-full checks it.
+    ok_line(&check_config(
+        &env(),
+        &format!(
+            "{url}&host=localhost&sslmode=verify-full&sslrootcert={}",
+            tls.ca.display()
+        ),
+    ));
+}
+
+#[test]
+fn sslrootcert_system_checks_the_host_name_or_is_refused() {
+    let Some(tls) = tls_cluster() else {
+        return;
+    };
+    // The test CA is not among the system's: verify-full, the default with `system`, refuses
+    // this server's certificate.
+    let line = refusal(&check_config(
+        &env(),
+        &tls.url("localhost", "sslrootcert=system"),
+    ));
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    let line = refusal(&check_config(
+        &env(),
+        &tls.url("localhost", "sslmode=require&sslrootcert=system"),
+    ));
+    assert!(line.contains("needs sslmode=verify-full"), "{line}");
+}

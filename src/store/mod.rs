@@ -170,37 +170,85 @@ impl Location {
     }
 }
 
-/// `url` with the password of its user part and any `password=` parameter replaced by `***`.
-/// Read as the client's parser reads it: the user part ends at the first `@` (a password may
-/// hold an unencoded `/` or `?`), parameter names are percent-decoded.
-pub(crate) fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (user, rest) = match rest.split_once('@') {
-        Some((user, rest)) => match user.split_once(':') {
-            Some((name, _)) => (format!("{name}:***@"), rest),
-            None => (format!("{user}@"), rest),
-        },
-        None => (String::new(), rest),
-    };
-    let rest = match rest.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((key, _))
-                        if percent_encoding::percent_decode_str(key).decode_utf8_lossy()
-                            == "password" =>
-                    {
-                        format!("{key}=***")
-                    }
-                    _ => p.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", params.join("&"))
+/// A `postgres://` URL in its parts, cut as the client's parser cuts it: the user part ends at
+/// the first `@` (a password may hold an unencoded `/` or `?`), the query begins at the first
+/// `?` after it. `redact` and `pg_tls::read_url` both read URLs through this, so that neither
+/// can take a piece of a password for a parameter.
+pub(crate) struct UrlParts<'a> {
+    /// `postgres` or `postgresql` (empty when there is no `://`).
+    pub scheme: &'a str,
+    /// `user` or `user:password`, before the `@`.
+    pub user: Option<&'a str>,
+    /// Hosts, port and database: between the user part and the query.
+    pub place: &'a str,
+    /// After the `?`.
+    pub query: Option<&'a str>,
+}
+
+impl<'a> UrlParts<'a> {
+    pub fn of(url: &'a str) -> UrlParts<'a> {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let (user, rest) = match rest.split_once('@') {
+            Some((user, rest)) => (Some(user), rest),
+            None => (None, rest),
+        };
+        let (place, query) = match rest.split_once('?') {
+            Some((place, query)) => (place, Some(query)),
+            None => (rest, None),
+        };
+        UrlParts {
+            scheme,
+            user,
+            place,
+            query,
         }
-        None => rest.to_string(),
-    };
-    format!("{scheme}://{user}{rest}")
+    }
+
+    /// The URL again, with `user` and `query` as given.
+    pub fn join(&self, user: Option<&str>, query: Option<&str>) -> String {
+        let mut url = format!("{}://", self.scheme);
+        if let Some(user) = user {
+            url.push_str(user);
+            url.push('@');
+        }
+        url.push_str(self.place);
+        if let Some(query) = query {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+}
+
+/// A query's parameters with their names percent-decoded (the client matches names so).
+pub(crate) fn query_params(query: &str) -> impl Iterator<Item = (String, &str, &str)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|param| {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        let name = percent_encoding::percent_decode_str(key)
+            .decode_utf8_lossy()
+            .into_owned();
+        (name, value, param)
+    })
+}
+
+/// `url` with the password of its user part and any `password=` parameter replaced by `***`
+/// (`UrlParts`).
+pub(crate) fn redact(url: &str) -> String {
+    let parts = UrlParts::of(url);
+    let user = parts.user.map(|user| match user.split_once(':') {
+        Some((name, _)) => format!("{name}:***"),
+        None => user.to_string(),
+    });
+    let query = parts.query.map(|query| {
+        query_params(query)
+            .map(|(name, _, param)| match param.split_once('=') {
+                Some((key, _)) if name == "password" => format!("{key}=***"),
+                _ => param.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    parts.join(user.as_deref(), query.as_deref())
 }
 
 /// The checks of a PUT on its slot, run inside `Backend::authorize_first_put`'s transaction.

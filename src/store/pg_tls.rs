@@ -15,9 +15,12 @@
 //! An unchecked certificate keeps out whoever only listens on the wire, not whoever can stand
 //! in for the server: across a network that is not yours, use `verify-full`. `sslrootcert` is
 //! a PEM file of CA certificates, or `system`: the system's bundle
-//! ([`SYSTEM_CA_BUNDLE`], Debian's `ca-certificates`). (libpq's `allow` tries without TLS
-//! first; here it is `prefer`, which is stricter and reaches the same servers.) TLS is rustls
-//! with ring: no OpenSSL, so the binary still needs only the C library.
+//! ([`SYSTEM_CA_BUNDLE`], Debian's `ca-certificates`), which comes with `verify-full` and
+//! refuses weaker modes (any public CA vouches for any name it signed; libpq 16 does the
+//! same). (libpq's `allow` tries without TLS first; here it is `prefer`, which is stricter
+//! and reaches the same servers.) An address without a name (`hostaddr`, no `host`) is the
+//! name TLS is given, but not one `verify-full` can check. TLS is rustls with ring: no
+//! OpenSSL, so the binary still needs only the C library.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{UrlParts, query_params};
 
 /// What `sslrootcert=system` reads.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -54,34 +59,50 @@ pub struct Tls {
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a `postgres://` URL: the URL for the client's own
-/// parser, and what they ask for. The error is one line, without the URL (it may hold a
+/// parser, and what they ask for. The URL is cut as the client cuts it (`UrlParts`: a `?` in
+/// the password is the password's). The error is one line, without the URL (it may hold a
 /// password).
 pub fn read_url(url: &str) -> Result<(String, Tls), String> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, query),
-        None => (url, ""),
-    };
+    let parts = UrlParts::of(url);
     let mut mode = None;
     let mut roots = None;
+    let mut has_host_param = false;
+    let mut hostaddr = None;
     let mut kept = Vec::new();
-    for param in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+    for (name, value, param) in query_params(parts.query.unwrap_or("")) {
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8_lossy()
                 .into_owned()
         };
-        match decode(key).as_str() {
+        match name.as_str() {
             "sslmode" => mode = Some(decode(value)),
             "sslrootcert" => roots = Some(decode(value)),
-            _ => kept.push(param),
+            _ => {
+                has_host_param |= name == "host";
+                if name == "hostaddr" {
+                    hostaddr = Some(value);
+                }
+                kept.push(param.to_string());
+            }
         }
     }
+    // `system`: any public CA vouches, for any name it signed; only the host name check makes
+    // that mean "this server" (libpq 16 refuses weaker modes with it, and so do we).
+    let system = roots.as_deref() == Some("system");
     let roots = roots.map(|path| match path.as_str() {
         "system" => PathBuf::from(SYSTEM_CA_BUNDLE),
         _ => PathBuf::from(path),
     });
-    let (mode, check) = match mode.as_deref().unwrap_or("prefer") {
+    let default_mode = if system { "verify-full" } else { "prefer" };
+    let (mode, check) = match mode.as_deref().unwrap_or(default_mode) {
+        _ if system && mode.as_deref().is_some_and(|m| m != "verify-full") => {
+            return Err(
+                "sslrootcert=system trusts every public CA, for any name it signed: it needs \
+                 sslmode=verify-full (the default with it), which checks the host name too"
+                    .to_string(),
+            );
+        }
         "disable" => (SslMode::Disable, Check::Nothing),
         "allow" | "prefer" => (SslMode::Prefer, Check::Nothing),
         "require" if roots.is_some() => (SslMode::Require, Check::Issuer),
@@ -102,12 +123,31 @@ pub fn read_url(url: &str) -> Result<(String, Tls), String> {
                 .to_string(),
         );
     }
-    let url = if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, Tls { mode, check, roots }))
+    // TLS wants a name for the server. An address alone (`hostaddr`, no host) gives none:
+    // checking the certificate against a name then cannot be done, and the other modes take
+    // the address as the name (libpq needs none there).
+    let host_in_place = parts.place.split('/').next().is_some_and(|hosts| {
+        hosts
+            .split(',')
+            .any(|h| !h.is_empty() && !h.starts_with(':'))
+    });
+    if let Some(address) = hostaddr.filter(|_| !host_in_place && !has_host_param) {
+        if check == Check::IssuerAndHost {
+            return Err(
+                "sslmode=verify-full checks the server's certificate against its host name, \
+                 and hostaddr= gives only an address: add host=<the name in the certificate>"
+                    .to_string(),
+            );
+        }
+        if mode != SslMode::Disable {
+            kept.push(format!("host={address}"));
+        }
+    }
+    let query = (!kept.is_empty()).then(|| kept.join("&"));
+    Ok((
+        parts.join(parts.user, query.as_deref()),
+        Tls { mode, check, roots },
+    ))
 }
 
 impl Tls {
@@ -282,13 +322,60 @@ mod tests {
         assert_eq!((tls.mode, tls.check), (SslMode::Prefer, Check::Nothing));
 
         let (_, tls) =
-            read_url("postgres://u@db/x?sslmode=require&sslrootcert=system").expect("read");
+            read_url("postgres://u@db/x?sslmode=require&sslrootcert=/etc/ca.pem").expect("read");
         assert_eq!((tls.mode, tls.check), (SslMode::Require, Check::Issuer));
-        assert_eq!(tls.roots, Some(PathBuf::from(SYSTEM_CA_BUNDLE)));
 
         let (url, tls) = read_url("postgres://u@db/x?sslmode=disable").expect("read");
         assert_eq!(url, "postgres://u@db/x");
         assert_eq!(tls.mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn a_question_mark_in_the_password_is_the_passwords() {
+        // The client ends the user part at the first `@`: `?sslmode=disable` is password.
+        let (url, tls) =
+            read_url("postgres://u:ab?sslmode=disable@db/x?sslmode=require").expect("read");
+        assert_eq!(url, "postgres://u:ab?sslmode=disable@db/x");
+        assert_eq!((tls.mode, tls.check), (SslMode::Require, Check::Nothing));
+        assert_eq!(
+            super::super::redact("postgres://u:ab?sslmode=disable@db/x?sslmode=require"),
+            "postgres://u:***@db/x?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn the_system_cas_are_only_taken_with_the_host_name_checked() {
+        let (_, tls) = read_url("postgres://u@db/x?sslrootcert=system").expect("read");
+        assert_eq!(
+            (tls.mode, tls.check),
+            (SslMode::Require, Check::IssuerAndHost)
+        );
+        assert_eq!(tls.roots, Some(PathBuf::from(SYSTEM_CA_BUNDLE)));
+        for weaker in ["disable", "prefer", "require", "verify-ca"] {
+            let url = format!("postgres://u@db/x?sslmode={weaker}&sslrootcert=system");
+            let error = read_url(&url).expect_err(weaker);
+            assert!(
+                error.contains("needs sslmode=verify-full"),
+                "{weaker}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_address_without_a_host_name_is_the_name_unless_the_name_is_checked() {
+        let (url, _) = read_url("postgres://u@/x?hostaddr=10.0.0.5&port=5432").expect("read");
+        assert_eq!(
+            url,
+            "postgres://u@/x?hostaddr=10.0.0.5&port=5432&host=10.0.0.5"
+        );
+        let (url, _) = read_url("postgres://u@db/x?hostaddr=10.0.0.5").expect("read");
+        assert_eq!(url, "postgres://u@db/x?hostaddr=10.0.0.5");
+        let (url, _) = read_url("postgres://u@/x?hostaddr=10.0.0.5&sslmode=disable").expect("read");
+        assert_eq!(url, "postgres://u@/x?hostaddr=10.0.0.5");
+        let error =
+            read_url("postgres://u@/x?hostaddr=10.0.0.5&sslmode=verify-full&sslrootcert=/ca.pem")
+                .expect_err("no name to check");
+        assert!(error.contains("add host="), "{error}");
     }
 
     #[test]

@@ -1078,6 +1078,25 @@ pub fn check(url: &str) -> Result<String, String> {
         ));
     }
     if version < known {
+        // A migration changes the tables (ALTER, CREATE INDEX): only their owner may.
+        let owns: bool = client
+            .query_one(
+                "SELECT coalesce(bool_and(pg_has_role(c.relowner, 'USAGE')), true)
+                 FROM pg_class c
+                 WHERE c.oid IN (SELECT to_regclass(t)
+                                 FROM unnest(ARRAY['schema_version', 'slot', 'signed_upload',
+                                                   'purged', 'counter']) AS t)",
+                &[],
+            )
+            .and_then(|row| row.try_get(0))
+            .map_err(read)?;
+        if !owns {
+            return Err(format!(
+                "{at}: the tables are at schema version {version} and need migrating to \
+                 {known}, which only their owner may do: start the program once as their \
+                 owner, or make {user} their owner (ALTER TABLE ... OWNER TO {user})"
+            ));
+        }
         return Ok(format!(
             "{at}: tables at schema version {version}; the program brings them to {known} \
              when it starts"
