@@ -167,3 +167,29 @@ fn a_unix_socket_url_is_reached_without_tls() {
     let line = ok_line(&check_config(&env, &socket));
     assert!(line.contains("no tables yet"), "{line}");
 }
+
+#[test]
+fn a_server_that_never_answers_is_an_error_after_connect_timeout() {
+    if common::postgres::shared().is_none() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // Accepted by the kernel (the backlog), never answered.
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let started = std::time::Instant::now();
+    let line = refusal(&check_config(
+        &env,
+        &format!("postgres://{USER}@127.0.0.1:{port}/x?connect_timeout=1"),
+    ));
+    assert!(
+        line.contains("no answer within 1 s of connecting"),
+        "{line}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(listener);
+}

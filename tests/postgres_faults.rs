@@ -207,3 +207,68 @@ fn a_program_started_while_postgres_is_down_answers_503_and_migrates_when_it_is_
         [["2".to_string()]]
     );
 }
+
+/// Accepts connections and never answers (a PostgreSQL process that is stopped, a middlebox
+/// that swallows the traffic): its port, and the connections it holds.
+fn silent_server() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = std::sync::Arc::clone(&held);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    (port, held)
+}
+
+/// A server that takes the connection and then says nothing costs a request `connect_timeout`
+/// (per host, as libpq counts it) and a 503, not a worker for good: the client itself bounds
+/// only the TCP connect, and every request waited without end.
+#[test]
+fn a_server_that_accepts_and_never_answers_is_a_503_within_connect_timeout() {
+    if !postgres::available() {
+        return;
+    }
+    let (port, held) = silent_server();
+    let url = format!("postgres://xhu@127.0.0.1:{port}/silent?connect_timeout=2");
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    // The program starts (it answers 503 until the server answers) ...
+    let started = std::time::Instant::now();
+    let server = common::postgres::serve_on(&env, &url, "silent", &standard_config(ALLOW_ALL));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "start took {:?}",
+        started.elapsed()
+    );
+    // ... and each request gets its 503 after about connect_timeout, several at once too.
+    let address = server.address.clone();
+    let asked = std::time::Instant::now();
+    let requests: Vec<_> = (0..3)
+        .map(|n| {
+            let address = address.clone();
+            std::thread::spawn(move || slot_request_at(&address, &format!("silent-{n}.txt")))
+        })
+        .collect();
+    for request in requests {
+        assert_away(&request.join().expect("request thread"), "silent server");
+    }
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "three requests took {took:?}"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "nothing connected to the silent server"
+    );
+    assert!(
+        server.log().contains("no answer within 2 s of connecting"),
+        "{}",
+        server.log()
+    );
+}

@@ -19,7 +19,8 @@
 //! restarted, or the connection was killed) is replaced before anything was sent on it.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -236,12 +237,11 @@ impl Store {
     }
 
     /// A new connection, its session set up and (once per process) the schema migrated.
-    fn connect(&self) -> Result<Conn, Failed> {
-        let lost = |error| Failed {
-            began: false,
-            error,
-        };
-        let mut client = self.config.connect(self.tls.clone()).map_err(lost)?;
+    fn connect(&self, what: &str) -> Result<Conn, Error> {
+        let lost = |error| pg_error(what, error);
+        let mut client = connect_within(&self.config, &self.tls)
+            .map_err(|overdue| overdue.error(what))?
+            .map_err(lost)?;
         // A lock another host holds (a JID's advisory lock, a row) is waited for this long.
         // Commits do not wait for the WAL's fsync: the durability of the SQLite store (WAL,
         // `synchronous = NORMAL`), for the same reason. Every slot bumps one counter row, so
@@ -263,7 +263,7 @@ impl Store {
             ))
             .map_err(lost)?;
         if !self.migrated.load(std::sync::atomic::Ordering::Acquire) {
-            migrate(&mut client).map_err(|error| Failed { began: true, error })?;
+            migrate(&mut client).map_err(lost)?;
             self.migrated
                 .store(true, std::sync::atomic::Ordering::Release);
         }
@@ -285,11 +285,11 @@ impl Store {
             if pool.open < MAX_CONNECTIONS {
                 pool.open += 1;
                 drop(pool);
-                return match self.connect() {
+                return match self.connect(what) {
                     Ok(conn) => Ok((conn, false)),
-                    Err(failed) => {
+                    Err(error) => {
                         self.discard();
-                        Err(pg_error(what, failed.error))
+                        Err(error)
                     }
                 };
             }
@@ -998,13 +998,15 @@ fn client_config(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), Err
 /// saying what stops the program, and what to do about it.
 pub fn check(url: &str) -> Result<String, String> {
     let (config, tls) = client_config(url).map_err(|e| e.to_string())?;
-    let mut client = config.connect(tls).map_err(|e| {
+    let cannot = |why: String| {
         format!(
-            "cannot connect to PostgreSQL at {}: {}",
-            super::redact(url),
-            Shown(e)
+            "cannot connect to PostgreSQL at {}: {why}",
+            super::redact(url)
         )
-    })?;
+    };
+    let mut client = connect_within(&config, &tls)
+        .map_err(|overdue| cannot(overdue.to_string()))?
+        .map_err(|e| cannot(Shown(e).to_string()))?;
     let read = |e| format!("cannot read the database: {}", Shown(e));
     let row = client
         .query_one(
@@ -1143,6 +1145,103 @@ fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     }
     // (Nothing written when the schema is current: every process of every host starts here.)
     tx.commit()
+}
+
+/// Connection attempts still running past their deadline (`connect_within`).
+static OVERDUE: AtomicUsize = AtomicUsize::new(0);
+
+/// A connection attempt that did not end within its deadline (or could not be made): why.
+#[derive(Debug)]
+struct Overdue(String);
+
+impl Overdue {
+    fn after(limit: Duration) -> Overdue {
+        Overdue(format!(
+            "no answer within {} s of connecting (connect_timeout)",
+            limit.as_secs_f64()
+        ))
+    }
+}
+
+impl Overdue {
+    /// As the store's error: the server away (503).
+    fn error(&self, what: &str) -> Error {
+        Error::database(
+            what,
+            DatabaseFailure::Unavailable,
+            std::io::Error::other(self.to_string()),
+        )
+    }
+}
+
+impl std::fmt::Display for Overdue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Connects, giving up after `connect_timeout` per host, as libpq does. The client bounds only
+/// the TCP connect by it, not the TLS handshake and the startup exchange after it: a server
+/// that accepts and then never answers (its process stopped, a middlebox that swallows the
+/// traffic) would hold the caller, and with it one of the program's workers, without end. So
+/// the attempt runs on a thread of its own, and an attempt past its deadline is left to end
+/// by itself (its connection, if it comes, is dropped); while `MAX_CONNECTIONS` of those are
+/// still running, a new attempt gives up at once rather than start another thread.
+fn connect_within(
+    config: &postgres::Config,
+    tls: &MakeRustlsConnect,
+) -> Result<Result<Client, postgres::Error>, Overdue> {
+    struct Attempt {
+        result: Option<Result<Client, postgres::Error>>,
+        abandoned: bool,
+    }
+    let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let limit = config.get_connect_timeout().copied().unwrap_or(WAIT) * hosts;
+    if OVERDUE.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+        return Err(Overdue(format!(
+            "{MAX_CONNECTIONS} earlier connection attempts are still unanswered"
+        )));
+    }
+    let shared = Arc::new((
+        Mutex::new(Attempt {
+            result: None,
+            abandoned: false,
+        }),
+        Condvar::new(),
+    ));
+    let (config, tls, theirs) = (config.clone(), tls.clone(), Arc::clone(&shared));
+    let spawned = std::thread::Builder::new()
+        .name("pg-connect".into())
+        .spawn(move || {
+            let result = config.connect(tls);
+            let (attempt, done) = &*theirs;
+            let mut attempt = attempt.lock().unwrap_or_else(|p| p.into_inner());
+            if attempt.abandoned {
+                OVERDUE.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                attempt.result = Some(result);
+                done.notify_one();
+            }
+        });
+    if let Err(e) = spawned {
+        // No thread to spare (the process's limit): the attempt is not made.
+        return Err(Overdue(format!(
+            "no thread for the connection attempt: {e}"
+        )));
+    }
+    let (attempt, done) = &*shared;
+    let attempt = attempt.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut attempt, _) = done
+        .wait_timeout_while(attempt, limit, |a| a.result.is_none())
+        .unwrap_or_else(|p| p.into_inner());
+    match attempt.result.take() {
+        Some(result) => Ok(result),
+        None => {
+            attempt.abandoned = true;
+            OVERDUE.fetch_add(1, Ordering::AcqRel);
+            Err(Overdue::after(limit))
+        }
+    }
 }
 
 /// A PostgreSQL error while doing `what`, sorted by `failure_of`.
