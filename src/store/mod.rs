@@ -7,6 +7,7 @@
 
 mod group_commit;
 mod pg_tls;
+mod pg_url;
 mod postgres;
 mod sqlite;
 
@@ -127,16 +128,19 @@ impl Location {
             return match pg_tls::read_url(text) {
                 Ok((url, _)) => match url.parse::<::postgres::Config>() {
                     Ok(_) => Ok(Location::Postgres(text.to_string())),
-                    Err(e) => Err(format!("{} is not a PostgreSQL URL: {e}", redact(text))),
+                    Err(e) => Err(format!(
+                        "{} is not a PostgreSQL URL: {e}",
+                        pg_url::redact(text)
+                    )),
                 },
-                Err(e) => Err(format!("{}: {e}", redact(text))),
+                Err(e) => Err(format!("{}: {e}", pg_url::redact(text))),
             };
         }
         let path = PathBuf::from(text);
         if !path.is_absolute() {
             // A URL of another scheme (a typo) may hold a password too.
             let shown = if text.contains("://") {
-                redact(text)
+                pg_url::redact(text)
             } else {
                 text.to_string()
             };
@@ -162,93 +166,12 @@ impl Location {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self.0 {
                     Location::Sqlite(path) => write!(f, "{}", path.display()),
-                    Location::Postgres(url) => write!(f, "{}", redact(url)),
+                    Location::Postgres(url) => write!(f, "{}", pg_url::redact(url)),
                 }
             }
         }
         Shown(self)
     }
-}
-
-/// A `postgres://` URL in its parts, cut as the client's parser cuts it: the user part ends at
-/// the first `@` (a password may hold an unencoded `/` or `?`), the query begins at the first
-/// `?` after it. `redact` and `pg_tls::read_url` both read URLs through this, so that neither
-/// can take a piece of a password for a parameter.
-pub(crate) struct UrlParts<'a> {
-    /// `postgres` or `postgresql` (empty when there is no `://`).
-    pub scheme: &'a str,
-    /// `user` or `user:password`, before the `@`.
-    pub user: Option<&'a str>,
-    /// Hosts, port and database: between the user part and the query.
-    pub place: &'a str,
-    /// After the `?`.
-    pub query: Option<&'a str>,
-}
-
-impl<'a> UrlParts<'a> {
-    pub fn of(url: &'a str) -> UrlParts<'a> {
-        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-        let (user, rest) = match rest.split_once('@') {
-            Some((user, rest)) => (Some(user), rest),
-            None => (None, rest),
-        };
-        let (place, query) = match rest.split_once('?') {
-            Some((place, query)) => (place, Some(query)),
-            None => (rest, None),
-        };
-        UrlParts {
-            scheme,
-            user,
-            place,
-            query,
-        }
-    }
-
-    /// The URL again, with `user` and `query` as given.
-    pub fn join(&self, user: Option<&str>, query: Option<&str>) -> String {
-        let mut url = format!("{}://", self.scheme);
-        if let Some(user) = user {
-            url.push_str(user);
-            url.push('@');
-        }
-        url.push_str(self.place);
-        if let Some(query) = query {
-            url.push('?');
-            url.push_str(query);
-        }
-        url
-    }
-}
-
-/// A query's parameters with their names percent-decoded (the client matches names so).
-pub(crate) fn query_params(query: &str) -> impl Iterator<Item = (String, &str, &str)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|param| {
-        let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        let name = percent_encoding::percent_decode_str(key)
-            .decode_utf8_lossy()
-            .into_owned();
-        (name, value, param)
-    })
-}
-
-/// `url` with the password of its user part and any `password=` parameter replaced by `***`
-/// (`UrlParts`).
-pub(crate) fn redact(url: &str) -> String {
-    let parts = UrlParts::of(url);
-    let user = parts.user.map(|user| match user.split_once(':') {
-        Some((name, _)) => format!("{name}:***"),
-        None => user.to_string(),
-    });
-    let query = parts.query.map(|query| {
-        query_params(query)
-            .map(|(name, _, param)| match param.split_once('=') {
-                Some((key, _)) if name == "password" => format!("{key}=***"),
-                _ => param.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("&")
-    });
-    parts.join(user.as_deref(), query.as_deref())
 }
 
 /// The checks of a PUT on its slot, run inside `Backend::authorize_first_put`'s transaction.

@@ -1001,7 +1001,7 @@ pub fn check(url: &str) -> Result<String, String> {
     let cannot = |why: String| {
         format!(
             "cannot connect to PostgreSQL at {}: {why}",
-            super::redact(url)
+            super::pg_url::redact(url)
         )
     };
     let mut client = connect_within(&config, &tls)
