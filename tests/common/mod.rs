@@ -34,6 +34,28 @@ pub const BASE: &str = "https://upload.example.org";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A TCP port on 127.0.0.1 that was free when asked, for a server a test starts (nginx,
+/// Apache, PostgreSQL). Taken from below Linux's ephemeral range (32768-60999 by default),
+/// not from it (`bind(:0)`): every outgoing connection of the parallel tests takes its own
+/// port from that range, and one of them could hold the port by the time the server binds it
+/// (Apache then exits with "Address already in use"). Tried from a point that differs per
+/// process and per call, so that parallel test processes do not walk the same ports.
+pub fn free_port() -> u16 {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    const FIRST: usize = 20_000;
+    const COUNT: usize = 12_000;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    let start = std::process::id() as usize * 7_919
+        + CALLS.fetch_add(1, Ordering::SeqCst) * 104_729
+        + nanos;
+    (0..COUNT)
+        .map(|i| (FIRST + (start + i * 37) % COUNT) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
 /// A unique directory, removed with everything in it on drop.
 pub struct TempDir {
     /// The directory.

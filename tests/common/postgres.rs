@@ -146,10 +146,7 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            listener.local_addr().expect("port").port()
-        };
+        let port = super::free_port();
         let postgres = Postgres {
             dir,
             port,

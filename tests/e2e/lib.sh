@@ -59,13 +59,25 @@ e2e_build_program() {
 }
 
 # Prints $1 free loopback ports, space-separated.
+# N TCP ports free on 127.0.0.1, from below Linux's ephemeral range (32768-60999), as
+# tests/common/mod.rs free_port: a port from that range may be taken by an outgoing
+# connection of a parallel test by the time a server binds it.
 e2e_free_ports() {
     $PY - "$1" <<'PYEOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
+import random, socket, sys
+found, held = [], []
+for port in random.sample(range(20000, 32000), 12000):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+    found.append(port)
+    if len(found) == int(sys.argv[1]):
+        break
+print(" ".join(str(p) for p in found))
 PYEOF
 }
 
