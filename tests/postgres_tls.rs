@@ -81,6 +81,17 @@ fn tls_cluster() -> Option<&'static TlsCluster> {
 }
 
 fn start_tls_cluster() -> TlsCluster {
+    start_tls_cluster_with(
+        &format!(
+            "local all all trust\nhostssl all {TLS_USER} 127.0.0.1/32 trust\n\
+             host all {TLS_USER} 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n"
+        ),
+        &[],
+    )
+}
+
+/// A cluster with TLS on, `hba` as its pg_hba.conf and `settings` (ALTER SYSTEM lines) beside.
+fn start_tls_cluster_with(hba: &str, settings: &[&str]) -> TlsCluster {
     let cluster = Postgres::start();
     let certs = TempDir::labelled("pg-tls");
     let ca = make_ca(&certs.path, "ca");
@@ -139,16 +150,12 @@ fn start_tls_cluster() -> TlsCluster {
         std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
     }
-    // The test's own superuser keeps plain connections (the helpers use them); the program's
-    // user gets in over TLS only.
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        format!(
-            "local all all trust\nhostssl all {TLS_USER} 127.0.0.1/32 trust\n\
-             host all {TLS_USER} 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n"
-        ),
-    )
-    .expect("write pg_hba.conf");
+    // (By default the test's own superuser keeps plain connections, the helpers use them; the
+    // program's user gets in over TLS only.)
+    std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+    for setting in settings {
+        cluster.sql(setting);
+    }
     cluster.sql("ALTER SYSTEM SET ssl_cert_file = 'server.pem'");
     cluster.sql("ALTER SYSTEM SET ssl_key_file = 'server.key'");
     cluster.sql("ALTER SYSTEM SET ssl = on");
@@ -416,4 +423,47 @@ fn sslrootcert_system_checks_the_host_name_or_is_refused() {
         &tls.url("localhost", "sslmode=require&sslrootcert=system"),
     ));
     assert!(line.contains("needs sslmode=verify-full"), "{line}");
+}
+
+/// A server whose TLS rustls cannot speak (TLS 1.2 at most, one suite with RSA key exchange
+/// and CBC), which lets the program's user in with or without TLS.
+fn old_tls_cluster() -> Option<&'static TlsCluster> {
+    static CLUSTER: OnceLock<Option<TlsCluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            if !common::postgres::available() {
+                return None;
+            }
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = sender.send(start_tls_cluster_with(
+                    "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+                    &[
+                        "ALTER SYSTEM SET ssl_max_protocol_version = 'TLSv1.2'",
+                        "ALTER SYSTEM SET ssl_ciphers = 'AES128-SHA'",
+                    ],
+                ));
+                loop {
+                    std::thread::park();
+                }
+            });
+            Some(receiver.recv().expect("start the old-TLS cluster"))
+        })
+        .as_ref()
+}
+
+#[test]
+fn prefer_falls_back_to_plain_text_when_the_tls_handshake_fails_and_require_does_not() {
+    let Some(old) = old_tls_cluster() else {
+        return;
+    };
+    // libpq's prefer: TLS if it works, else without (as the program connected before it
+    // spoke TLS).
+    let line = ok_line(&check_config(&env(), &old.url("127.0.0.1", "")));
+    assert!(line.contains("no tables yet"), "{line}");
+    let line = refusal(&check_config(
+        &env(),
+        &old.url("127.0.0.1", "sslmode=require"),
+    ));
+    assert!(line.contains("error performing TLS handshake"), "{line}");
 }

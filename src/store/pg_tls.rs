@@ -7,7 +7,7 @@
 //! | `sslmode`                      | TLS                  | the server's certificate            |
 //! |--------------------------------|----------------------|-------------------------------------|
 //! | `disable`                      | never                |                                     |
-//! | `allow`, `prefer`, none given  | when the server offers it | not checked                    |
+//! | `allow`, `prefer`, none given  | when the server offers it and the handshake works (else without: `postgres::connect_preferring_tls`) | not checked |
 //! | `require`                      | always               | not checked; with `sslrootcert`, as `verify-ca` (libpq's rule) |
 //! | `verify-ca`                    | always               | signed by a CA of `sslrootcert`     |
 //! | `verify-full`                  | always               | that, and made out to the host connected to |

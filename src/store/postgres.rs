@@ -1213,7 +1213,7 @@ fn connect_within(
     let spawned = std::thread::Builder::new()
         .name("pg-connect".into())
         .spawn(move || {
-            let result = config.connect(tls);
+            let result = connect_preferring_tls(&config, tls);
             let (attempt, done) = &*theirs;
             let mut attempt = attempt.lock().unwrap_or_else(|p| p.into_inner());
             if attempt.abandoned {
@@ -1241,6 +1241,32 @@ fn connect_within(
             OVERDUE.fetch_add(1, Ordering::AcqRel);
             Err(Overdue::after(limit))
         }
+    }
+}
+
+/// Connects; with `sslmode=prefer` (the default), a TLS handshake that fails is followed by
+/// an attempt without TLS, as libpq does (`prefer` never promised more than "TLS if it
+/// works"): a server whose TLS rustls cannot speak (below TLS 1.2, no suite in common, a key
+/// under 2048 bits) is reached as it was before the program spoke TLS at all.
+fn connect_preferring_tls(
+    config: &postgres::Config,
+    tls: MakeRustlsConnect,
+) -> Result<Client, postgres::Error> {
+    match config.connect(tls.clone()) {
+        Err(e)
+            if config.get_ssl_mode() == postgres::config::SslMode::Prefer
+                && e.to_string().starts_with("error performing TLS handshake") =>
+        {
+            log::warn!(
+                "PostgreSQL: {}; connecting without TLS (sslmode=prefer; set sslmode=disable \
+                 to skip the attempt, or fix the server's TLS)",
+                Shown(e)
+            );
+            let mut plain = config.clone();
+            plain.ssl_mode(postgres::config::SslMode::Disable);
+            plain.connect(tls)
+        }
+        other => other,
     }
 }
 
