@@ -66,16 +66,7 @@ fn tls_cluster() -> Option<&'static TlsCluster> {
             if !common::postgres::available() {
                 return None;
             }
-            // Started from a thread that lives as long as the process (PDEATHSIG: see
-            // common::postgres::shared).
-            let (sender, receiver) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = sender.send(start_tls_cluster());
-                loop {
-                    std::thread::park();
-                }
-            });
-            Some(receiver.recv().expect("start the TLS cluster"))
+            Some(common::postgres::on_lasting_thread(start_tls_cluster))
         })
         .as_ref()
 }
@@ -434,20 +425,15 @@ fn old_tls_cluster() -> Option<&'static TlsCluster> {
             if !common::postgres::available() {
                 return None;
             }
-            let (sender, receiver) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = sender.send(start_tls_cluster_with(
+            Some(common::postgres::on_lasting_thread(|| {
+                start_tls_cluster_with(
                     "local all all trust\nhost all all 127.0.0.1/32 trust\n",
                     &[
                         "ALTER SYSTEM SET ssl_max_protocol_version = 'TLSv1.2'",
                         "ALTER SYSTEM SET ssl_ciphers = 'AES128-SHA'",
                     ],
-                ));
-                loop {
-                    std::thread::park();
-                }
-            });
-            Some(receiver.recv().expect("start the old-TLS cluster"))
+                )
+            }))
         })
         .as_ref()
 }

@@ -63,18 +63,25 @@ pub fn shared() -> Option<&'static Postgres> {
                 return None;
             }
             remove_stale_clusters();
-            // Started from a thread that lives as long as the process: PDEATHSIG fires when
-            // the thread that spawned the server ends, and a test's thread ends with the test.
-            let (sender, receiver) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = sender.send(Postgres::start());
-                loop {
-                    std::thread::park();
-                }
-            });
-            Some(receiver.recv().expect("start shared PostgreSQL"))
+            Some(on_lasting_thread(Postgres::start))
         })
         .as_ref()
+}
+
+/// `start()` run on a thread that lives as long as the test process, for a cluster shared by
+/// the process's tests: PDEATHSIG stops the server when the thread that spawned it ends, and
+/// a test's own thread ends with the test.
+pub fn on_lasting_thread<T: Send + 'static>(start: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(start());
+        loop {
+            std::thread::park();
+        }
+    });
+    receiver
+        .recv()
+        .expect("start a cluster on a lasting thread")
 }
 
 /// The shared cluster of a test process is never dropped (its server dies with the process):
