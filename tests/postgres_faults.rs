@@ -39,6 +39,14 @@ fn slot_query(name: &str) -> String {
 
 /// The slot request of `slot_query(name)` to the program at `address`, from any thread.
 fn slot_request_at(address: &common::fcgi::Address, name: &str) -> common::fcgi::Response {
+    try_slot_request_at(address, name).unwrap()
+}
+
+/// `slot_request_at`, with the test client's error (e.g. no answer within its timeout).
+fn try_slot_request_at(
+    address: &common::fcgi::Address,
+    name: &str,
+) -> std::io::Result<common::fcgi::Response> {
     let params = common::fcgi::request_params(
         "GET",
         &format!("/http_upload/slot/?{}", slot_query(name)),
@@ -50,7 +58,6 @@ fn slot_request_at(address: &common::fcgi::Address, name: &str) -> common::fcgi:
         &params,
         common::fcgi::Body::Empty,
     )
-    .unwrap()
 }
 
 fn assert_away(response: &Response, what: &str) {
@@ -271,4 +278,124 @@ fn a_server_that_accepts_and_never_answers_is_a_503_within_connect_timeout() {
         "{}",
         server.log()
     );
+}
+
+/// Every packet to and from a loopback TCP port dropped, as when the machine at that port
+/// loses power or the network between is cut: nothing answers, not even the kernel (nftables;
+/// the rules are removed on drop). `None`: `nft` is missing or may not be used (skip; a failure
+/// under CI=true).
+struct Cut {
+    table: String,
+}
+
+impl Cut {
+    fn port(port: u16) -> Option<Cut> {
+        let table = format!("xhu_test_cut_{port}");
+        let nft = |args: &[&str]| {
+            std::process::Command::new("nft")
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())
+                .and_then(|out| {
+                    if out.status.success() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+                    }
+                })
+        };
+        let hook = "{ type filter hook input priority 0; policy accept; }";
+        let made = nft(&["add", "table", "inet", &table])
+            .and_then(|()| nft(&["add", "chain", "inet", &table, "input", hook]))
+            .and_then(|()| {
+                let port = port.to_string();
+                nft(&[
+                    "add", "rule", "inet", &table, "input", "tcp", "dport", &port, "drop",
+                ])?;
+                nft(&[
+                    "add", "rule", "inet", &table, "input", "tcp", "sport", &port, "drop",
+                ])
+            });
+        match made {
+            Ok(()) => Some(Cut { table }),
+            Err(e) => {
+                let _ = nft(&["delete", "table", "inet", &table]);
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("cannot drop packets with nft (apt-get install nftables; root): {e}");
+                }
+                eprintln!("skipped: cannot drop packets with nft: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+/// The server's machine gone while the program waits for an answer (the query was sent and
+/// acknowledged, then nothing: no reply, no reset): the request gets its 503 after about
+/// twice `WAIT` (TCP keepalives from `WAIT` of silence, then the user timeout), not after the
+/// client's default of two hours before the first keepalive probe, and the program serves again
+/// once the server is back.
+#[test]
+fn a_server_that_vanishes_mid_query_is_a_503_not_a_worker_held_for_hours() {
+    let Some((cluster, env, url, server)) = start() else {
+        return;
+    };
+    drop(server);
+    // With quotas the slot request first waits for the JID's lock, which the test holds: the
+    // program's query is in flight, acknowledged, its answer not yet sent.
+    let server = common::postgres::serve_on(
+        &env,
+        &url,
+        "limited",
+        &standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"),
+    );
+    let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
+    let address = server.address.clone();
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answered.send(try_slot_request_at(&address, "vanishes.txt"));
+    });
+    let blocked = common::wait_until(Duration::from_secs(10), || {
+        !cluster
+            .sql(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
+            )
+            .is_empty()
+    });
+    assert!(blocked, "the program never waited for the lock");
+    // The server's kernel acknowledges the query late when it has nothing to send (delayed
+    // ACK, at most 200 ms): cut after that, so that nothing the program sent is left
+    // unacknowledged (what the user timeout alone would notice).
+    std::thread::sleep(Duration::from_millis(500));
+    let Some(cut) = Cut::port(cluster.port) else {
+        return;
+    };
+    let cut_at = std::time::Instant::now();
+    let response = answer
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the request's thread")
+        .unwrap_or_else(|e| {
+            panic!("no answer after the server vanished, the request holds its worker: {e}")
+        });
+    let took = cut_at.elapsed();
+    assert_away(&response, "slot whose server vanished");
+    assert!(
+        took >= Duration::from_secs(5),
+        "503 after {took:?}: too soon to be the keepalive"
+    );
+    drop(cut);
+    lock.release();
+    // Back: the program serves again (another JID: the vanished transaction may still hold
+    // this one's lock on the server until the server notices its client is gone).
+    let other = "jid=other%40example.org&name=back.txt&size=5";
+    parse_text_slot(&server.slot_request(other));
 }

@@ -41,6 +41,9 @@ const MAX_CONNECTIONS: usize = 16;
 /// (`lock_timeout`), or for the server to answer a connect, before it gets a 503.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Between two TCP keepalive probes on a silent connection (`client_config`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Guards the migrations: two hosts starting at once migrate one after the other.
 const MIGRATION_LOCK: i64 = 0x7868_7570_6d69_6772; // "xhupmigr"
 
@@ -985,6 +988,22 @@ fn client_config(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), Err
     // retransmissions (about 15 minutes), and the request gets its 503.
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(WAIT);
+    }
+    // A server gone while the program waits for its answer (its machine lost power after
+    // acknowledging the query): nothing is left unacknowledged, so only TCP keepalives notice.
+    // The client's default sends the first probe after two hours, and until then the request
+    // held its worker. A probe after `WAIT` of silence, then every second; with the user
+    // timeout above the connection ends about `WAIT` later. A live server's kernel answers the
+    // probes, however long its query takes, so they end no connection to a slow server.
+    let set_in_url = |name: &str| {
+        let query = super::pg_url::UrlParts::of(&url).query.unwrap_or("");
+        super::pg_url::query_params(query).any(|(param, _, _)| param == name)
+    };
+    if !set_in_url("keepalives_idle") {
+        config.keepalives_idle(WAIT);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
     }
     if config.get_application_name().is_none() {
         config.application_name("xmpp-http-upload");
