@@ -305,6 +305,8 @@ impl Cut {
                 })
         };
         let hook = "{ type filter hook input priority 0; policy accept; }";
+        // A table left by a test process that was killed goes first.
+        let _ = nft(&["delete", "table", "inet", &table]);
         let made = nft(&["add", "table", "inet", &table])
             .and_then(|()| nft(&["add", "chain", "inet", &table, "input", hook]))
             .and_then(|()| {
