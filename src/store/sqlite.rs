@@ -860,14 +860,41 @@ fn slot_from_row(row: &rusqlite::Row) -> rusqlite::Result<Slot> {
 
 #[cfg(test)]
 mod tests {
-    //! What only SQLite has: its schema history. The behaviour both stores share is tested on
-    //! both in tests/store.rs.
+    //! What only SQLite has: its schema history, and how it is compiled. The behaviour both
+    //! stores share is tested on both in tests/store.rs.
     use super::*;
 
     fn temp_db(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xhu-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("db.sqlite3")
+    }
+
+    /// The SQLite compiled in is the one `.cargo/config.toml` asks for (a build that ignored
+    /// it would carry the unused parts, and take a mutex on every allocation).
+    #[test]
+    fn sqlite_is_compiled_as_cargo_config_says() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for wanted in [
+            "DEFAULT_MEMSTATUS=0",
+            "DQS=0",
+            "OMIT_JSON",
+            "OMIT_SHARED_CACHE",
+        ] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted}: {options:?}");
+        }
+        for unwanted in ["ENABLE_FTS3", "ENABLE_FTS5", "ENABLE_RTREE", "ENABLE_STAT4"] {
+            assert!(
+                !options.iter().any(|o| o == unwanted),
+                "{unwanted}: {options:?}"
+            );
+        }
     }
 
     #[test]
