@@ -60,6 +60,30 @@ fn try_slot_request_at(
     )
 }
 
+/// The program serving `env` on `url` with a quota: a slot request then first takes the JID's
+/// advisory lock, which a test can hold (`HeldJidLock`) to keep the request's transaction open.
+fn serve_with_quota(env: &Env, url: &str) -> Server {
+    common::postgres::serve_on(
+        env,
+        url,
+        "limited",
+        &standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"),
+    )
+}
+
+/// Returns once one of the program's connections waits for a lock in `cluster` (10 s at most).
+fn wait_for_the_program_to_wait_for_a_lock(cluster: &Postgres) {
+    let blocked = common::wait_until(Duration::from_secs(10), || {
+        !cluster
+            .sql(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
+            )
+            .is_empty()
+    });
+    assert!(blocked, "the program never waited for the lock");
+}
+
 fn assert_away(response: &Response, what: &str) {
     assert_eq!(response.status, 503, "{what}: {response}");
     assert_eq!(response.text(), AWAY, "{what}");
@@ -155,31 +179,18 @@ fn a_killed_idle_connection_is_replaced_unnoticed() {
 
 #[test]
 fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works() {
-    let Some((cluster, _env, url, server)) = start() else {
+    let Some((cluster, env, url, server)) = start() else {
         return;
     };
     // Quotas make the slot request take the JID's advisory lock first: the test holds it, so
     // the program's transaction waits inside, between BEGIN and its INSERT.
     drop(server);
-    let server = common::postgres::serve_on(
-        &_env,
-        &url,
-        "limited",
-        &standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"),
-    );
+    let server = serve_with_quota(&env, &url);
     let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let address = server.address.clone();
     let waiting = std::thread::spawn(move || slot_request_at(&address, "waits.txt"));
     // Wait until the program's transaction is blocked on the lock, then kill its connection.
-    let blocked = common::wait_until(Duration::from_secs(10), || {
-        !cluster
-            .sql(
-                "SELECT pid FROM pg_stat_activity
-                 WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
-            )
-            .is_empty()
-    });
-    assert!(blocked, "the program never waited for the lock");
+    wait_for_the_program_to_wait_for_a_lock(&cluster);
     cluster.sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
@@ -341,10 +352,10 @@ impl Drop for Cut {
 }
 
 /// The server's machine gone while the program waits for an answer (the query was sent and
-/// acknowledged, then nothing: no reply, no reset): the request gets its 503 after about
-/// twice `WAIT` (TCP keepalives from `WAIT` of silence, then the user timeout), not after the
-/// client's default of two hours before the first keepalive probe, and the program serves again
-/// once the server is back.
+/// acknowledged, then nothing: no reply, no reset): the request gets its 503 about 11 s in
+/// (a TCP keepalive probe after 10 s of silence, unanswered, and the user timeout), not after
+/// the client's default of two hours before the first probe, and the program serves again once
+/// the server is back.
 #[test]
 fn a_server_that_vanishes_mid_query_is_a_503_not_a_worker_held_for_hours() {
     let Some((cluster, env, url, server)) = start() else {
@@ -353,27 +364,14 @@ fn a_server_that_vanishes_mid_query_is_a_503_not_a_worker_held_for_hours() {
     drop(server);
     // With quotas the slot request first waits for the JID's lock, which the test holds: the
     // program's query is in flight, acknowledged, its answer not yet sent.
-    let server = common::postgres::serve_on(
-        &env,
-        &url,
-        "limited",
-        &standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"),
-    );
+    let server = serve_with_quota(&env, &url);
     let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
     let address = server.address.clone();
     let (answered, answer) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = answered.send(try_slot_request_at(&address, "vanishes.txt"));
     });
-    let blocked = common::wait_until(Duration::from_secs(10), || {
-        !cluster
-            .sql(
-                "SELECT pid FROM pg_stat_activity
-                 WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
-            )
-            .is_empty()
-    });
-    assert!(blocked, "the program never waited for the lock");
+    wait_for_the_program_to_wait_for_a_lock(&cluster);
     // The server's kernel acknowledges the query late when it has nothing to send (delayed
     // ACK, at most 200 ms): cut after that, so that nothing the program sent is left
     // unacknowledged (what the user timeout alone would notice).
