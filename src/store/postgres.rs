@@ -41,6 +41,9 @@ const MAX_CONNECTIONS: usize = 16;
 /// (`lock_timeout`), or for the server to answer a connect, before it gets a 503.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Silence on a connection before the first TCP keepalive probe (`client_config`): half of
+/// `WAIT`, so that several probes go out before the user timeout ends the connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 /// Between two TCP keepalive probes on a silent connection (`client_config`).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -992,15 +995,17 @@ fn client_config(url: &str) -> Result<(postgres::Config, MakeRustlsConnect), Err
     // A server gone while the program waits for its answer (its machine lost power after
     // acknowledging the query): nothing is left unacknowledged, so only TCP keepalives notice.
     // The client's default sends the first probe after two hours, and until then the request
-    // held its worker. A probe after `WAIT` of silence, then every second; with the user
-    // timeout above the connection ends about `WAIT` later. A live server's kernel answers the
-    // probes, however long its query takes, so they end no connection to a slow server.
+    // held its worker. A probe after `KEEPALIVE_IDLE` of silence, then one a second: the user
+    // timeout above (counted from the last packet received) ends the connection once `WAIT`
+    // passed without an answer to any of them, so one probe lost on the way costs nothing. A
+    // live server's kernel answers the probes however long its query takes, so they end no
+    // connection to a slow server.
     let set_in_url = |name: &str| {
         let query = super::pg_url::UrlParts::of(&url).query.unwrap_or("");
         super::pg_url::query_params(query).any(|(param, _, _)| param == name)
     };
     if !set_in_url("keepalives_idle") {
-        config.keepalives_idle(WAIT);
+        config.keepalives_idle(KEEPALIVE_IDLE);
     }
     if config.get_keepalives_interval().is_none() {
         config.keepalives_interval(KEEPALIVE_INTERVAL);
@@ -1357,4 +1362,38 @@ fn slot_from_row(row: &Row) -> Result<Slot, postgres::Error> {
         expires: row.try_get(9)?,
         retention: row.try_get(10)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client settings made of a URL (no server needed); the store itself is tested on a
+    //! real cluster in tests/store.rs, tests/postgres_*.rs and tests/several_hosts.rs.
+    use super::*;
+
+    #[test]
+    fn a_silent_connection_is_probed_and_ended_unless_the_url_says_otherwise() {
+        let (config, _) = client_config("postgres://u:pw@db.example/upload").unwrap();
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&WAIT));
+        assert!(config.get_keepalives());
+
+        let url = "postgres://u@db.example/upload?keepalives_idle=60&keepalives_interval=7\
+                   &tcp_user_timeout=30";
+        let (config, _) = client_config(url).unwrap();
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
+
+        // The name in a password is not a parameter.
+        let url = "postgres://u:keepalives_idle=60@db.example/upload";
+        let (config, _) = client_config(url).unwrap();
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+    }
 }
