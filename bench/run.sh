@@ -644,7 +644,7 @@ phase_hold() {
     if [ -n "${XHU_BENCH_REV:-}" ]; then
         echo "program: $(git -C "$REPO" rev-parse --short "$XHU_BENCH_REV")"
     else
-        echo "program: $(git -C "$REPO" rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml || echo ' + uncommitted changes')"
+        echo "program: $(git -C "$REPO" rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- src examples Cargo.toml Cargo.lock .cargo || echo ' + uncommitted changes')"
     fi
     echo "nginx config: $(git -C "$REPO" log -1 --format=%h -- nginx/xmpp-http-upload.conf 2>/dev/null | grep . || echo 'work tree, not yet committed')$(cd "$REPO" && git diff --quiet HEAD -- nginx 2>/dev/null || echo ' (+ uncommitted changes)')"
     echo "cpu: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
