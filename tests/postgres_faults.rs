@@ -60,19 +60,36 @@ fn try_slot_request_at(
     )
 }
 
-/// The program serving `env` on `url` with a quota: a slot request then first takes the JID's
-/// advisory lock, which a test can hold (`HeldJidLock`) to keep the request's transaction open.
-fn serve_with_quota(env: &Env, url: &str) -> Server {
-    common::postgres::serve_on(
-        env,
-        url,
-        "limited",
-        &standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n"),
-    )
+/// A slot request kept inside its transaction: a cluster of the test's own, the program on it
+/// with a quota (a slot request then first takes the JID's advisory lock), that lock held by
+/// the test as another host would hold it, and a slot request for `name` sent on a thread of
+/// its own and waiting for the lock (checked in `pg_stat_activity`); its answer, or the test
+/// client's error, comes on the receiver. `None`: PostgreSQL is missing (as `start`).
+struct WaitingRequest {
+    cluster: Postgres,
+    url: String,
+    server: Server,
+    lock: common::postgres::HeldJidLock,
+    answer: std::sync::mpsc::Receiver<std::io::Result<Response>>,
+    /// The test directory (upload root, configuration, socket), kept while the server runs.
+    _env: Env,
 }
 
-/// Returns once one of the program's connections waits for a lock in `cluster` (10 s at most).
-fn wait_for_the_program_to_wait_for_a_lock(cluster: &Postgres) {
+fn a_slot_request_waiting_for_a_lock(name: &'static str) -> Option<WaitingRequest> {
+    if !postgres::available() {
+        return None;
+    }
+    let cluster = Postgres::start();
+    let url = cluster.database("faults");
+    let quota = standard_config("[[rules]]\nmatch = '.*'\nmax_total_size = \"1 GiB\"\n");
+    let env = Env::new(&standard_config(ALLOW_ALL));
+    let server = common::postgres::serve_on(&env, &url, "limited", &quota);
+    let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
+    let address = server.address.clone();
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answered.send(try_slot_request_at(&address, name));
+    });
     let blocked = common::wait_until(Duration::from_secs(10), || {
         !cluster
             .sql(
@@ -82,6 +99,14 @@ fn wait_for_the_program_to_wait_for_a_lock(cluster: &Postgres) {
             .is_empty()
     });
     assert!(blocked, "the program never waited for the lock");
+    Some(WaitingRequest {
+        cluster,
+        url,
+        server,
+        lock,
+        answer,
+        _env: env,
+    })
 }
 
 fn assert_away(response: &Response, what: &str) {
@@ -179,23 +204,24 @@ fn a_killed_idle_connection_is_replaced_unnoticed() {
 
 #[test]
 fn a_connection_killed_mid_transaction_leaves_nothing_and_the_next_request_works() {
-    let Some((cluster, env, url, server)) = start() else {
+    // The program's transaction waits inside, between BEGIN and its INSERT: kill its
+    // connection.
+    let Some(WaitingRequest {
+        cluster,
+        url,
+        server,
+        lock,
+        answer,
+        _env,
+    }) = a_slot_request_waiting_for_a_lock("waits.txt")
+    else {
         return;
     };
-    // Quotas make the slot request take the JID's advisory lock first: the test holds it, so
-    // the program's transaction waits inside, between BEGIN and its INSERT.
-    drop(server);
-    let server = serve_with_quota(&env, &url);
-    let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
-    let address = server.address.clone();
-    let waiting = std::thread::spawn(move || slot_request_at(&address, "waits.txt"));
-    // Wait until the program's transaction is blocked on the lock, then kill its connection.
-    wait_for_the_program_to_wait_for_a_lock(&cluster);
     cluster.sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE application_name = 'xmpp-http-upload' AND wait_event_type = 'Lock'",
     );
-    let response = waiting.join().unwrap();
+    let response = answer.recv().unwrap().unwrap();
     assert_away(&response, "slot whose connection was killed");
     lock.release();
     assert_eq!(slot_count(&cluster, &url), 0, "nothing half-written");
@@ -299,53 +325,50 @@ struct Cut {
     table: String,
 }
 
+/// Runs `nft` with `args`: its output, or why it failed.
+fn nft(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("nft")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 impl Cut {
     fn port(port: u16) -> Option<Cut> {
-        let table = format!("xhu_test_cut_{}_{port}", std::process::id());
-        let nft = |args: &[&str]| {
-            std::process::Command::new("nft")
-                .args(args)
-                .output()
-                .map_err(|e| e.to_string())
-                .and_then(|out| {
-                    if out.status.success() {
-                        Ok(())
-                    } else {
-                        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-                    }
-                })
-        };
-        let hook = "{ type filter hook input priority 0; policy accept; }";
         // Tables left by test processes that were killed (their ports would stay cut) go first.
-        if let Ok(out) = std::process::Command::new("nft")
-            .args(["list", "tables"])
-            .output()
-        {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let Some(name) = line.strip_prefix("table inet ") else {
-                    continue;
-                };
-                let pid = name
-                    .strip_prefix("xhu_test_cut_")
-                    .and_then(|r| r.split('_').next());
-                if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
-                    let _ = nft(&["delete", "table", "inet", name]);
-                }
+        for line in nft(&["list", "tables"]).unwrap_or_default().lines() {
+            let Some(name) = line.strip_prefix("table inet ") else {
+                continue;
+            };
+            let pid = name
+                .strip_prefix("xhu_test_cut_")
+                .and_then(|r| r.split('_').next());
+            if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = nft(&["delete", "table", "inet", name]);
             }
         }
+        let table = format!("xhu_test_cut_{}_{port}", std::process::id());
+        let hook = "{ type filter hook input priority 0; policy accept; }";
+        let port = port.to_string();
         let made = nft(&["add", "table", "inet", &table])
-            .and_then(|()| nft(&["add", "chain", "inet", &table, "input", hook]))
-            .and_then(|()| {
-                let port = port.to_string();
+            .and_then(|_| nft(&["add", "chain", "inet", &table, "input", hook]))
+            .and_then(|_| {
                 nft(&[
                     "add", "rule", "inet", &table, "input", "tcp", "dport", &port, "drop",
-                ])?;
+                ])
+            })
+            .and_then(|_| {
                 nft(&[
                     "add", "rule", "inet", &table, "input", "tcp", "sport", &port, "drop",
                 ])
             });
         match made {
-            Ok(()) => Some(Cut { table }),
+            Ok(_) => Some(Cut { table }),
             Err(e) => {
                 let _ = nft(&["delete", "table", "inet", &table]);
                 if std::env::var("CI").as_deref() == Ok("true") {
@@ -360,9 +383,7 @@ impl Cut {
 
 impl Drop for Cut {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "inet", &self.table])
-            .output();
+        let _ = nft(&["delete", "table", "inet", &self.table]);
     }
 }
 
@@ -373,20 +394,18 @@ impl Drop for Cut {
 /// once the server is back.
 #[test]
 fn a_server_that_vanishes_mid_query_is_a_503_not_a_worker_held_for_hours() {
-    let Some((cluster, env, url, server)) = start() else {
+    // The program's query is in flight, acknowledged, its answer not yet sent.
+    let Some(WaitingRequest {
+        cluster,
+        server,
+        lock,
+        answer,
+        url: _,
+        _env,
+    }) = a_slot_request_waiting_for_a_lock("vanishes.txt")
+    else {
         return;
     };
-    drop(server);
-    // With quotas the slot request first waits for the JID's lock, which the test holds: the
-    // program's query is in flight, acknowledged, its answer not yet sent.
-    let server = serve_with_quota(&env, &url);
-    let lock = common::postgres::HeldJidLock::take(&url, "user@example.org");
-    let address = server.address.clone();
-    let (answered, answer) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = answered.send(try_slot_request_at(&address, "vanishes.txt"));
-    });
-    wait_for_the_program_to_wait_for_a_lock(&cluster);
     // The server's kernel acknowledges the query late when it has nothing to send (delayed
     // ACK, at most 200 ms): cut after that, so that nothing the program sent is left
     // unacknowledged (what the user timeout alone would notice).
