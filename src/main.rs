@@ -192,33 +192,55 @@ fn init_log() {
     use std::io::Write;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|buf, record| {
-            let message = record.args().to_string();
-            writeln!(
+            write!(
                 buf,
-                "[{} {:<5} {}] {}",
+                "[{} {:<5} {}] ",
                 buf.timestamp(),
                 record.level(),
-                record.target(),
-                escape_controls(&message)
-            )
+                record.target()
+            )?;
+            write_escaped(buf, *record.args())?;
+            writeln!(buf)
         })
         .init();
 }
 
-/// `text` with each control character written as its escape.
-fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
+/// Writes `message` to `out` with each control character as its escape, straight into the
+/// log's buffer (no `String` of the message first: one allocation less per log line).
+fn write_escaped(
+    out: &mut impl std::io::Write,
+    message: std::fmt::Arguments,
+) -> std::io::Result<()> {
+    struct Escaping<'a, W> {
+        out: &'a mut W,
+        failed: Option<std::io::Error>,
     }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            escaped.extend(c.escape_default());
-        } else {
-            escaped.push(c);
+    impl<W: std::io::Write> std::fmt::Write for Escaping<'_, W> {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            let written = if text.chars().any(char::is_control) {
+                text.chars().try_for_each(|c| {
+                    if c.is_control() {
+                        write!(self.out, "{}", c.escape_default())
+                    } else {
+                        self.out.write_all(c.encode_utf8(&mut [0; 4]).as_bytes())
+                    }
+                })
+            } else {
+                self.out.write_all(text.as_bytes())
+            };
+            written.map_err(|e| {
+                self.failed = Some(e);
+                std::fmt::Error
+            })
         }
     }
-    std::borrow::Cow::Owned(escaped)
+    let mut escaping = Escaping { out, failed: None };
+    std::fmt::write(&mut escaping, message).map_err(|_| {
+        escaping
+            .failed
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("formatting a log message failed"))
+    })
 }
 
 fn main() -> ExitCode {
@@ -451,7 +473,7 @@ mod tests {
     //! say what `--help` says. `XHU_WRITE_MAN=1 cargo test --bin xmpp-http-upload man_pages`
     //! writes them after a change of the command line. Also: the log's escaping.
 
-    use super::{Cli, escape_controls};
+    use super::{Cli, write_escaped};
     use clap::CommandFactory;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -588,11 +610,20 @@ differences or failures that remain, each told in one line on standard error.
 
     #[test]
     fn log_messages_carry_no_control_characters() {
-        assert_eq!(escape_controls("slot granted: a@b"), "slot granted: a@b");
+        let escaped = |args: std::fmt::Arguments| {
+            let mut out = Vec::new();
+            write_escaped(&mut out, args).unwrap();
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            escape_controls("refused GET /upload/\u{1b}[2J\u{1b}]0;pwned\u{7}x\nfake line"),
+            escaped(format_args!("slot granted: {}", "a@b")),
+            "slot granted: a@b"
+        );
+        let path = "/upload/\u{1b}[2J\u{1b}]0;pwned\u{7}x\nfake line";
+        assert_eq!(
+            escaped(format_args!("refused GET {path}")),
             "refused GET /upload/\\u{1b}[2J\\u{1b}]0;pwned\\u{7}x\\nfake line"
         );
-        assert_eq!(escape_controls("naïve ✓"), "naïve ✓");
+        assert_eq!(escaped(format_args!("naïve {}", "✓")), "naïve ✓");
     }
 }

@@ -383,7 +383,7 @@ impl Conn {
         let parsed = if too_large {
             Err(ParamsError::TooLarge)
         } else {
-            Params::parse(&stream)
+            Params::parse(stream)
         };
         match parsed {
             Ok(params) => Ok(HeadOutcome::Request(Head {
