@@ -99,11 +99,14 @@ def slots_section(t, out):
     conns = t.conns("slots", "program")
     if not conns:
         return
-    has = {target: bool(t.conns("slots", target)) for target in ("django", "old-crate", "nginx-return")}
+    has = {target: bool(t.conns("slots", target))
+           for target in ("django", "old-crate", "nginx-return", "recording")}
     out.append("**Slot requests** (`GET /http_upload/slot/`, a new file name each time, every answer "
                "a stored slot), through nginx. req/s, p50 / p99 latency in ms:\n")
     columns = [("program", "xmpp-http-upload"), ("program-quota", "with quota rules"),
                ("constant", "constant-200 responder, our layer")]
+    if has["recording"]:
+        columns.append(("recording", "the same storing one slot each"))
     if has["old-crate"]:
         columns.append(("old-crate", "constant-200 responder, old `fastcgi` crate, keep-conn off"))
     if has["nginx-return"]:
@@ -111,6 +114,8 @@ def slots_section(t, out):
     if has["django"]:
         columns.append(("django", "Django app (gunicorn, 2 workers)"))
     ratios = [("constant", "ours ÷ constant", 2)]
+    if has["recording"]:
+        ratios.append(("recording", "ours ÷ storing constant", 2))
     if has["nginx-return"]:
         ratios.append(("nginx-return", "ours ÷ nginx", 2))
     if has["django"]:

@@ -6,6 +6,8 @@
 #   - the program (xmpp-http-upload serve),
 #   - examples/constant_responder.rs (a FastCGI responder on the program's own FastCGI layer
 #     answering a constant 200: the ceiling for slot requests),
+#   - examples/recording_responder.rs (the constant responder storing one slot per request through
+#     the program's own store: the ceiling for a program that records its slots),
 #   - examples/constant_authorizer.rs (the same layer allowing every `auth_request` decision:
 #     the ceiling for authorized PUTs),
 #   - examples/constant_responder_old_crate.rs (a constant responder on the `fastcgi` crate the
@@ -66,15 +68,17 @@ PUT_B=$((PORT_BASE + 81)) SLOT_B=$((PORT_BASE + 64))     # no auth_request (ngin
 PUT_C=$((PORT_BASE + 82)) SLOT_C=$((PORT_BASE + 65))     # auth_request -> constant responder
 PUT_D=$((PORT_BASE + 83)) SLOT_D=$((PORT_BASE + 66))     # auth_request -> constant authorizer
 PUT_E=$((PORT_BASE + 84)) SLOT_E=$((PORT_BASE + 67))     # old crate, keep_conn off (the anchor)
+PUT_F=$((PORT_BASE + 85)) SLOT_F=$((PORT_BASE + 68))     # recording responder
 DJANGO_PORT=$((PORT_BASE + 90))                          # nginx -> gunicorn
 SELF_PORT=$((PORT_BASE + 91))                            # nginx -> program receives the body
 RETURN_PORT=$((PORT_BASE + 92))                          # nginx `return 200` (instance A)
 SOCK_PROG=$W/xhu.sock SOCK_CONST=$W/const.sock SOCK_DJANGO=$W/gunicorn.sock
-SOCK_AUTHZ=$W/authz.sock SOCK_OLD=$W/old.sock
+SOCK_AUTHZ=$W/authz.sock SOCK_OLD=$W/old.sock SOCK_REC=$W/recording.sock
 BIN=$CARGO_TARGET_DIR/release/xmpp-http-upload
 CONST_BIN=$CARGO_TARGET_DIR/release/examples/constant_responder
 AUTHZ_BIN=$CARGO_TARGET_DIR/release/examples/constant_authorizer
 OLD_BIN=$CARGO_TARGET_DIR/release/examples/constant_responder_old_crate
+REC_BIN=$CARGO_TARGET_DIR/release/examples/recording_responder
 RESULTS=$W/results.tsv
 BIG=$((100 * 1024 * 1024))
 
@@ -139,7 +143,8 @@ if [ -n "${XHU_BENCH_REV:-}" ]; then
 fi
 log "building $BUILD_DIR${XHU_BENCH_REV:+ at $XHU_BENCH_REV} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$BUILD_DIR" && cargo build -q --release --bin xmpp-http-upload --example constant_responder \
-    --example constant_authorizer --example constant_responder_old_crate)
+    --example constant_authorizer --example constant_responder_old_crate \
+    --example recording_responder)
 head -c "$BIG" /dev/urandom > "$SHM/put-100M.bin"
 printf 'phase\ttarget\tconns\tround\trps\tp50_us\tp99_us\tnon2xx\tsockerr\trequests\trss_kib\textra\trss_before_kib\n' > "$RESULTS"
 
@@ -277,14 +282,19 @@ STARTED+=("$AUTHZ_PID")
 "$OLD_BIN" "unix:$SOCK_OLD" 2>>"$W/old-crate.log" &
 OLD_PID=$!
 STARTED+=("$OLD_PID")
+"$REC_BIN" "unix:$SOCK_REC" "$W/db/recording.sqlite3" 2>>"$W/recording.log" &
+REC_PID=$!
+STARTED+=("$REC_PID")
 wait_for_socket "$SOCK_CONST"
 wait_for_socket "$SOCK_AUTHZ"
 wait_for_socket "$SOCK_OLD"
+wait_for_socket "$SOCK_REC"
 nginx_instance A "$SOCK_PROG" "$PUT_A" "$SLOT_A" yes "$W/extra-servers.conf"
 nginx_instance B "$SOCK_PROG" "$PUT_B" "$SLOT_B" no
 nginx_instance C "$SOCK_CONST" "$PUT_C" "$SLOT_C" yes
 nginx_instance D "$SOCK_AUTHZ" "$PUT_D" "$SLOT_D" yes
 nginx_instance E "$SOCK_OLD" "$PUT_E" "$SLOT_E" yes "" no
+nginx_instance F "$SOCK_REC" "$PUT_F" "$SLOT_F" yes
 
 DJANGO_MASTER=""
 if [ -z "${NO_DJANGO:-}" ]; then
@@ -370,6 +380,9 @@ phase_slots() {
                 "$BENCH/slot.lua" admin@example.com
             WATCH=$CONST_PID
             wrk_run slots constant "$c" "$r" "" "http://127.0.0.1:$SLOT_C/http_upload/slot/" \
+                "$BENCH/slot.lua" admin@example.com
+            WATCH=$REC_PID
+            wrk_run slots recording "$c" "$r" "" "http://127.0.0.1:$SLOT_F/http_upload/slot/" \
                 "$BENCH/slot.lua" admin@example.com
             WATCH=$OLD_PID
             wrk_run slots old-crate "$c" "$r" "" "http://127.0.0.1:$SLOT_E/http_upload/slot/" \

@@ -373,7 +373,7 @@ const TIME_DIGITS: usize = 8;
 /// hundreds of pages. The price: whoever sees a URL learns when its slot was requested, to the
 /// millisecond (SECURITY.md says so); the recipients of a shared file know about when it was
 /// sent anyway.
-fn new_token() -> Result<String, Error> {
+pub fn new_token() -> Result<String, Error> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
