@@ -646,7 +646,8 @@ PY
 # Keeps everything running for poking at by hand (bench/run.sh hold); Ctrl-C ends it.
 phase_hold() {
     log "holding: slots http://127.0.0.1:$SLOT_A/http_upload/slot/ (program), :$SLOT_C (constant),"
-    log "  :$SLOT_E (old crate), :$RETURN_PORT (nginx return 200), :$PUT_D (auth -> constant authorizer),"
+    log "  :$SLOT_F (constant storing a slot each), :$SLOT_E (old crate), :$RETURN_PORT (nginx return 200),"
+    log "  :$PUT_D (auth -> constant authorizer),"
     log "  :$DJANGO_PORT (Django); PUTs :$PUT_A (auth -> program), :$PUT_B (nginx alone),"
     log "  :$PUT_C (auth -> constant), :$SELF_PORT (program receives); program pid $PROG_PID"
     while true; do sleep 3600 & wait $!; done
