@@ -53,7 +53,9 @@ thread_local! {
 }
 
 /// Fills `out` with bytes of the operating system's random source (`getrandom`), fetched
-/// `RANDOM_AHEAD` at a time per thread.
+/// `RANDOM_AHEAD` at a time per thread. Not fork-safe: a process forked after a call would
+/// hand out the same bytes as its parent (the program never forks; a library user that does
+/// must not make tokens before it).
 fn random_bytes(out: &mut [u8]) -> Result<(), Error> {
     let fetch = |buf: &mut [u8]| {
         getrandom::fill(buf)
