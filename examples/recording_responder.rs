@@ -17,6 +17,7 @@ use xmpp_http_upload::request::Response;
 use xmpp_http_upload::rules::Limits;
 use xmpp_http_upload::slot::new_token;
 use xmpp_http_upload::store::{Location, Slot, Store};
+use xmpp_http_upload::unix_now;
 
 fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -40,16 +41,13 @@ impl server::Handler for Recording {
         let Ok(token) = new_token() else {
             return Response::text(503, "text/plain", "no random bytes\n");
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let slot = Slot {
             token,
             jid: "admin@example.com".into(),
             name: "f.txt".into(),
             size: 1000,
             content_type: None,
-            created: now,
+            created: unix_now(),
             authorized: None,
             uploaded: None,
             area: None,
